@@ -1,0 +1,32 @@
+//! # dms-common
+//!
+//! What the DMS daemons share: the domain model, the bar stores, the durable journal, config
+//! loading and log setup.
+//!
+//! # Layout
+//!
+//! - [`symbol`]: [`Symbol`], a validated provider ticker.
+//! - [`interval`]: [`Interval`], bar sizes and alignment of times to bar starts.
+//! - [`time`]: [`Timestamp`] (Unix seconds, UTC) and the half-open [`TimeRange`].
+//! - [`bar`]: [`Bar`], [`SeriesKey`], [`SeriesBars`].
+//! - [`pb`]: the `dms.v1` protobuf messages and their conversions to domain types.
+//! - [`store`]: the [`store::BarStore`] trait, its SQLite backend, digests and the
+//!   conformance suite every backend passes.
+//! - [`journal`]: the durable change log with cursors and retention.
+//! - [`config`]: YAML + environment config loading with errors that name the key.
+//! - [`telemetry`]: log setup.
+
+pub mod bar;
+pub mod config;
+pub mod interval;
+pub mod journal;
+pub mod pb;
+pub mod store;
+pub mod symbol;
+pub mod telemetry;
+pub mod time;
+
+pub use bar::{Bar, SeriesBars, SeriesKey};
+pub use interval::Interval;
+pub use symbol::Symbol;
+pub use time::{TimeRange, Timestamp};

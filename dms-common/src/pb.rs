@@ -1,0 +1,122 @@
+//! The `dms.v1` protobuf types, and the one place where they convert to and from domain types.
+//!
+//! Conversions from protobuf are `TryFrom`: a message from the wire or the journal can carry a
+//! bad symbol or interval, and that is an error naming the field, never a panic.
+
+use crate::bar as domain;
+use crate::interval::Interval;
+use crate::symbol::Symbol;
+use crate::time::{self, Timestamp};
+
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/dms.v1.rs"));
+}
+pub use generated::*;
+
+/// A protobuf message that does not make a valid domain value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    #[error("field `{0}` is missing")]
+    Missing(&'static str),
+    #[error("field `symbol`: {0}")]
+    Symbol(#[from] crate::symbol::SymbolError),
+    #[error("field `interval`: {0}")]
+    Interval(#[from] crate::interval::IntervalError),
+}
+
+impl From<&domain::SeriesKey> for generated::SeriesKey {
+    fn from(k: &domain::SeriesKey) -> Self {
+        generated::SeriesKey {
+            symbol: k.symbol.as_str().to_owned(),
+            interval: k.interval.as_str().to_owned(),
+        }
+    }
+}
+
+impl TryFrom<&generated::SeriesKey> for domain::SeriesKey {
+    type Error = ConvertError;
+    fn try_from(k: &generated::SeriesKey) -> Result<Self, ConvertError> {
+        Ok(domain::SeriesKey {
+            symbol: Symbol::new(&k.symbol)?,
+            interval: k.interval.parse::<Interval>()?,
+        })
+    }
+}
+
+impl From<&domain::Bar> for generated::Bar {
+    fn from(b: &domain::Bar) -> Self {
+        generated::Bar {
+            ts: b.ts.0,
+            open: b.open,
+            high: b.high,
+            low: b.low,
+            close: b.close,
+            volume: b.volume,
+            adj_close: b.adj_close,
+            turnover: b.turnover,
+            open_interest: b.open_interest,
+        }
+    }
+}
+
+impl From<&generated::Bar> for domain::Bar {
+    fn from(b: &generated::Bar) -> Self {
+        domain::Bar {
+            ts: Timestamp(b.ts),
+            open: b.open,
+            high: b.high,
+            low: b.low,
+            close: b.close,
+            volume: b.volume,
+            adj_close: b.adj_close,
+            turnover: b.turnover,
+            open_interest: b.open_interest,
+        }
+    }
+}
+
+impl From<time::TimeRange> for generated::TimeRange {
+    fn from(r: time::TimeRange) -> Self {
+        generated::TimeRange {
+            start: r.start.0,
+            end: r.end.0,
+        }
+    }
+}
+
+impl From<&generated::TimeRange> for time::TimeRange {
+    fn from(r: &generated::TimeRange) -> Self {
+        time::TimeRange::new(Timestamp(r.start), Timestamp(r.end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bar_round_trips_through_protobuf() {
+        let mut bar = domain::Bar::ohlcv(Timestamp(1_600_000_000), 1.5, 2.0, 1.0, 1.75, 1e6);
+        bar.adj_close = Some(1.7);
+        bar.open_interest = Some(42.0);
+        let pb = generated::Bar::from(&bar);
+        assert_eq!(domain::Bar::from(&pb), bar);
+    }
+
+    #[test]
+    fn bad_series_key_names_the_field() {
+        let bad = generated::SeriesKey {
+            symbol: "A B".into(),
+            interval: "1d".into(),
+        };
+        let err = domain::SeriesKey::try_from(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("field `symbol`"), "{err}");
+        let bad = generated::SeriesKey {
+            symbol: "AAPL".into(),
+            interval: "7d".into(),
+        };
+        let err = domain::SeriesKey::try_from(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("field `interval`"), "{err}");
+    }
+}

@@ -1,0 +1,591 @@
+//! The `BarStore` conformance suite: the behaviour every backend must show, as one public list of
+//! cases. A backend's test calls [`run_all`] with a factory that makes a fresh, empty store for
+//! each case (the case name is passed along, e.g. to name a file or a database).
+//!
+//! ```ignore
+//! #[tokio::test(flavor = "multi_thread")]
+//! async fn sqlite_store_passes_conformance() {
+//!     let dir = tempfile::tempdir().unwrap();
+//!     conformance::run_all(|case| {
+//!         let path = dir.path().join(format!("{case}.db"));
+//!         async move { Arc::new(SqliteStore::open(path).unwrap()) as SharedStore }
+//!     })
+//!     .await;
+//! }
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::TryStreamExt;
+
+use super::{BarStore, DigestBucketing, SharedStore, UpsertStats};
+use crate::bar::{Bar, SeriesBars, SeriesKey};
+use crate::interval::Interval;
+use crate::symbol::Symbol;
+use crate::time::{TimeRange, Timestamp};
+
+/// Every case, by name.
+pub const CASES: &[&str] = &[
+    "reupsert_is_idempotent",
+    "changed_bars_are_reported_updated",
+    "ranges_are_half_open",
+    "reads_are_ordered_by_ts",
+    "empty_ranges_and_unknown_series_read_nothing",
+    "delete_removes_exactly_the_range",
+    "overview_is_exact_after_resent_bars",
+    "optional_fields_round_trip",
+    "digests_match_equal_data_and_catch_any_change",
+    "large_batch_is_stored_whole_and_paged",
+    "readers_see_whole_batches_while_a_writer_writes",
+    "series_are_kept_apart",
+];
+
+/// Runs every case against fresh stores from `make`, panicking on the first failure with the
+/// case's name.
+pub async fn run_all<F, Fut>(make: F)
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: Future<Output = SharedStore>,
+{
+    for case in CASES {
+        let store = make(case).await;
+        eprintln!("conformance[{}]: {case}", store.backend());
+        run_case(case, store).await;
+    }
+}
+
+/// Runs one case by name.
+pub async fn run_case(case: &str, store: SharedStore) {
+    match case {
+        "reupsert_is_idempotent" => reupsert_is_idempotent(store).await,
+        "changed_bars_are_reported_updated" => changed_bars_are_reported_updated(store).await,
+        "ranges_are_half_open" => ranges_are_half_open(store).await,
+        "reads_are_ordered_by_ts" => reads_are_ordered_by_ts(store).await,
+        "empty_ranges_and_unknown_series_read_nothing" => {
+            empty_ranges_and_unknown_series_read_nothing(store).await
+        }
+        "delete_removes_exactly_the_range" => delete_removes_exactly_the_range(store).await,
+        "overview_is_exact_after_resent_bars" => overview_is_exact_after_resent_bars(store).await,
+        "optional_fields_round_trip" => optional_fields_round_trip(store).await,
+        "digests_match_equal_data_and_catch_any_change" => {
+            digests_match_equal_data_and_catch_any_change(store).await
+        }
+        "large_batch_is_stored_whole_and_paged" => {
+            large_batch_is_stored_whole_and_paged(store).await
+        }
+        "readers_see_whole_batches_while_a_writer_writes" => {
+            readers_see_whole_batches_while_a_writer_writes(store).await
+        }
+        "series_are_kept_apart" => series_are_kept_apart(store).await,
+        other => panic!("unknown conformance case {other}"),
+    }
+}
+
+const DAY: i64 = 86_400;
+/// 2020-01-01T00:00:00Z.
+const T0: i64 = 1_577_836_800;
+
+fn key(symbol: &str, interval: Interval) -> SeriesKey {
+    SeriesKey::new(Symbol::new(symbol).expect("valid test symbol"), interval)
+}
+
+fn daily(i: i64) -> Timestamp {
+    Timestamp(T0 + i * DAY)
+}
+
+/// A deterministic bar for day `i` with a price level `p`.
+fn bar(i: i64, p: f64) -> Bar {
+    let open = p + (i % 7) as f64 * 0.25;
+    let close = p + (i % 5) as f64 * 0.5;
+    Bar::ohlcv(
+        daily(i),
+        open,
+        open.max(close) + 1.0,
+        open.min(close) - 1.0,
+        close,
+        1000.0 + i as f64,
+    )
+}
+
+fn bars(range: std::ops::Range<i64>, p: f64) -> Vec<Bar> {
+    range.map(|i| bar(i, p)).collect()
+}
+
+async fn read_all(store: &dyn BarStore, k: &SeriesKey, range: TimeRange) -> Vec<Bar> {
+    store
+        .read(k, range)
+        .try_concat()
+        .await
+        .expect("read succeeds")
+}
+
+fn assert_same_bars(actual: &[Bar], expected: &[Bar], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: bar count");
+    for (a, e) in actual.iter().zip(expected) {
+        assert!(a.same_values(e), "{what}: stored {a:?}, expected {e:?}");
+    }
+}
+
+async fn upsert(store: &dyn BarStore, k: &SeriesKey, bars: Vec<Bar>) -> UpsertStats {
+    store
+        .upsert(&[SeriesBars::new(k.clone(), bars)])
+        .await
+        .expect("upsert succeeds")
+}
+
+async fn reupsert_is_idempotent(store: SharedStore) {
+    let k = key("AAPL", Interval::D1);
+    let b = bars(0..100, 100.0);
+    let first = upsert(&*store, &k, b.clone()).await;
+    assert_eq!(
+        first,
+        UpsertStats {
+            inserted: 100,
+            updated: 0,
+            unchanged: 0
+        }
+    );
+    let second = upsert(&*store, &k, b.clone()).await;
+    assert_eq!(
+        second,
+        UpsertStats {
+            inserted: 0,
+            updated: 0,
+            unchanged: 100
+        }
+    );
+    assert_same_bars(
+        &read_all(&*store, &k, TimeRange::all()).await,
+        &b,
+        "after re-upsert",
+    );
+    let ov = store.overview().await.unwrap();
+    assert_eq!(ov.len(), 1);
+    assert_eq!(ov[0].count, 100);
+}
+
+async fn changed_bars_are_reported_updated(store: SharedStore) {
+    let k = key("MSFT", Interval::D1);
+    let mut b = bars(0..10, 50.0);
+    upsert(&*store, &k, b.clone()).await;
+    b[3].close += 0.5;
+    b[3].high += 0.5;
+    b[7].volume = 0.0;
+    let stats = upsert(&*store, &k, b.clone()).await;
+    assert_eq!(
+        stats,
+        UpsertStats {
+            inserted: 0,
+            updated: 2,
+            unchanged: 8
+        }
+    );
+    assert_same_bars(
+        &read_all(&*store, &k, TimeRange::all()).await,
+        &b,
+        "after update",
+    );
+    let latest = store.latest(&k).await.unwrap().expect("latest bar");
+    assert!(latest.same_values(&b[9]));
+}
+
+async fn ranges_are_half_open(store: SharedStore) {
+    let k = key("SPY", Interval::D1);
+    let b = bars(0..10, 300.0);
+    upsert(&*store, &k, b.clone()).await;
+    let got = read_all(&*store, &k, TimeRange::new(daily(2), daily(5))).await;
+    assert_same_bars(&got, &b[2..5], "[2,5)");
+    // A range ending one second after a bar includes it; one starting one second after skips it.
+    let got = read_all(
+        &*store,
+        &k,
+        TimeRange::new(daily(2), Timestamp(daily(5).0 + 1)),
+    )
+    .await;
+    assert_same_bars(&got, &b[2..6], "[2, 5+1s)");
+    let got = read_all(
+        &*store,
+        &k,
+        TimeRange::new(Timestamp(daily(2).0 + 1), daily(5)),
+    )
+    .await;
+    assert_same_bars(&got, &b[3..5], "[2+1s, 5)");
+    let got = read_all(&*store, &k, TimeRange::new(daily(9), daily(100))).await;
+    assert_same_bars(&got, &b[9..], "last bar");
+}
+
+async fn reads_are_ordered_by_ts(store: SharedStore) {
+    let k = key("QQQ", Interval::D1);
+    let b = bars(0..500, 200.0);
+    // Write in a scrambled order and in several batches.
+    let mut scrambled: Vec<Bar> = b.iter().step_by(3).copied().collect();
+    scrambled.reverse();
+    upsert(&*store, &k, scrambled).await;
+    let rest: Vec<Bar> = b
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, x)| *x)
+        .rev()
+        .collect();
+    upsert(&*store, &k, rest).await;
+    let pages: Vec<Vec<Bar>> = store
+        .read_paged(&k, TimeRange::all(), 64)
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        pages.iter().all(|p| !p.is_empty() && p.len() <= 64),
+        "page sizes"
+    );
+    let all: Vec<Bar> = pages.concat();
+    assert_same_bars(&all, &b, "ordered read");
+}
+
+async fn empty_ranges_and_unknown_series_read_nothing(store: SharedStore) {
+    let k = key("IBM", Interval::D1);
+    upsert(&*store, &k, bars(0..10, 120.0)).await;
+    assert!(
+        read_all(&*store, &k, TimeRange::new(daily(3), daily(3)))
+            .await
+            .is_empty()
+    );
+    assert!(
+        read_all(&*store, &k, TimeRange::new(daily(5), daily(2)))
+            .await
+            .is_empty()
+    );
+    assert!(
+        read_all(&*store, &k, TimeRange::new(daily(20), daily(30)))
+            .await
+            .is_empty()
+    );
+    let unknown = key("NOPE", Interval::D1);
+    assert!(
+        read_all(&*store, &unknown, TimeRange::all())
+            .await
+            .is_empty()
+    );
+    let other_interval = key("IBM", Interval::H1);
+    assert!(
+        read_all(&*store, &other_interval, TimeRange::all())
+            .await
+            .is_empty()
+    );
+    assert!(store.latest(&unknown).await.unwrap().is_none());
+    assert_eq!(store.delete(&unknown, TimeRange::all()).await.unwrap(), 0);
+    assert_eq!(store.upsert(&[]).await.unwrap(), UpsertStats::default());
+    assert!(
+        store
+            .digests(&unknown, TimeRange::all(), DigestBucketing::new(DAY))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.check().await.expect("check succeeds");
+}
+
+async fn delete_removes_exactly_the_range(store: SharedStore) {
+    let k = key("TSLA", Interval::D1);
+    let b = bars(0..20, 400.0);
+    upsert(&*store, &k, b.clone()).await;
+    let n = store
+        .delete(&k, TimeRange::new(daily(5), daily(10)))
+        .await
+        .unwrap();
+    assert_eq!(n, 5);
+    let left = read_all(&*store, &k, TimeRange::all()).await;
+    let expected: Vec<Bar> = b[..5].iter().chain(&b[10..]).copied().collect();
+    assert_same_bars(&left, &expected, "after middle delete");
+    // Delete the edges: the overview follows.
+    assert_eq!(
+        store
+            .delete(&k, TimeRange::new(daily(0), daily(1)))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .delete(&k, TimeRange::new(daily(19), daily(40)))
+            .await
+            .unwrap(),
+        1
+    );
+    let ov = store.overview().await.unwrap();
+    assert_eq!(ov.len(), 1);
+    assert_eq!(
+        (ov[0].count, ov[0].first, ov[0].last),
+        (13, daily(1), daily(18))
+    );
+    // Deleted bars can be written again and count as inserted.
+    let stats = upsert(&*store, &k, b.clone()).await;
+    assert_eq!((stats.inserted, stats.unchanged), (7, 13));
+    assert_eq!(store.delete(&k, TimeRange::all()).await.unwrap(), 20);
+    assert!(
+        store.overview().await.unwrap().is_empty(),
+        "an emptied series leaves the overview"
+    );
+    assert!(store.latest(&k).await.unwrap().is_none());
+}
+
+async fn overview_is_exact_after_resent_bars(store: SharedStore) {
+    let k = key("NVDA", Interval::D1);
+    // Overlapping windows, as an incremental update re-fetches the last bars each time.
+    for start in (0..100).step_by(10) {
+        upsert(&*store, &k, bars(start..start + 15, 10.0)).await;
+    }
+    let ov = store.overview().await.unwrap();
+    assert_eq!(ov.len(), 1);
+    assert_eq!(ov[0].key, k);
+    assert_eq!(ov[0].count, 105);
+    assert_eq!((ov[0].first, ov[0].last), (daily(0), daily(104)));
+    assert_eq!(read_all(&*store, &k, TimeRange::all()).await.len(), 105);
+}
+
+async fn optional_fields_round_trip(store: SharedStore) {
+    let k = key("GC=F", Interval::D1);
+    let mut b = bars(0..4, 1800.0);
+    b[0].adj_close = Some(1799.5);
+    b[1].turnover = Some(1.5e9);
+    b[2].open_interest = Some(123_456.0);
+    b[3] = Bar {
+        adj_close: Some(0.1 + 0.2),
+        turnover: Some(f64::MIN_POSITIVE),
+        open_interest: Some(0.0),
+        ..b[3]
+    };
+    upsert(&*store, &k, b.clone()).await;
+    assert_same_bars(
+        &read_all(&*store, &k, TimeRange::all()).await,
+        &b,
+        "optional fields",
+    );
+    // Removing an optional value is a change.
+    let mut cleared = b.clone();
+    cleared[0].adj_close = None;
+    let stats = upsert(&*store, &k, cleared.clone()).await;
+    assert_eq!((stats.updated, stats.unchanged), (1, 3));
+    assert_same_bars(
+        &read_all(&*store, &k, TimeRange::all()).await,
+        &cleared,
+        "cleared field",
+    );
+}
+
+async fn digests_match_equal_data_and_catch_any_change(store: SharedStore) {
+    let a = key("AAA", Interval::D1);
+    let b = key("BBB", Interval::D1);
+    let data = bars(0..60, 75.0);
+    let bucketing = DigestBucketing::new(10 * DAY);
+    upsert(&*store, &a, data.clone()).await;
+    // Same data written differently: reversed, in two batches.
+    let mut rev = data.clone();
+    rev.reverse();
+    upsert(&*store, &b, rev[..30].to_vec()).await;
+    upsert(&*store, &b, rev[30..].to_vec()).await;
+    let da = store
+        .digests(&a, TimeRange::all(), bucketing)
+        .await
+        .unwrap();
+    let db = store
+        .digests(&b, TimeRange::all(), bucketing)
+        .await
+        .unwrap();
+    assert_eq!(da, db, "equal data, equal digests");
+    assert_eq!(da.iter().map(|d| d.count).sum::<u64>(), 60);
+    // The store's digests equal those computed from the bars themselves.
+    let mut reference = super::digest::DigestBuilder::new(bucketing);
+    data.iter().for_each(|x| reference.push(x));
+    assert_eq!(
+        da,
+        reference.finish(),
+        "digests follow the canonical encoding"
+    );
+
+    let changes: [fn(&mut Bar); 8] = [
+        |x| x.open += 0.01,
+        |x| x.high += 0.01,
+        |x| x.low -= 0.01,
+        |x| x.close += 1e-9,
+        |x| x.volume += 1.0,
+        |x| x.adj_close = Some(1.0),
+        |x| x.turnover = Some(2.0),
+        |x| x.open_interest = Some(3.0),
+    ];
+    for (n, change) in changes.iter().enumerate() {
+        let mut changed = data[20..30].to_vec();
+        change(&mut changed[5]);
+        upsert(&*store, &b, changed).await;
+        let db = store
+            .digests(&b, TimeRange::all(), bucketing)
+            .await
+            .unwrap();
+        let differing: Vec<_> = da.iter().zip(&db).filter(|(x, y)| x != y).collect();
+        assert_eq!(
+            differing.len(),
+            1,
+            "change #{n} shows in exactly one bucket"
+        );
+        assert_eq!(differing[0].0.start, bucketing.bucket_of(daily(25)));
+        upsert(&*store, &b, data[20..30].to_vec()).await;
+    }
+    // A missing bar changes the count.
+    store
+        .delete(&b, TimeRange::new(daily(42), daily(43)))
+        .await
+        .unwrap();
+    let db = store
+        .digests(&b, TimeRange::all(), bucketing)
+        .await
+        .unwrap();
+    assert_eq!(db[4].count, 9);
+    assert_ne!(db[4].hash, da[4].hash);
+    // A sub-range on bucket bounds gives the digests of just those buckets.
+    let part = store
+        .digests(&a, TimeRange::new(da[1].start, da[3].start), bucketing)
+        .await
+        .unwrap();
+    assert_eq!(part, da[1..3].to_vec());
+}
+
+async fn large_batch_is_stored_whole_and_paged(store: SharedStore) {
+    let k = key("EURUSD=X", Interval::M1);
+    let n: i64 = 120_000;
+    let big: Vec<Bar> = (0..n)
+        .map(|i| {
+            let p = 1.1 + (i % 1000) as f64 * 1e-5;
+            Bar::ohlcv(
+                Timestamp(T0 + i * 60),
+                p,
+                p + 1e-4,
+                p - 1e-4,
+                p,
+                (i % 50) as f64,
+            )
+        })
+        .collect();
+    let stats = upsert(&*store, &k, big.clone()).await;
+    assert_eq!(stats.inserted, n as u64);
+    let mut total = 0usize;
+    let mut last = i64::MIN;
+    let mut pages = store.read(&k, TimeRange::all());
+    while let Some(page) = pages.try_next().await.unwrap() {
+        assert!(page.len() <= super::DEFAULT_PAGE_SIZE);
+        for b in &page {
+            assert!(b.ts.0 > last, "strictly increasing ts");
+            last = b.ts.0;
+        }
+        total += page.len();
+    }
+    assert_eq!(total, n as usize);
+    assert_eq!(store.overview().await.unwrap()[0].count, n as u64);
+    let latest = store.latest(&k).await.unwrap().unwrap();
+    assert!(latest.same_values(big.last().unwrap()));
+}
+
+async fn readers_see_whole_batches_while_a_writer_writes(store: SharedStore) {
+    let k = key("BTC-USD", Interval::H1);
+    const BATCH: i64 = 2_000;
+    const BATCHES: i64 = 25;
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let store = store.clone();
+        let k = k.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            for n in 0..BATCHES {
+                let batch: Vec<Bar> = (n * BATCH..(n + 1) * BATCH)
+                    .map(|i| Bar::ohlcv(Timestamp(T0 + i * 3600), 10.0, 11.0, 9.0, 10.5, 1.0))
+                    .collect();
+                store
+                    .upsert(&[SeriesBars::new(k.clone(), batch)])
+                    .await
+                    .expect("writer upsert");
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let store = store.clone();
+        let k = k.clone();
+        let done = done.clone();
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0;
+            let mut previous = 0usize;
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let all: Vec<Bar> = store
+                    .read(&k, TimeRange::all())
+                    .try_concat()
+                    .await
+                    .expect("read during writes");
+                // A single read pages through a snapshot per page, so it sees whole batches
+                // and never goes backwards.
+                assert!(all.len() >= previous, "reads never go backwards");
+                assert!(
+                    all.windows(2).all(|w| w[0].ts < w[1].ts),
+                    "ordered during writes"
+                );
+                let ov = store.overview().await.expect("overview during writes");
+                if let Some(o) = ov.first() {
+                    assert_eq!(o.count as i64 % BATCH, 0, "overview counts whole batches");
+                }
+                previous = all.len();
+                reads += 1;
+                if finished {
+                    return (reads, all.len());
+                }
+            }
+        }));
+    }
+    writer.await.expect("writer task");
+    for r in readers {
+        let (reads, last_len) = r.await.expect("reader task");
+        assert!(reads >= 1);
+        assert_eq!(
+            last_len as i64,
+            BATCH * BATCHES,
+            "final read sees everything"
+        );
+    }
+}
+
+async fn series_are_kept_apart(store: SharedStore) {
+    let a = key("AAPL", Interval::D1);
+    let b = key("AAPL", Interval::H1);
+    let c = key("600519.SS", Interval::D1);
+    let batch = vec![
+        SeriesBars::new(a.clone(), bars(0..10, 100.0)),
+        SeriesBars::new(b.clone(), bars(0..5, 200.0)),
+        SeriesBars::new(c.clone(), bars(3..8, 1700.0)),
+    ];
+    let stats = store.upsert(&batch).await.unwrap();
+    assert_eq!(stats.inserted, 20);
+    let ov = store.overview().await.unwrap();
+    let counts: Vec<(SeriesKey, u64)> = ov.iter().map(|o| (o.key.clone(), o.count)).collect();
+    for (k, n) in [(&a, 10), (&b, 5), (&c, 5)] {
+        assert!(
+            counts.contains(&(k.clone(), n)),
+            "{k} has {n} bars in {counts:?}"
+        );
+    }
+    let pages: Vec<_> = store
+        .read_many(&[c.clone(), a.clone()], TimeRange::all())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(pages.len(), 2);
+    assert_eq!(pages[0].0, c);
+    assert_same_bars(&pages[0].1, &bars(3..8, 1700.0), "read_many first series");
+    assert_same_bars(&pages[1].1, &bars(0..10, 100.0), "read_many second series");
+    store.delete(&a, TimeRange::all()).await.unwrap();
+    assert_eq!(
+        read_all(&*store, &b, TimeRange::all()).await.len(),
+        5,
+        "delete stays in its series"
+    );
+}

@@ -1,0 +1,178 @@
+//! The `BarStore` seam: where bars live, whatever the backend.
+//!
+//! Every backend (`sqlite` here; InfluxDB, PostgreSQL and MySQL beside it) implements the same
+//! async trait and passes the same [`conformance`] suite. The contract:
+//!
+//! - Bars are keyed by (series, ts). [`BarStore::upsert`] is idempotent: writing the same bars
+//!   twice changes nothing and reports them as `unchanged`.
+//! - [`BarStore::upsert`] returns only after the batch is durable, and applies a batch as a whole
+//!   or not at all where the backend allows it.
+//! - Reads are half-open `[start, end)`, ordered by ts, and streamed in pages so that a reader
+//!   never holds a whole series in memory.
+//! - [`BarStore::overview`] is exact: its counts equal the bars stored, however often bars were
+//!   re-sent.
+//! - [`BarStore::digests`] hashes the same canonical encoding ([`digest`]) on every backend, so a
+//!   master and a replica with different backends can compare their data bucket by bucket.
+
+pub mod conformance;
+pub mod digest;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::bar::{Bar, SeriesBars, SeriesKey};
+use crate::time::{TimeRange, Timestamp};
+pub use digest::{BucketDigest, DigestBucketing};
+
+/// Default number of bars in one page of a streamed read.
+pub const DEFAULT_PAGE_SIZE: usize = 10_000;
+
+/// What an upsert did, bar by bar.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UpsertStats {
+    /// Bars that were not stored before.
+    pub inserted: u64,
+    /// Bars that replaced a stored bar with different values.
+    pub updated: u64,
+    /// Bars identical to the stored ones.
+    pub unchanged: u64,
+}
+
+impl UpsertStats {
+    /// Adds another batch's counts.
+    pub fn add(&mut self, other: UpsertStats) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+    }
+
+    /// All bars the upsert saw.
+    pub fn total(&self) -> u64 {
+        self.inserted + self.updated + self.unchanged
+    }
+}
+
+/// What the store holds for one series.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SeriesOverview {
+    pub key: SeriesKey,
+    pub count: u64,
+    pub first: Timestamp,
+    pub last: Timestamp,
+}
+
+/// A page of bars of one series, from [`BarStore::read_many`].
+pub type SeriesPage = (SeriesKey, Vec<Bar>);
+
+/// A stream of pages of bars, in ts order.
+pub type BarStream = BoxStream<'static, Result<Vec<Bar>, StoreError>>;
+
+/// A stream of pages of bars of several series: all pages of one series, then the next.
+pub type SeriesPageStream = BoxStream<'static, Result<SeriesPage, StoreError>>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or refused the operation; retrying may help.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The stored data or the request cannot be handled; retrying will not help.
+    #[error("store error: {0}")]
+    Invalid(String),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl StoreError {
+    /// Whether the same operation may succeed later (busy, locked, unreachable).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::CannotOpen
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Result of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where bars live. See the module documentation for the contract.
+#[async_trait]
+pub trait BarStore: Send + Sync + std::fmt::Debug + 'static {
+    /// A short name of the backend for logs and status (`sqlite`, `influxdb`, ...).
+    fn backend(&self) -> &'static str;
+
+    /// Inserts or replaces bars, all series of the batch in one transaction where the backend
+    /// has them. Returns after the batch is durable.
+    async fn upsert(&self, batch: &[SeriesBars]) -> Result<UpsertStats>;
+
+    /// Bars of `series` in `range`, in ts order, in pages of at most `page_size` bars.
+    fn read_paged(&self, series: &SeriesKey, range: TimeRange, page_size: usize) -> BarStream;
+
+    /// Bars of `series` in `range`, in ts order, in pages of [`DEFAULT_PAGE_SIZE`].
+    fn read(&self, series: &SeriesKey, range: TimeRange) -> BarStream {
+        self.read_paged(series, range, DEFAULT_PAGE_SIZE)
+    }
+
+    /// Bars of several series in `range`: every page of the first series, then the next.
+    fn read_many(&self, series: &[SeriesKey], range: TimeRange) -> SeriesPageStream {
+        let streams: Vec<SeriesPageStream> = series
+            .iter()
+            .map(|key| {
+                let key = key.clone();
+                self.read(&key, range)
+                    .map_ok(move |page| (key.clone(), page))
+                    .boxed()
+            })
+            .collect();
+        futures::stream::iter(streams).flatten().boxed()
+    }
+
+    /// The bar with the highest ts of `series`, if any.
+    async fn latest(&self, series: &SeriesKey) -> Result<Option<Bar>>;
+
+    /// Count, first and last ts of every series that holds at least one bar.
+    async fn overview(&self) -> Result<Vec<SeriesOverview>>;
+
+    /// Removes the bars of `series` in `range`; returns how many were removed.
+    async fn delete(&self, series: &SeriesKey, range: TimeRange) -> Result<u64>;
+
+    /// Per bucket of `range`: the count and hash of the bars of `series`. Buckets without bars
+    /// are left out. The default reads the bars and hashes them; a backend may do it closer to
+    /// the data as long as the result is the same.
+    async fn digests(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+        bucketing: DigestBucketing,
+    ) -> Result<Vec<BucketDigest>> {
+        let mut builder = digest::DigestBuilder::new(bucketing);
+        let mut pages = self.read(series, range);
+        while let Some(page) = pages.try_next().await? {
+            for bar in &page {
+                builder.push(bar);
+            }
+        }
+        Ok(builder.finish())
+    }
+
+    /// Checks that the store answers (for readiness probes).
+    async fn check(&self) -> Result<()>;
+}
+
+/// A shared handle to some store.
+pub type SharedStore = Arc<dyn BarStore>;

@@ -1,0 +1,385 @@
+//! `MasterConfig`: the master's YAML config. Every field's doc comment is its user
+//! documentation (the README's config reference follows it).
+//!
+//! Relative paths are resolved against the working directory the master is started in.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use dms_common::config::{ByteSize, ConfigDuration, ConfigError, ConfigIssue, Validate};
+use dms_common::journal::RetentionPolicy;
+use dms_common::{Interval, Symbol};
+use serde::{Deserialize, Serialize};
+
+/// The config file used when none is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/dms-master.yaml";
+
+/// The master's configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterConfig {
+    /// HTTP listener (health, REST API).
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The local state file: journal, cursors, quarantine.
+    #[serde(default)]
+    pub state: StateConfig,
+    /// How long journal entries are kept for consumers that fall behind.
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// The primary bar store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Data sources.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    /// How long shutdown waits for in-flight work (the store applier draining the journal).
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: ConfigDuration,
+}
+
+fn default_shutdown_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(5)
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 11183))
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// Local state settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// SQLite file holding the journal, cursors and quarantine; created if missing.
+    #[serde(default = "default_state_path")]
+    pub path: PathBuf,
+}
+
+fn default_state_path() -> PathBuf {
+    PathBuf::from("./data/master-state.db")
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            path: default_state_path(),
+        }
+    }
+}
+
+/// Journal retention.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Entries every consumer has applied are removed right away; entries some consumer still
+    /// needs are kept up to this total size. Beyond it, the oldest go and that consumer is
+    /// marked as needing repair.
+    #[serde(default = "default_journal_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// Like `max_bytes`, by age.
+    #[serde(default = "default_journal_max_age")]
+    pub max_age: ConfigDuration,
+    /// How often retention runs.
+    #[serde(default = "default_retention_every")]
+    pub retention_interval: ConfigDuration,
+}
+
+fn default_journal_max_bytes() -> ByteSize {
+    ByteSize(1 << 30)
+}
+fn default_journal_max_age() -> ConfigDuration {
+    ConfigDuration::from_secs(7 * 86_400)
+}
+fn default_retention_every() -> ConfigDuration {
+    ConfigDuration::from_secs(60)
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            max_bytes: default_journal_max_bytes(),
+            max_age: default_journal_max_age(),
+            retention_interval: default_retention_every(),
+        }
+    }
+}
+
+impl JournalConfig {
+    /// The retention policy these settings describe.
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            max_bytes: self.max_bytes.0,
+            max_age: self.max_age.0,
+        }
+    }
+}
+
+/// The primary bar store, chosen by `type`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// Embedded SQLite file (the default).
+    Sqlite {
+        /// The store file; created if missing.
+        #[serde(default = "default_store_path")]
+        path: PathBuf,
+        /// Page cache per connection.
+        #[serde(default = "default_store_cache")]
+        cache: ByteSize,
+    },
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("./data/bars.db")
+}
+fn default_store_cache() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Sqlite {
+            path: default_store_path(),
+            cache: default_store_cache(),
+        }
+    }
+}
+
+/// A data source, chosen by `type`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A directory of CSV files, one series per file.
+    Csv(CsvSourceConfig),
+}
+
+impl SourceConfig {
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        match self {
+            SourceConfig::Csv(c) => &c.name,
+        }
+    }
+}
+
+/// A directory of OHLCV CSV files.
+///
+/// Each `*.csv` file holds one series. The first row names the columns: the time column is the
+/// first unnamed column or one named date/datetime/time/timestamp; price columns are matched by
+/// name (`Open`, `open`, `open_price`, `o`, ...). Dates (`2024-01-31`, `2024/01/31`, `20240131`)
+/// and date-times (`2024-01-31 09:30:00`, RFC 3339, Unix seconds or milliseconds) are detected
+/// row by row; times without an offset are UTC. Daily and longer bars map to the start of their
+/// period (a monthly bar dated 2024-01-31 is January's bar).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSourceConfig {
+    /// Name of the source, recorded as the origin of its bars.
+    pub name: String,
+    /// Directory holding the files.
+    pub dir: PathBuf,
+    /// Import every file once when the master starts.
+    #[serde(default = "default_true")]
+    pub import_on_start: bool,
+    /// Interval of files that have no entry in `files`; guessed from the spacing of the
+    /// timestamps when absent.
+    #[serde(default)]
+    pub interval: Option<Interval>,
+    /// Per-file settings, by file name: the symbol (default: the file name without `.csv`) and
+    /// the interval.
+    #[serde(default)]
+    pub files: BTreeMap<String, CsvFileConfig>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Settings of one CSV file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvFileConfig {
+    /// The symbol the file's bars belong to.
+    #[serde(default)]
+    pub symbol: Option<Symbol>,
+    /// The file's bar interval.
+    #[serde(default)]
+    pub interval: Option<Interval>,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        MasterConfig {
+            http: HttpConfig::default(),
+            state: StateConfig::default(),
+            journal: JournalConfig::default(),
+            store: StoreConfig::default(),
+            sources: Vec::new(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+impl Validate for MasterConfig {
+    fn fill_defaults(raw: &mut serde_json::Value) {
+        // `store` set only through the environment (DMS_STORE__PATH) means the default backend.
+        if let Some(store) = raw.get_mut("store").and_then(|s| s.as_object_mut()) {
+            store
+                .entry("type")
+                .or_insert_with(|| serde_json::Value::from("sqlite"));
+        }
+    }
+
+    fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if self.state.path.as_os_str().is_empty() {
+            issues.push(ConfigIssue::new("state.path", "must not be empty"));
+        }
+        match &self.store {
+            StoreConfig::Sqlite { path, .. } => {
+                if path.as_os_str().is_empty() {
+                    issues.push(ConfigIssue::new("store.path", "must not be empty"));
+                } else if path == &self.state.path {
+                    issues.push(ConfigIssue::new(
+                        "store.path",
+                        format!(
+                            "{} is also state.path; the bar store and the state file must be different files",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.journal.max_bytes.0 < 1 << 20 {
+            issues.push(ConfigIssue::new(
+                "journal.max_bytes",
+                format!("{} is too small; use at least 1MiB", self.journal.max_bytes),
+            ));
+        }
+        if self.journal.retention_interval.0.is_zero() {
+            issues.push(ConfigIssue::new(
+                "journal.retention_interval",
+                "must be more than 0s",
+            ));
+        }
+        if self.shutdown_timeout.0.is_zero() {
+            issues.push(ConfigIssue::new("shutdown_timeout", "must be more than 0s"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            let name = source.name();
+            if name.trim().is_empty() {
+                issues.push(ConfigIssue::new(
+                    format!("sources[{i}].name"),
+                    "must not be empty",
+                ));
+            } else if !names.insert(name.to_owned()) {
+                issues.push(ConfigIssue::new(
+                    format!("sources[{i}].name"),
+                    format!("{name:?} is used by another source"),
+                ));
+            }
+            match source {
+                SourceConfig::Csv(c) => {
+                    if c.dir.as_os_str().is_empty() {
+                        issues.push(ConfigIssue::new(
+                            format!("sources[{i}].dir"),
+                            "must not be empty",
+                        ));
+                    }
+                    for file in c.files.keys() {
+                        if file.contains('/') || !file.ends_with(".csv") {
+                            issues.push(ConfigIssue::new(
+                                format!("sources[{i}].files.{file}"),
+                                format!("{file:?} must be a plain file name ending in .csv"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        issues
+    }
+}
+
+impl MasterConfig {
+    /// Loads and validates the config at `path` with overrides from the process environment.
+    pub fn load(path: &Path) -> Result<MasterConfig, ConfigError> {
+        dms_common::config::load(path, std::env::vars())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<MasterConfig, ConfigError> {
+        dms_common::config::load_str(Path::new("dms-master.yaml"), text, Vec::new())
+    }
+
+    #[test]
+    fn empty_config_uses_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.http.listen.port(), 11183);
+        assert!(matches!(c.store, StoreConfig::Sqlite { .. }));
+        assert_eq!(c.shutdown_timeout, ConfigDuration::from_secs(5));
+    }
+
+    #[test]
+    fn shipped_default_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dms-master.yaml");
+        let c: MasterConfig =
+            dms_common::config::load(&path, Vec::new()).expect("shipped config loads");
+        assert_eq!(c.sources.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = load("store:\n  type: sqlit\n").unwrap_err().to_string();
+        assert!(err.contains("store") && err.contains("sqlit"), "{err}");
+        let err = load("http:\n  listen: nowhere\n").unwrap_err().to_string();
+        assert!(err.contains("http.listen"), "{err}");
+        let err = load("sources:\n  - type: csv\n    name: a\n    dir: x\n    interval: 2d\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sources[0].interval") && err.contains("2d"),
+            "{err}"
+        );
+        let err =
+            load("sources:\n  - {type: csv, name: a, dir: x}\n  - {type: csv, name: a, dir: y}\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("sources[1].name"), "{err}");
+        let err = load("state:\n  path: same.db\nstore:\n  type: sqlite\n  path: same.db\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.path"), "{err}");
+        let err = load(
+            "sources:\n  - {type: csv, name: a, dir: x, files: {GOOG.csv: {symbol: 'A B'}}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("sources[0].files.GOOG.csv.symbol") && err.contains("whitespace"),
+            "{err}"
+        );
+    }
+}

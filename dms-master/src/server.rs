@@ -1,0 +1,185 @@
+//! `run`: the running master. Opens the state file (journal, quarantine) and the bar store,
+//! starts the store applier, the journal retention loop and the start-up imports, serves HTTP,
+//! and on shutdown stops them in order: HTTP and imports first, then the applier drains the
+//! journal into the store, all within `shutdown_timeout`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+use dms_common::journal::Journal;
+use dms_common::store::SharedStore;
+use dms_common::store::sqlite::{SqliteOptions, SqliteStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::applier::{self, ApplierOptions};
+use crate::config::{MasterConfig, SourceConfig, StoreConfig};
+use crate::http::{self, ApiState};
+use crate::import::{self, ImportSummary};
+use crate::ingest::Ingestor;
+use crate::quarantine::Quarantine;
+use crate::source::csv::CsvSource;
+
+/// Opens the configured bar store.
+pub fn open_store(config: &StoreConfig) -> anyhow::Result<SharedStore> {
+    match config {
+        StoreConfig::Sqlite { path, cache } => {
+            let options = SqliteOptions {
+                cache_kib: (cache.0 / 1024).clamp(1024, u32::MAX as u64) as u32,
+                ..SqliteOptions::default()
+            };
+            let store = SqliteStore::open_with(path, options)
+                .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Runs the master on an already-bound listener until `shutdown` fires.
+pub async fn run(
+    config: MasterConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let journal = Journal::open(&config.state.path, config.journal.policy())
+        .with_context(|| format!("cannot open the state file {}", config.state.path.display()))?;
+    let quarantine = Quarantine::open(&config.state.path)?;
+    let store = open_store(&config.store)?;
+    tracing::info!(
+        state = %config.state.path.display(),
+        store = store.backend(),
+        history = %journal.history_id(),
+        head = %journal.head(),
+        "state opened"
+    );
+
+    let applier_stop = CancellationToken::new();
+    let applier = applier::start(
+        journal.clone(),
+        store.clone(),
+        ApplierOptions::default(),
+        applier_stop.clone(),
+    )
+    .await?;
+
+    let work_stop = shutdown.child_token();
+    let retention = tokio::spawn(retention_loop(
+        journal.clone(),
+        config.journal.retention_interval.0,
+        work_stop.clone(),
+    ));
+
+    let ingestor = Ingestor::new(journal.clone(), quarantine.clone());
+    let imports: Arc<Mutex<Vec<ImportSummary>>> = Arc::default();
+    let import_task = tokio::spawn(startup_imports(
+        config.sources.clone(),
+        ingestor,
+        imports.clone(),
+        work_stop.clone(),
+    ));
+
+    let state = ApiState {
+        store: store.clone(),
+        journal: journal.clone(),
+        quarantine,
+        applier: applier.status_cell(),
+        imports,
+    };
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "HTTP listening");
+    let serve = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let serve_result = serve.await;
+    let started = Instant::now();
+    tracing::info!("shutting down");
+
+    work_stop.cancel();
+    let deadline = config.shutdown_timeout.0;
+    let remaining = || deadline.saturating_sub(started.elapsed());
+    if tokio::time::timeout(remaining(), import_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("start-up import did not stop in time; its journaled part is kept");
+    }
+    let _ = retention.await;
+    applier_stop.cancel();
+    let head = journal.head();
+    let drained = applier.join(remaining()).await;
+    if drained {
+        tracing::info!(journal_head = %head, "store applier drained; shutdown complete");
+    } else {
+        tracing::warn!(
+            journal_head = %head,
+            "store applier did not drain in time; the rest stays in the journal for the next start"
+        );
+    }
+    serve_result.context("HTTP server failed")
+}
+
+async fn retention_loop(journal: Journal, every: std::time::Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        match journal
+            .apply_retention(chrono::Utc::now().timestamp_millis())
+            .await
+        {
+            Ok(r) if r.removed_entries > 0 => {
+                tracing::debug!(
+                    entries = r.removed_entries,
+                    bytes = r.removed_bytes,
+                    "journal retention"
+                );
+                for c in r.cursors_marked {
+                    tracing::error!(cursor = %c, "journal retention removed entries this consumer had not applied; it needs repair");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "journal retention failed"),
+        }
+    }
+}
+
+async fn startup_imports(
+    sources: Vec<SourceConfig>,
+    ingestor: Ingestor,
+    imports: Arc<Mutex<Vec<ImportSummary>>>,
+    stop: CancellationToken,
+) {
+    for (index, source) in sources.into_iter().enumerate() {
+        match source {
+            SourceConfig::Csv(c) if c.import_on_start => {
+                let csv = CsvSource::new(c);
+                tracing::info!(source = csv.name(), "start-up import begins");
+                let slot = {
+                    let mut all = imports.lock().unwrap_or_else(|p| p.into_inner());
+                    all.push(ImportSummary::default());
+                    all.len() - 1
+                };
+                let summary = import::import_csv(&csv, &ingestor, &stop, |s| {
+                    imports.lock().unwrap_or_else(|p| p.into_inner())[slot] = s.clone();
+                })
+                .await;
+                tracing::info!(
+                    source = %summary.source,
+                    state = %summary.state,
+                    series = summary.series,
+                    bars = summary.bars_accepted,
+                    rejected = summary.bars_rejected,
+                    rows_skipped = summary.rows_skipped,
+                    failed_files = summary.failed_files.len(),
+                    "start-up import finished"
+                );
+                let _ = index;
+            }
+            SourceConfig::Csv(_) => {}
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+    }
+}

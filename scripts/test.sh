@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs everything CI runs: formatting, lints, and every test (unit, conformance, crash,
+# end-to-end). Installs what the tests need when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if command -v rustup >/dev/null 2>&1; then
+    rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== build binaries (the end-to-end tests run them as processes)"
+cargo build --workspace --bins --locked
+
+echo "== tests"
+cargo test --workspace --locked

@@ -1,0 +1,178 @@
+//! The master as an operator runs it: a real process, a real config file, HTTP on loopback.
+
+use std::time::Duration;
+
+use dms_e2e::{MasterProcess, copy_sample_data, run_master_command};
+use nix::sys::signal::Signal;
+
+const SAMPLE_CONFIG: &str = "
+http:
+  listen: 127.0.0.1:{port}
+state:
+  path: ./data/master-state.db
+store:
+  type: sqlite
+  path: ./data/bars.db
+sources:
+  - type: csv
+    name: sample
+    dir: ./sample-data
+    files:
+      EURUSD.csv: {symbol: EURUSD=X, interval: 1h}
+      BTCUSD.csv: {symbol: BTC-USD}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_imports_sample_csvs_and_restart_adds_no_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_sample_data(&dir.path().join("sample-data"));
+
+    let mut master = MasterProcess::start(dir.path(), SAMPLE_CONFIG)
+        .await
+        .unwrap();
+    let status = master.wait_imported(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(status["total_series"], 3, "{status}");
+    assert_eq!(status["total_stocks"], 3, "{status}");
+    assert_eq!(status["total_records"], 2148 + 5000 + 156, "{status}");
+    assert_eq!(status["earliest_date"], "2004-08-19");
+    assert_eq!(status["latest_date"], "2024-12-01");
+    assert_eq!(status["quarantined_bars"], 0);
+    let head_after_first = status["journal"]["head"].as_u64().unwrap();
+
+    let (exit, took) = master.stop(Signal::SIGINT, Duration::from_secs(5)).unwrap();
+    assert!(exit.success(), "exit status {exit} after SIGINT");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    assert!(
+        master.log_text().contains("shutdown complete"),
+        "{}",
+        master.log_text()
+    );
+
+    // Start again: the import runs again and changes nothing.
+    let mut master = MasterProcess::start(dir.path(), SAMPLE_CONFIG)
+        .await
+        .unwrap();
+    let status = master.wait_imported(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(status["total_series"], 3, "{status}");
+    assert_eq!(status["total_records"], 7304, "{status}");
+    assert!(
+        status["journal"]["head"].as_u64().unwrap() > head_after_first,
+        "the journal continued its sequence: {status}"
+    );
+    let (exit, _) = master
+        .stop(Signal::SIGTERM, Duration::from_secs(5))
+        .unwrap();
+    assert!(exit.success(), "exit status {exit} after SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_csv_rows_are_reported_with_file_and_line_and_the_rest_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sample-data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("ACME.csv"),
+        "Date,Open,High,Low,Close,Volume\n\
+         2024-01-02,10,11,9,10.5,100\n\
+         2024-01-03,10,11,9,ten,100\n\
+         2024-01-04,10,11,9,10.5,100\n\
+         2024-01-05,10,9,11,10.5,100\n\
+         2024-01-08,10,11,9,10.5,100\n",
+    )
+    .unwrap();
+    let config = "
+http: {listen: '127.0.0.1:{port}'}
+sources:
+  - {type: csv, name: files, dir: ./sample-data}
+";
+    let master = MasterProcess::start(dir.path(), config).await.unwrap();
+    let status = master.wait_imported(Duration::from_secs(30)).await.unwrap();
+    // Line 3 cannot be read; line 5 reads but breaks high >= low and is quarantined.
+    assert_eq!(status["total_records"], 3, "{status}");
+    assert_eq!(status["quarantined_bars"], 1, "{status}");
+    let import = &status["imports"][0];
+    assert_eq!(import["rows_skipped"], 1);
+    assert_eq!(import["bars_rejected"], 1);
+    let problem = import["row_problems"][0].as_str().unwrap();
+    assert!(
+        problem.ends_with("ACME.csv:3: column Close: \"ten\" is not a number; row skipped"),
+        "{problem}"
+    );
+    let log = master.log_text();
+    assert!(log.contains("ACME.csv:3: column Close"), "{log}");
+    assert!(log.contains("bar quarantined"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_config_exits_with_status_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "store:\n  type: sqlite\n  pth: ./x.db\n",
+    )
+    .unwrap();
+    for args in [
+        &["--config", "bad.yaml"][..],
+        &["--config", "bad.yaml", "check-config"],
+    ] {
+        let (code, _, stderr) = run_master_command(dir.path(), args, &[]).unwrap();
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("bad.yaml") && stderr.contains("pth"),
+            "{stderr}"
+        );
+    }
+    std::fs::write(
+        dir.path().join("good.yaml"),
+        "http: {listen: '127.0.0.1:0'}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run_master_command(
+        dir.path(),
+        &["--config", "good.yaml", "check-config"],
+        &[("DMS_STORE__PATH", "/tmp/elsewhere.db")],
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("good.yaml: ok") && stdout.contains("/tmp/elsewhere.db"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = run_master_command(
+        dir.path(),
+        &["--config", "good.yaml", "check-config"],
+        &[("DMS_HTTP__LISTEN", "nowhere")],
+    )
+    .unwrap();
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("http.listen") && stderr.contains("DMS_HTTP__LISTEN"),
+        "{stderr}"
+    );
+    let (code, _, stderr) =
+        run_master_command(dir.path(), &["--config", "missing.yaml"], &[]).unwrap();
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("missing.yaml"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_unknown_paths_answer_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start(dir.path(), "http: {listen: '127.0.0.1:{port}'}\n")
+        .await
+        .unwrap();
+    let (code, body) = master.get("/healthz").await.unwrap();
+    assert_eq!((code, body["status"].as_str()), (200, Some("ok")));
+    let (code, body) = master.get("/readyz").await.unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(body["checks"]["store"], "ok");
+    assert_eq!(body["checks"]["journal"], "ok");
+    let (code, body) = master.get("/api/nothing").await.unwrap();
+    assert_eq!(code, 404);
+    assert_eq!(body["success"], false);
+    assert!(body["error"].as_str().unwrap().contains("/api/nothing"));
+    // An empty store reports zeros, not errors.
+    let status = master.status().await.unwrap();
+    assert_eq!(status["total_records"], 0);
+    assert_eq!(status["earliest_date"], serde_json::Value::Null);
+}
