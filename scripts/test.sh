@@ -4,9 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if command -v rustup >/dev/null 2>&1; then
-    rustup component add rustfmt clippy >/dev/null 2>&1 || true
-fi
+for tool in fmt clippy; do
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+        echo "error: cargo $tool is not installed (rustup component add ${tool/fmt/rustfmt})" >&2
+        exit 1
+    fi
+done
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -1,1 +1,128 @@
-fn main() {}
+//! `dms-bench`: the DMS benchmark scenarios.
+//!
+//! - `ingest`: S symbols × N daily bars (default 5,000 × 2,520 = 12.6M) from a deterministic
+//!   generator through the master's real write path: validate → journal (durable) → the store
+//!   applier → the SQLite bar store. Timed until the store has applied everything.
+//! - `store-raw`: the same bars straight into the same SQLite schema with one prepared upsert
+//!   in large transactions: the reference for `ingest`.
+//! - `store-raw-multirow`: the same with 64 rows per upsert statement, the technique the SQLite
+//!   store uses for bars after a series' end: the engine's ceiling for it.
+//! - `all`: runs each scenario in its own process (so peak RSS is per scenario) and prints a
+//!   table with bars/s, the ratio of `ingest` to `store-raw`, and peak RSS.
+
+mod generator;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "dms-bench", about = "DMS benchmark scenarios")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// validate → journal → store applier → SQLite store.
+    Ingest(Size),
+    /// The same bars straight into the same SQLite schema, one prepared single-row upsert.
+    StoreRaw(Size),
+    /// Like store-raw with 64 rows per upsert statement.
+    StoreRawMultirow(Size),
+    /// Every scenario, each in its own process, with a summary table.
+    All(Size),
+}
+
+/// Data set size and where the files go.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Size {
+    /// Number of symbols.
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) symbols: usize,
+    /// Daily bars per symbol.
+    #[arg(long, default_value_t = 2_520)]
+    pub(crate) bars: usize,
+    /// Series per journal append (ingest) or per transaction (store-raw).
+    #[arg(long, default_value_t = 20)]
+    pub(crate) group: usize,
+    /// Directory for the database files (a fresh temporary directory inside it is used).
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// What one scenario measured; printed as one JSON line.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Outcome {
+    pub(crate) scenario: String,
+    pub(crate) bars: u64,
+    pub(crate) secs: f64,
+    pub(crate) bars_per_sec: f64,
+    pub(crate) peak_rss_mib: f64,
+    pub(crate) notes: String,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Ingest(size) => print(&scenarios::ingest(&size)?),
+        Cmd::StoreRaw(size) => print(&scenarios::store_raw(&size)?),
+        Cmd::StoreRawMultirow(size) => print(&scenarios::store_raw_multirow(&size)?),
+        Cmd::All(size) => all(&size),
+    }
+}
+
+fn print(outcome: &Outcome) -> Result<()> {
+    println!("{}", serde_json::to_string(&outcome)?);
+    Ok(())
+}
+
+fn all(size: &Size) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut outcomes = Vec::new();
+    for scenario in ["store-raw", "store-raw-multirow", "ingest"] {
+        eprintln!(
+            "running {scenario} ({} symbols × {} bars)...",
+            size.symbols, size.bars
+        );
+        let mut cmd = Command::new(&exe);
+        cmd.arg(scenario)
+            .args(["--symbols", &size.symbols.to_string()])
+            .args(["--bars", &size.bars.to_string()])
+            .args(["--group", &size.group.to_string()]);
+        if let Some(dir) = &size.dir {
+            cmd.arg("--dir").arg(dir);
+        }
+        let out = cmd.output().with_context(|| format!("run {scenario}"))?;
+        if !out.status.success() {
+            bail!(
+                "{scenario} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let line = String::from_utf8_lossy(&out.stdout);
+        let outcome: Outcome = serde_json::from_str(line.trim())
+            .with_context(|| format!("{scenario} printed {line:?}"))?;
+        outcomes.push(outcome);
+    }
+    let raw = &outcomes[0];
+    println!("| scenario | bars | seconds | bars/s | vs store-raw | peak RSS (MiB) | notes |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    for o in &outcomes {
+        println!(
+            "| {} | {} | {:.2} | {:.0} | {:.0}% | {:.0} | {} |",
+            o.scenario,
+            o.bars,
+            o.secs,
+            o.bars_per_sec,
+            100.0 * o.bars_per_sec / raw.bars_per_sec,
+            o.peak_rss_mib,
+            o.notes
+        );
+    }
+    Ok(())
+}

@@ -20,6 +20,11 @@ use serde_json::Value;
 /// Environment variables that are binary options, never config overrides.
 pub const RESERVED_ENV: &[&str] = &["DMS_CONFIG", "DMS_LOG", "DMS_LOG_FORMAT"];
 
+/// YAML 1.2 scalars: only `true`/`false` are booleans, so `y`, `no` or `on` stay strings.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { strict_booleans: true }
+}
+
 /// One problem with a config value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
@@ -73,10 +78,6 @@ fn format_issues(issues: &[ConfigIssue]) -> String {
 pub trait Validate {
     /// Every problem found; empty when the config is usable.
     fn validate(&self) -> Vec<ConfigIssue>;
-
-    /// Fills defaults serde cannot express (such as the tag of a tagged enum) into the raw
-    /// document after environment overrides and before deserialization.
-    fn fill_defaults(_raw: &mut Value) {}
 }
 
 /// Loads `path` as YAML, applies overrides from `env` (pass `std::env::vars()`), deserializes
@@ -102,9 +103,11 @@ where
     let mut value: Value = if text.trim().is_empty() {
         Value::Object(Default::default())
     } else {
-        serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
+        serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| {
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
         })?
     };
     if value.is_null() {
@@ -124,10 +127,8 @@ where
         })?;
         overridden.push((key, var));
     }
-    T::fill_defaults(&mut value);
     let config: T = serde_path_to_error::deserialize(value).map_err(|e| {
-        let key = e.path().to_string();
-        let mut message = e.inner().to_string();
+        let (key, mut message) = split_nested(e.path().to_string(), e.inner().to_string());
         if let Some((_, var)) = overridden.iter().find(|(k, _)| *k == key) {
             message = format!("{message} (set by {var})");
         }
@@ -147,6 +148,95 @@ where
     }
 }
 
+/// Marks the key path inside an error raised by [`from_value_at`].
+const NESTED: char = '\u{1}';
+
+/// Deserializes `value` as `T` inside a hand-written `Deserialize` (e.g. of a tagged enum whose
+/// variant is chosen from a `type` key), keeping the path of a failing key so the final message
+/// names it in full (`sources[0].interval`, not `sources[0]`).
+pub fn from_value_at<T: DeserializeOwned, E: serde::de::Error>(value: Value) -> Result<T, E> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| nested_error(&e.path().to_string(), e.inner()))
+}
+
+/// An error about the key `path` below the value being deserialized.
+pub fn nested_error<E: serde::de::Error>(path: &str, message: impl fmt::Display) -> E {
+    let message = message.to_string();
+    // Keep a path that is already nested deeper.
+    let (inner, message) = split_nested(String::new(), message);
+    let path = match (path, inner.as_str()) {
+        (".", i) | ("", i) => i.to_owned(),
+        (p, "") => p.to_owned(),
+        (p, i) if i.starts_with('[') => format!("{p}{i}"),
+        (p, i) => format!("{p}.{i}"),
+    };
+    E::custom(format!("{NESTED}{path}{NESTED}{message}"))
+}
+
+/// Joins an outer key path with a nested one carried in `message`.
+fn split_nested(outer: String, message: String) -> (String, String) {
+    let Some(rest) = message.strip_prefix(NESTED) else {
+        return (outer, message);
+    };
+    let Some((inner, message)) = rest.split_once(NESTED) else {
+        return (outer, message);
+    };
+    let key = match (outer.as_str(), inner) {
+        (".", i) | ("", i) => i.to_owned(),
+        (o, "") => o.to_owned(),
+        (o, i) if i.starts_with('[') => format!("{o}{i}"),
+        (o, i) => format!("{o}.{i}"),
+    };
+    (key, message.to_owned())
+}
+
+/// Deserializes a tagged enum from `value`: reads and removes `tag` (using `default_tag` when
+/// absent, else failing), then lets `build` deserialize the rest for that variant.
+pub fn deserialize_tagged<T, E>(
+    mut value: Value,
+    tag: &str,
+    default_tag: Option<&str>,
+    variants: &[&str],
+    build: impl FnOnce(&str, Value) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: serde::de::Error,
+{
+    let Some(map) = value.as_object_mut() else {
+        return Err(E::custom(format!(
+            "expected a mapping with a `{tag}` key, got {value}"
+        )));
+    };
+    let kind = match map.remove(tag) {
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(nested_error(
+                tag,
+                format!("expected one of {}, got {other}", variants.join(", ")),
+            ));
+        }
+        None => match default_tag {
+            Some(d) => d.to_owned(),
+            None => {
+                return Err(E::custom(format!(
+                    "missing field `{tag}` (one of {})",
+                    variants.join(", ")
+                )));
+            }
+        },
+    };
+    if !variants.contains(&kind.as_str()) {
+        return Err(nested_error(
+            tag,
+            format!(
+                "unknown {tag} `{kind}`, expected one of {}",
+                variants.join(", ")
+            ),
+        ));
+    }
+    build(&kind, value)
+}
+
 /// Sets the value named by `var` (`DMS_A__B__0__C`); returns the dotted key it set.
 fn apply_override(root: &mut Value, var: &str, raw: &str) -> Result<String, String> {
     let segments: Vec<String> = var["DMS_".len()..]
@@ -159,7 +249,8 @@ fn apply_override(root: &mut Value, var: &str, raw: &str) -> Result<String, Stri
     let parsed: Value = if raw.is_empty() {
         Value::String(String::new())
     } else {
-        serde_saphyr::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+        serde_saphyr::from_str_with_options(raw, yaml_options())
+            .unwrap_or_else(|_| Value::String(raw.to_owned()))
     };
     let mut node = root;
     let mut key = String::new();

@@ -41,8 +41,8 @@ pub struct ApplierOptions {
 impl Default for ApplierOptions {
     fn default() -> Self {
         ApplierOptions {
-            max_entries: 256,
-            max_bytes: 16 << 20,
+            max_entries: 64,
+            max_bytes: 4 << 20,
             min_retry_delay: Duration::from_millis(100),
             max_retry_delay: Duration::from_secs(10),
         }
@@ -146,7 +146,7 @@ pub async fn start(
     let status = StatusCell::default();
     status.update(|s| s.applied_seq = cursor.seq);
     let (applied_tx, applied_rx) = watch::channel(cursor.seq);
-    let (tx, rx) = mpsc::channel(2);
+    let (tx, rx) = mpsc::channel(1);
     let reader = tokio::spawn(read_loop(
         journal.clone(),
         cursor.seq,

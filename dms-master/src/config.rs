@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use dms_common::config::{ByteSize, ConfigDuration, ConfigError, ConfigIssue, Validate};
+use dms_common::config::{self, ByteSize, ConfigDuration, ConfigError, ConfigIssue, Validate};
 use dms_common::journal::RetentionPolicy;
 use dms_common::{Interval, Symbol};
 use serde::{Deserialize, Serialize};
@@ -132,19 +132,34 @@ impl JournalConfig {
     }
 }
 
-/// The primary bar store, chosen by `type`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+/// The primary bar store, chosen by `type` (default `sqlite`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum StoreConfig {
     /// Embedded SQLite file (the default).
-    Sqlite {
-        /// The store file; created if missing.
-        #[serde(default = "default_store_path")]
-        path: PathBuf,
-        /// Page cache per connection.
-        #[serde(default = "default_store_cache")]
-        cache: ByteSize,
-    },
+    Sqlite(SqliteStoreConfig),
+}
+
+/// The embedded SQLite store.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteStoreConfig {
+    /// The store file; created if missing.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+    /// Page cache per connection.
+    #[serde(default = "default_store_cache")]
+    pub cache: ByteSize,
+}
+
+impl<'de> Deserialize<'de> for StoreConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        // One backend so far; the tag still selects it, so configs stay valid as more come.
+        config::deserialize_tagged(value, "type", Some("sqlite"), &["sqlite"], |_, rest| {
+            config::from_value_at(rest).map(StoreConfig::Sqlite)
+        })
+    }
 }
 
 fn default_store_path() -> PathBuf {
@@ -156,19 +171,28 @@ fn default_store_cache() -> ByteSize {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig::Sqlite {
+        StoreConfig::Sqlite(SqliteStoreConfig {
             path: default_store_path(),
             cache: default_store_cache(),
-        }
+        })
     }
 }
 
 /// A data source, chosen by `type`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceConfig {
     /// A directory of CSV files, one series per file.
     Csv(CsvSourceConfig),
+}
+
+impl<'de> Deserialize<'de> for SourceConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        config::deserialize_tagged(value, "type", None, &["csv"], |_, rest| {
+            config::from_value_at(rest).map(SourceConfig::Csv)
+        })
+    }
 }
 
 impl SourceConfig {
@@ -238,22 +262,13 @@ impl Default for MasterConfig {
 }
 
 impl Validate for MasterConfig {
-    fn fill_defaults(raw: &mut serde_json::Value) {
-        // `store` set only through the environment (DMS_STORE__PATH) means the default backend.
-        if let Some(store) = raw.get_mut("store").and_then(|s| s.as_object_mut()) {
-            store
-                .entry("type")
-                .or_insert_with(|| serde_json::Value::from("sqlite"));
-        }
-    }
-
     fn validate(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         if self.state.path.as_os_str().is_empty() {
             issues.push(ConfigIssue::new("state.path", "must not be empty"));
         }
         match &self.store {
-            StoreConfig::Sqlite { path, .. } => {
+            StoreConfig::Sqlite(SqliteStoreConfig { path, .. }) => {
                 if path.as_os_str().is_empty() {
                     issues.push(ConfigIssue::new("store.path", "must not be empty"));
                 } else if path == &self.state.path {

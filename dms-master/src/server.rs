@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::applier::{self, ApplierOptions};
-use crate::config::{MasterConfig, SourceConfig, StoreConfig};
+use crate::config::{MasterConfig, SourceConfig, SqliteStoreConfig, StoreConfig};
 use crate::http::{self, ApiState};
 use crate::import::{self, ImportSummary};
 use crate::ingest::Ingestor;
@@ -24,7 +24,7 @@ use crate::source::csv::CsvSource;
 /// Opens the configured bar store.
 pub fn open_store(config: &StoreConfig) -> anyhow::Result<SharedStore> {
     match config {
-        StoreConfig::Sqlite { path, cache } => {
+        StoreConfig::Sqlite(SqliteStoreConfig { path, cache }) => {
             let options = SqliteOptions {
                 cache_kib: (cache.0 / 1024).clamp(1024, u32::MAX as u64) as u32,
                 ..SqliteOptions::default()

@@ -2,7 +2,7 @@
 //! cases. A backend's test calls [`run_all`] with a factory that makes a fresh, empty store for
 //! each case (the case name is passed along, e.g. to name a file or a database).
 //!
-//! ```ignore
+//! ```text
 //! #[tokio::test(flavor = "multi_thread")]
 //! async fn sqlite_store_passes_conformance() {
 //!     let dir = tempfile::tempdir().unwrap();

@@ -112,7 +112,42 @@ struct Inner {
 #[derive(Debug)]
 struct Writer {
     conn: Connection,
-    series_ids: HashMap<SeriesKey, i64>,
+    series: HashMap<SeriesKey, SeriesMeta>,
+}
+
+/// What the writer remembers of a series: its id and last stored ts (as committed).
+#[derive(Debug, Clone, Copy)]
+struct SeriesMeta {
+    id: i64,
+    last_ts: Option<i64>,
+}
+
+/// Rows per multi-row insert statement on the append fast path.
+const MULTI_ROWS: usize = 64;
+
+fn multi_insert_sql() -> String {
+    let rows: Vec<String> = (0..MULTI_ROWS)
+        .map(|r| {
+            let b = r * 10;
+            format!(
+                "(?{},?{},?{},?{},?{},?{},?{},?{},?{},?{})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9,
+                b + 10
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO bars (series_id, ts, open, high, low, close, volume, adj_close, turnover, open_interest) VALUES {} ON CONFLICT (series_id, ts) DO NOTHING",
+        rows.join(",")
+    )
 }
 
 impl SqliteStore {
@@ -132,26 +167,27 @@ impl SqliteStore {
         let conn = Connection::open(&path)?;
         apply_pragmas(&conn, &options)?;
         conn.execute_batch(SCHEMA)?;
-        let mut series_ids = HashMap::new();
+        let mut series = HashMap::new();
         {
-            let mut stmt = conn.prepare("SELECT id, symbol, interval FROM series")?;
+            let mut stmt = conn.prepare("SELECT id, symbol, interval, last_ts FROM series")?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
                 ))
             })?;
             for row in rows {
-                let (id, symbol, interval) = row?;
-                series_ids.insert(parse_key(&symbol, &interval)?, id);
+                let (id, symbol, interval, last_ts) = row?;
+                series.insert(parse_key(&symbol, &interval)?, SeriesMeta { id, last_ts });
             }
         }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 options,
-                writer: Mutex::new(Writer { conn, series_ids }),
+                writer: Mutex::new(Writer { conn, series }),
                 readers: Mutex::new(Vec::new()),
             }),
         })
@@ -246,26 +282,34 @@ fn bar_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Bar> {
 impl Writer {
     fn upsert(&mut self, batch: &[SeriesBars]) -> Result<UpsertStats> {
         let mut stats = UpsertStats::default();
-        let mut created = Vec::new();
+        // Series metadata as it will be after the commit; applied only once it succeeded.
+        let mut changed: HashMap<SeriesKey, SeriesMeta> = HashMap::new();
         let tx = self.conn.transaction()?;
         for series in batch {
-            let id = match self.series_ids.get(&series.key) {
-                Some(id) => *id,
-                None => {
-                    let id = create_series(&tx, &series.key)?;
-                    created.push((series.key.clone(), id));
-                    id
-                }
+            let meta = match changed.get(&series.key).or(self.series.get(&series.key)) {
+                Some(meta) => *meta,
+                None => SeriesMeta {
+                    id: create_series(&tx, &series.key)?,
+                    last_ts: None,
+                },
             };
-            stats.add(upsert_series(&tx, id, &series.bars)?);
+            let (s, last_ts) = upsert_series(&tx, meta, &series.bars)?;
+            stats.add(s);
+            changed.insert(
+                series.key.clone(),
+                SeriesMeta {
+                    id: meta.id,
+                    last_ts,
+                },
+            );
         }
         tx.commit()?;
-        self.series_ids.extend(created);
+        self.series.extend(changed);
         Ok(stats)
     }
 
     fn delete(&mut self, key: &SeriesKey, range: TimeRange) -> Result<u64> {
-        let Some(&id) = self.series_ids.get(key) else {
+        let Some(&SeriesMeta { id, .. }) = self.series.get(key) else {
             return Ok(0);
         };
         if range.is_empty() {
@@ -285,7 +329,13 @@ impl Writer {
                 params![id, n as i64],
             )?;
         }
+        let last_ts: Option<i64> = tx.query_row(
+            "SELECT last_ts FROM series WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
         tx.commit()?;
+        self.series.insert(key.clone(), SeriesMeta { id, last_ts });
         Ok(n as u64)
     }
 }
@@ -300,33 +350,32 @@ fn create_series(tx: &Transaction<'_>, key: &SeriesKey) -> Result<i64> {
         .ok_or_else(|| StoreError::Invalid(format!("series {key} vanished while created")))
 }
 
-fn upsert_series(tx: &Transaction<'_>, id: i64, bars: &[Bar]) -> Result<UpsertStats> {
-    let mut stats = UpsertStats::default();
-    let mut insert = tx.prepare_cached(INSERT_BAR)?;
-    let mut update = tx.prepare_cached(UPDATE_CHANGED_BAR)?;
+/// Upserts the bars of one series; returns the stats and the series' last ts afterwards.
+///
+/// Bars after the last stored one, in strictly increasing order (an import, or the new part of
+/// an update), cannot exist yet: they go in with multi-row inserts. The others take the
+/// per-bar path that tells inserted, updated and unchanged apart.
+fn upsert_series(
+    tx: &Transaction<'_>,
+    meta: SeriesMeta,
+    bars: &[Bar],
+) -> Result<(UpsertStats, Option<i64>)> {
+    let after_last = |b: &Bar| meta.last_ts.is_none_or(|last| b.ts.0 > last);
+    // The longest suffix that is strictly increasing and entirely after the stored bars.
+    let mut split = bars.len();
+    while split > 0
+        && after_last(&bars[split - 1])
+        && (split == bars.len() || bars[split - 1].ts < bars[split].ts)
+    {
+        split -= 1;
+    }
+    let (old, new) = bars.split_at(split);
+    let mut stats = upsert_one_by_one(tx, meta.id, old)?;
+    stats.inserted += insert_appended(tx, meta.id, new)?;
     let (mut first, mut last) = (i64::MAX, i64::MIN);
-    for b in bars {
-        let values = params![
-            id,
-            b.ts.0,
-            b.open,
-            b.high,
-            b.low,
-            b.close,
-            b.volume,
-            b.adj_close,
-            b.turnover,
-            b.open_interest
-        ];
-        if insert.execute(values)? == 1 {
-            stats.inserted += 1;
-            first = first.min(b.ts.0);
-            last = last.max(b.ts.0);
-        } else if update.execute(values)? == 1 {
-            stats.updated += 1;
-        } else {
-            stats.unchanged += 1;
-        }
+    for b in old.iter().chain(new) {
+        first = first.min(b.ts.0);
+        last = last.max(b.ts.0);
     }
     if stats.inserted > 0 {
         tx.prepare_cached(
@@ -335,7 +384,79 @@ fn upsert_series(tx: &Transaction<'_>, id: i64, bars: &[Bar]) -> Result<UpsertSt
                 last_ts = max(coalesce(last_ts, ?4), ?4)
              WHERE id = ?1",
         )?
-        .execute(params![id, stats.inserted as i64, first, last])?;
+        .execute(params![meta.id, stats.inserted as i64, first, last])?;
+    }
+    let last_ts = match (meta.last_ts, bars.is_empty()) {
+        (l, true) => l,
+        (Some(l), false) => Some(l.max(last)),
+        (None, false) => Some(last),
+    };
+    Ok((stats, last_ts))
+}
+
+fn bind_bar(stmt: &mut rusqlite::CachedStatement<'_>, at: usize, id: i64, b: &Bar) -> Result<()> {
+    stmt.raw_bind_parameter(at, id)?;
+    stmt.raw_bind_parameter(at + 1, b.ts.0)?;
+    stmt.raw_bind_parameter(at + 2, b.open)?;
+    stmt.raw_bind_parameter(at + 3, b.high)?;
+    stmt.raw_bind_parameter(at + 4, b.low)?;
+    stmt.raw_bind_parameter(at + 5, b.close)?;
+    stmt.raw_bind_parameter(at + 6, b.volume)?;
+    stmt.raw_bind_parameter(at + 7, b.adj_close)?;
+    stmt.raw_bind_parameter(at + 8, b.turnover)?;
+    stmt.raw_bind_parameter(at + 9, b.open_interest)?;
+    Ok(())
+}
+
+/// Inserts bars known to be new; returns how many were inserted (all of them).
+fn insert_appended(tx: &Transaction<'_>, id: i64, bars: &[Bar]) -> Result<u64> {
+    let mut inserted = 0usize;
+    let mut chunks = bars.chunks_exact(MULTI_ROWS);
+    if bars.len() >= MULTI_ROWS {
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let mut multi = tx.prepare_cached(SQL.get_or_init(multi_insert_sql))?;
+        for chunk in &mut chunks {
+            for (r, b) in chunk.iter().enumerate() {
+                bind_bar(&mut multi, r * 10 + 1, id, b)?;
+            }
+            inserted += multi.raw_execute()?;
+        }
+    }
+    let mut single = tx.prepare_cached(INSERT_BAR)?;
+    for b in chunks.remainder() {
+        bind_bar(&mut single, 1, id, b)?;
+        inserted += single.raw_execute()?;
+    }
+    if inserted != bars.len() {
+        return Err(StoreError::Invalid(format!(
+            "{} of {} bars after the last stored one already existed; the series metadata is out of date",
+            bars.len() - inserted,
+            bars.len()
+        )));
+    }
+    Ok(inserted as u64)
+}
+
+/// Upserts bars one by one, telling inserted, updated and unchanged apart.
+fn upsert_one_by_one(tx: &Transaction<'_>, id: i64, bars: &[Bar]) -> Result<UpsertStats> {
+    let mut stats = UpsertStats::default();
+    if bars.is_empty() {
+        return Ok(stats);
+    }
+    let mut insert = tx.prepare_cached(INSERT_BAR)?;
+    let mut update = tx.prepare_cached(UPDATE_CHANGED_BAR)?;
+    for b in bars {
+        bind_bar(&mut insert, 1, id, b)?;
+        if insert.raw_execute()? == 1 {
+            stats.inserted += 1;
+            continue;
+        }
+        bind_bar(&mut update, 1, id, b)?;
+        if update.raw_execute()? == 1 {
+            stats.updated += 1;
+        } else {
+            stats.unchanged += 1;
+        }
     }
     Ok(stats)
 }
@@ -382,6 +503,20 @@ impl BarStore for SqliteStore {
     async fn upsert(&self, batch: &[SeriesBars]) -> Result<UpsertStats> {
         if batch.iter().all(|s| s.bars.is_empty()) {
             return Ok(UpsertStats::default());
+        }
+        // On a multi-threaded runtime, write in place: no copy of a batch that can hold
+        // hundreds of thousands of bars. Elsewhere, copy it to the blocking pool.
+        if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            let inner = &self.inner;
+            return tokio::task::block_in_place(|| {
+                inner
+                    .writer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .upsert(batch)
+            });
         }
         let batch = batch.to_vec();
         self.with_writer(move |w| w.upsert(&batch)).await
