@@ -81,10 +81,35 @@ impl StatusCell {
     }
 }
 
+/// A counter per series, bumped each time the applier changes the series in the store: read
+/// caches compare it to know whether what they hold is still current.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesVersions(Arc<Mutex<std::collections::HashMap<dms_common::SeriesKey, u64>>>);
+
+impl SeriesVersions {
+    /// The current version of a series (0 until it first changes).
+    pub fn get(&self, key: &dms_common::SeriesKey) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn bump<'a>(&self, keys: impl Iterator<Item = &'a dms_common::SeriesKey>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            *map.entry(k.clone()).or_default() += 1;
+        }
+    }
+}
+
 /// A running applier.
 #[derive(Debug)]
 pub struct ApplierHandle {
     status: StatusCell,
+    versions: SeriesVersions,
     applied: watch::Receiver<Seq>,
     join: JoinHandle<()>,
 }
@@ -93,6 +118,11 @@ impl ApplierHandle {
     /// A snapshot of the applier's status.
     pub fn status(&self) -> ApplierStatus {
         self.status.get()
+    }
+
+    /// Per-series change counters.
+    pub fn versions(&self) -> SeriesVersions {
+        self.versions.clone()
     }
 
     /// A status reader that outlives the handle.
@@ -154,13 +184,23 @@ pub async fn start(
         tx,
         shutdown.clone(),
     ));
-    let apply = apply_loop(journal, store, options, rx, status.clone(), applied_tx);
+    let versions = SeriesVersions::default();
+    let apply = apply_loop(
+        journal,
+        store,
+        options,
+        rx,
+        status.clone(),
+        applied_tx,
+        versions.clone(),
+    );
     let join = tokio::spawn(async move {
         apply.await;
         let _ = reader.await;
     });
     Ok(ApplierHandle {
         status,
+        versions,
         applied: applied_rx,
         join,
     })
@@ -241,6 +281,7 @@ async fn apply_loop(
     mut rx: mpsc::Receiver<Item>,
     status: StatusCell,
     applied: watch::Sender<Seq>,
+    versions: SeriesVersions,
 ) {
     let set = &status;
     while let Some(item) = rx.recv().await {
@@ -253,7 +294,10 @@ async fn apply_loop(
             }
             Item::Entries(entries) => {
                 let last = entries.last().map(|e| e.seq).unwrap_or_default();
+                let touched: Vec<dms_common::SeriesKey> =
+                    entries.iter().map(|e| e.series.clone()).collect();
                 let (stats, count) = apply_entries(&store, &options, set, entries).await;
+                versions.bump(touched.iter());
                 until_ok(&options, set, || journal.advance_cursor(STORE_CURSOR, last)).await;
                 set.update(|s| {
                     s.bars.add(stats);

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use dms_common::config::{self, ByteSize, ConfigDuration, ConfigError, ConfigIssue, Validate};
 use dms_common::journal::RetentionPolicy;
 use dms_common::{Interval, Symbol};
+
+pub use crate::source::yahoo::YahooSourceConfig;
 use serde::{Deserialize, Serialize};
 
 /// The config file used when none is given.
@@ -34,6 +36,12 @@ pub struct MasterConfig {
     /// Data sources.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// Groups of symbols kept up to date, each from one source.
+    #[serde(default)]
+    pub watchlists: Vec<WatchlistConfig>,
+    /// Fetch task behaviour.
+    #[serde(default)]
+    pub tasks: TasksConfig,
     /// How long shutdown waits for in-flight work (the store applier draining the journal).
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: ConfigDuration,
@@ -184,13 +192,19 @@ impl Default for StoreConfig {
 pub enum SourceConfig {
     /// A directory of CSV files, one series per file.
     Csv(CsvSourceConfig),
+    /// Yahoo Finance's chart API.
+    Yahoo(YahooSourceConfig),
 }
 
 impl<'de> Deserialize<'de> for SourceConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(d)?;
-        config::deserialize_tagged(value, "type", None, &["csv"], |_, rest| {
-            config::from_value_at(rest).map(SourceConfig::Csv)
+        config::deserialize_tagged(value, "type", None, &["csv", "yahoo"], |kind, rest| {
+            if kind == "csv" {
+                config::from_value_at(rest).map(SourceConfig::Csv)
+            } else {
+                config::from_value_at(rest).map(SourceConfig::Yahoo)
+            }
         })
     }
 }
@@ -200,6 +214,81 @@ impl SourceConfig {
     pub fn name(&self) -> &str {
         match self {
             SourceConfig::Csv(c) => &c.name,
+            SourceConfig::Yahoo(c) => &c.name,
+        }
+    }
+}
+
+/// A group of symbols kept up to date from one source.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchlistConfig {
+    /// Name of the group.
+    pub name: String,
+    /// The source (by name) its bars come from.
+    pub source: String,
+    /// Intervals kept for every symbol.
+    #[serde(default = "default_intervals")]
+    pub intervals: Vec<Interval>,
+    /// Symbols, inline.
+    #[serde(default)]
+    pub symbols: Vec<Symbol>,
+    /// A file with more symbols: one per line, `#` starts a comment.
+    #[serde(default)]
+    pub symbols_file: Option<PathBuf>,
+    /// Exchange calendar for gap detection: `nyse`, `crypto`, `fx`, or `weekdays`
+    /// (Mon–Fri with `holidays`). Default: guessed per symbol (`-USD` pairs crypto, `=X` FX,
+    /// others NYSE).
+    #[serde(default)]
+    pub calendar: Option<String>,
+    /// Extra non-trading dates for a `weekdays` calendar.
+    #[serde(default)]
+    pub holidays: Vec<chrono::NaiveDate>,
+}
+
+fn default_intervals() -> Vec<Interval> {
+    vec![Interval::D1]
+}
+
+/// How fetch tasks behave.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksConfig {
+    /// How far back a full import starts when the request gives no start date.
+    #[serde(default = "default_history")]
+    pub default_history: ConfigDuration,
+    /// Bars before a series' last bar fetched again on every update (corrections, the
+    /// provisional last bar).
+    #[serde(default = "default_refetch_bars")]
+    pub refetch_bars: u32,
+    /// Series fetched at once within a task (the provider's rate limit still applies).
+    #[serde(default = "default_task_concurrency")]
+    pub concurrency: usize,
+    /// Pause before the second pass over series that failed with a retryable error.
+    #[serde(default = "default_second_pass_delay")]
+    pub second_pass_delay: ConfigDuration,
+}
+
+fn default_history() -> ConfigDuration {
+    ConfigDuration::from_secs(5 * 365 * 86_400 + 86_400)
+}
+fn default_refetch_bars() -> u32 {
+    5
+}
+fn default_task_concurrency() -> usize {
+    8
+}
+fn default_second_pass_delay() -> ConfigDuration {
+    ConfigDuration::from_secs(5)
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            default_history: default_history(),
+            refetch_bars: default_refetch_bars(),
+            concurrency: default_task_concurrency(),
+            second_pass_delay: default_second_pass_delay(),
         }
     }
 }
@@ -256,6 +345,8 @@ impl Default for MasterConfig {
             journal: JournalConfig::default(),
             store: StoreConfig::default(),
             sources: Vec::new(),
+            watchlists: Vec::new(),
+            tasks: TasksConfig::default(),
             shutdown_timeout: default_shutdown_timeout(),
         }
     }
@@ -312,6 +403,26 @@ impl Validate for MasterConfig {
                 ));
             }
             match source {
+                SourceConfig::Yahoo(y) => {
+                    if let Err(e) = reqwest::Url::parse(&y.base_url) {
+                        issues.push(ConfigIssue::new(
+                            format!("sources[{i}].base_url"),
+                            format!("{:?} is not a URL: {e}", y.base_url),
+                        ));
+                    }
+                    if !(y.requests_per_second > 0.0 && y.requests_per_second.is_finite()) {
+                        issues.push(ConfigIssue::new(
+                            format!("sources[{i}].requests_per_second"),
+                            format!("{} must be a positive number", y.requests_per_second),
+                        ));
+                    }
+                    if y.max_concurrency == 0 {
+                        issues.push(ConfigIssue::new(
+                            format!("sources[{i}].max_concurrency"),
+                            "must be at least 1",
+                        ));
+                    }
+                }
                 SourceConfig::Csv(c) => {
                     if c.dir.as_os_str().is_empty() {
                         issues.push(ConfigIssue::new(
@@ -329,6 +440,38 @@ impl Validate for MasterConfig {
                     }
                 }
             }
+        }
+        for (i, w) in self.watchlists.iter().enumerate() {
+            if !names.contains(&w.source) {
+                issues.push(ConfigIssue::new(
+                    format!("watchlists[{i}].source"),
+                    format!("no source is named {:?}", w.source),
+                ));
+            }
+            if w.intervals.is_empty() {
+                issues.push(ConfigIssue::new(
+                    format!("watchlists[{i}].intervals"),
+                    "must list at least one interval",
+                ));
+            }
+            if let Some(c) = &w.calendar
+                && c != "weekdays"
+                && crate::calendar::Calendar::from_name(c).is_none()
+            {
+                issues.push(ConfigIssue::new(
+                    format!("watchlists[{i}].calendar"),
+                    format!("unknown calendar {c:?}; use nyse, crypto, fx or weekdays"),
+                ));
+            }
+            if w.symbols.is_empty() && w.symbols_file.is_none() {
+                issues.push(ConfigIssue::new(
+                    format!("watchlists[{i}].symbols"),
+                    "list symbols or give a symbols_file",
+                ));
+            }
+        }
+        if self.tasks.concurrency == 0 {
+            issues.push(ConfigIssue::new("tasks.concurrency", "must be at least 1"));
         }
         issues
     }

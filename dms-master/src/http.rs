@@ -1,21 +1,40 @@
 //! The master's HTTP API on port 11183: liveness (`/healthz`), readiness (`/readyz`: the store
-//! and the journal answer) and the REST API under `/api/data/` with the `{success, data}`
-//! envelope.
+//! and the journal answer) and the REST API under `/api/data/`.
+//!
+//! Envelopes follow the seed API: `{"success": true, "data": ...}` for reads,
+//! `{"success": true, "task_id", "message"}` when a task is queued, and
+//! `{"success": false, "error": "..."}` with 400 (naming the field and the reason), 404 or 409
+//! for requests that cannot be served. A rejected request starts nothing.
 
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::NaiveDate;
 use dms_common::journal::Journal;
 use dms_common::store::SharedStore;
+use dms_common::{Bar, Interval, SeriesKey, Symbol, TimeRange, Timestamp};
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::applier::StatusCell;
+use crate::applier::{SeriesVersions, StatusCell};
+use crate::catalog::Catalog;
 use crate::import::ImportSummary;
 use crate::quarantine::Quarantine;
+use crate::tasks::manager::{SubmitError, TaskManager};
+use crate::tasks::{TaskKind, TaskParams, TaskStatus};
+
+/// Most bars one `/api/data/bars` page returns.
+pub const MAX_PAGE_BARS: usize = 100_000;
+/// Most series one request may select with `limit`.
+pub const MAX_TASK_LIMIT: usize = 1_000_000;
 
 /// What the HTTP handlers read.
 #[derive(Debug, Clone)]
@@ -23,8 +42,64 @@ pub struct ApiState {
     pub store: SharedStore,
     pub journal: Journal,
     pub quarantine: Quarantine,
+    pub catalog: Catalog,
     pub applier: StatusCell,
+    pub versions: SeriesVersions,
     pub imports: Arc<Mutex<Vec<ImportSummary>>>,
+    pub tasks: Arc<TaskManager>,
+    pub bars_cache: Arc<BarsCache>,
+}
+
+/// An LRU cache of `/api/data/bars` answers, each valid while its series' version is unchanged
+/// (every write the store applies to a series bumps the version).
+#[derive(Debug)]
+pub struct BarsCache {
+    entries: Mutex<lru::LruCache<String, (u64, Arc<Response2>)>>,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+}
+
+/// A cached answer.
+#[derive(Debug)]
+pub struct Response2 {
+    content_type: &'static str,
+    body: Bytes,
+}
+
+impl BarsCache {
+    pub fn new(capacity: usize) -> Self {
+        BarsCache {
+            entries: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(capacity.max(1)).expect("positive"),
+            )),
+            hits: Default::default(),
+            misses: Default::default(),
+        }
+    }
+
+    fn get(&self, key: &str, version: u64) -> Option<Arc<Response2>> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let hit = match entries.get(key) {
+            Some((v, r)) if *v == version => Some(r.clone()),
+            _ => None,
+        };
+        let counter = if hit.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        hit
+    }
+
+    fn put(&self, key: String, version: u64, response: Arc<Response2>) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(key, (version, response));
+    }
+
+    /// (hits, misses) since start.
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
+    }
 }
 
 /// The router with every endpoint.
@@ -33,6 +108,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/data/status", get(status))
+        .route("/api/data/import", post(import))
+        .route("/api/data/update", post(update))
+        .route("/api/data/backfill", post(backfill))
+        .route("/api/data/validate", post(validate))
+        .route("/api/data/tasks", get(list_tasks))
+        .route("/api/data/tasks/{task_id}", get(get_task))
+        .route("/api/data/tasks/{task_id}/cancel", post(cancel_task))
+        .route("/api/data/gaps", get(gaps))
+        .route("/api/data/series", get(series))
+        .route("/api/data/bars", get(bars))
+        .route("/api/data/actions", get(actions))
         .fallback(not_found)
         .with_state(state)
 }
@@ -46,11 +132,17 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
+fn bad_request(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, message)
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "request failed");
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
 async fn not_found(method: Method, uri: Uri) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        format!("no endpoint {method} {}", uri.path()),
-    )
+    error(StatusCode::NOT_FOUND, format!("no endpoint {method} {}", uri.path()))
 }
 
 async fn healthz() -> Json<Value> {
@@ -77,6 +169,10 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     (code, Json(body)).into_response()
 }
 
+fn date_of(t: Timestamp) -> String {
+    t.to_datetime().format("%Y-%m-%d").to_string()
+}
+
 async fn status(State(s): State<ApiState>) -> Response {
     let overview = match s.store.overview().await {
         Ok(o) => o,
@@ -85,13 +181,17 @@ async fn status(State(s): State<ApiState>) -> Response {
     let symbols: std::collections::BTreeSet<&str> =
         overview.iter().map(|o| o.key.symbol.as_str()).collect();
     let total: u64 = overview.iter().map(|o| o.count).sum();
-    let date = |t: dms_common::Timestamp| t.to_datetime().format("%Y-%m-%d").to_string();
-    let earliest = overview.iter().map(|o| o.first).min().map(date);
-    let latest = overview.iter().map(|o| o.last).max().map(date);
+    let earliest = overview.iter().map(|o| o.first).min().map(date_of);
+    let latest = overview.iter().map(|o| o.last).max().map(date_of);
     let applier = s.applier.get();
     let journal_head = s.journal.head();
     let quarantined = s.quarantine.count().await.unwrap_or(0);
-    let imports = s.imports.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let imports = s
+        .imports
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let (hits, misses) = s.bars_cache.stats();
     Json(json!({
         "success": true,
         "data": {
@@ -110,8 +210,524 @@ async fn status(State(s): State<ApiState>) -> Response {
                 "store_last_error": applier.last_error,
             },
             "quarantined_bars": quarantined,
+            "kept_series": s.tasks.universe().len(),
             "imports": imports,
+            "bars_cache": {"hits": hits, "misses": misses},
         }
     }))
     .into_response()
+}
+
+/// Parses a JSON body; an empty body is `{}`. Errors name the field.
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    let de = &mut serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            bad_request(format!("invalid JSON body: {}", e.inner()))
+        } else {
+            bad_request(format!("field `{path}`: {}", e.inner()))
+        }
+    })
+}
+
+/// A date (`2024-01-31`) or a date-time (RFC 3339) in a request.
+fn parse_when(field: &str, raw: &str) -> Result<Timestamp, Response> {
+    if let Ok(d) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        return Ok(Timestamp::from_date(d));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Ok(Timestamp(t.timestamp()));
+    }
+    Err(bad_request(format!(
+        "field `{field}`: {raw:?} is not a date (YYYY-MM-DD) or an RFC 3339 date-time"
+    )))
+}
+
+fn parse_symbols(raw: Option<Vec<String>>) -> Result<Option<Vec<Symbol>>, Response> {
+    let Some(list) = raw else { return Ok(None) };
+    if list.is_empty() {
+        return Err(bad_request("field `symbols`: the list is empty; leave it out to select every kept series"));
+    }
+    if list.len() > MAX_TASK_LIMIT {
+        return Err(bad_request(format!("field `symbols`: at most {MAX_TASK_LIMIT} symbols")));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Symbol::new(s).map_err(|e| bad_request(format!("field `symbols[{i}]`: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+fn parse_interval(field: &str, raw: Option<&str>) -> Result<Option<Interval>, Response> {
+    raw.map(|r| r.parse().map_err(|e| bad_request(format!("field `{field}`: {e}"))))
+        .transpose()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRequest {
+    start_date: Option<String>,
+    end_date: Option<String>,
+    limit: Option<usize>,
+    skip: Option<usize>,
+    symbols: Option<Vec<String>>,
+    interval: Option<String>,
+    source: Option<String>,
+}
+
+async fn import(State(s): State<ApiState>, body: Bytes) -> Response {
+    let req: ImportRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let params = match import_params(req) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    submit(&s, TaskKind::FullImport, "full import", params).await
+}
+
+fn check_paging(limit: Option<usize>, skip: Option<usize>) -> Result<(), Response> {
+    if let Some(l) = limit
+        && (l == 0 || l > MAX_TASK_LIMIT)
+    {
+        return Err(bad_request(format!(
+            "field `limit`: {l} is out of range; use 1 to {MAX_TASK_LIMIT}"
+        )));
+    }
+    if let Some(k) = skip
+        && k > MAX_TASK_LIMIT
+    {
+        return Err(bad_request(format!(
+            "field `skip`: {k} is out of range; use 0 to {MAX_TASK_LIMIT}"
+        )));
+    }
+    Ok(())
+}
+
+fn import_params(req: ImportRequest) -> Result<TaskParams, Response> {
+    check_paging(req.limit, req.skip)?;
+    let start = req
+        .start_date
+        .as_deref()
+        .map(|d| parse_when("start_date", d))
+        .transpose()?;
+    let end = req
+        .end_date
+        .as_deref()
+        .map(|d| parse_when("end_date", d))
+        .transpose()?;
+    if let (Some(a), Some(b)) = (start, end)
+        && b <= a
+    {
+        return Err(bad_request(format!(
+            "field `end_date`: {} is not after start_date {}",
+            date_of(b),
+            date_of(a)
+        )));
+    }
+    if let Some(a) = start
+        && a > Timestamp::now()
+    {
+        return Err(bad_request(format!("field `start_date`: {} is in the future", date_of(a))));
+    }
+    Ok(TaskParams {
+        symbols: parse_symbols(req.symbols)?,
+        interval: parse_interval("interval", req.interval.as_deref())?,
+        source: req.source,
+        start,
+        end,
+        skip: req.skip,
+        limit: req.limit,
+        ..Default::default()
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRequest {
+    days: Option<u32>,
+    #[serde(default)]
+    only_existing: bool,
+    symbols: Option<Vec<String>>,
+    interval: Option<String>,
+    source: Option<String>,
+    limit: Option<usize>,
+    skip: Option<usize>,
+}
+
+async fn update(State(s): State<ApiState>, body: Bytes) -> Response {
+    let req: UpdateRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if let Err(e) = check_paging(req.limit, req.skip) {
+        return e;
+    }
+    if let Some(d) = req.days
+        && !(1..=36_500).contains(&d)
+    {
+        return bad_request(format!("field `days`: {d} is out of range; use 1 to 36500"));
+    }
+    let params = match (parse_symbols(req.symbols), parse_interval("interval", req.interval.as_deref())) {
+        (Ok(symbols), Ok(interval)) => TaskParams {
+            symbols,
+            interval,
+            source: req.source,
+            days: req.days,
+            only_existing: req.only_existing,
+            limit: req.limit,
+            skip: req.skip,
+            ..Default::default()
+        },
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    submit(&s, TaskKind::IncrementalUpdate, "incremental update", params).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelectRequest {
+    symbols: Option<Vec<String>>,
+    interval: Option<String>,
+    source: Option<String>,
+}
+
+async fn select_task(s: &ApiState, body: &Bytes, kind: TaskKind, name: &str) -> Response {
+    let req: SelectRequest = match parse_body(body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let params = match (parse_symbols(req.symbols), parse_interval("interval", req.interval.as_deref())) {
+        (Ok(symbols), Ok(interval)) => TaskParams {
+            symbols,
+            interval,
+            source: req.source,
+            ..Default::default()
+        },
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    submit(s, kind, name, params).await
+}
+
+async fn backfill(State(s): State<ApiState>, body: Bytes) -> Response {
+    select_task(&s, &body, TaskKind::Backfill, "gap backfill").await
+}
+
+async fn validate(State(s): State<ApiState>, body: Bytes) -> Response {
+    select_task(&s, &body, TaskKind::Validate, "validation").await
+}
+
+async fn submit(s: &ApiState, kind: TaskKind, name: &str, params: TaskParams) -> Response {
+    match s.tasks.submit(kind, name.to_owned(), params).await {
+        Ok(task) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "success": true,
+                "task_id": task.id,
+                "message": format!("{name} queued as {}", task.id),
+            })),
+        )
+            .into_response(),
+        Err(SubmitError::Invalid(m)) => bad_request(m),
+        Err(SubmitError::Store(e)) => internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TaskQuery {
+    status: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list_tasks(State(s): State<ApiState>, query: Result<Query<TaskQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => match raw.parse::<TaskStatus>() {
+            Ok(st) => Some(st),
+            Err(e) => return bad_request(format!("parameter `status`: {e}")),
+        },
+    };
+    let limit = match q.limit.as_deref() {
+        None => 20,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(l) if (1..=1000).contains(&l) => l,
+            _ => return bad_request(format!("parameter `limit`: {raw:?} is not a number from 1 to 1000")),
+        },
+    };
+    match s.tasks.tasks().list(status, limit).await {
+        Ok(tasks) => {
+            let data: Vec<Value> = tasks.iter().map(|t| t.to_json()).collect();
+            Json(json!({"success": true, "count": data.len(), "data": data})).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn get_task(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    match s.tasks.tasks().get(&id).await {
+        Ok(Some(t)) => Json(json!({"success": true, "data": t.to_json()})).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no task {id:?}")),
+        Err(e) => internal(e),
+    }
+}
+
+async fn cancel_task(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    match s.tasks.cancel(&id).await {
+        Ok(Some(t)) if t.status.is_final() && !t.cancel_requested => error(
+            StatusCode::CONFLICT,
+            format!("task {id} already ended ({})", t.status),
+        ),
+        Ok(Some(t)) => Json(json!({
+            "success": true,
+            "message": if t.status == TaskStatus::Cancelled { "task cancelled" } else { "cancel requested; the task stops within 2 s" },
+            "data": t.to_json(),
+        }))
+        .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no task {id:?}")),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SeriesQuery {
+    symbol: Option<String>,
+    interval: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    limit: Option<String>,
+    format: Option<String>,
+}
+
+fn series_key(q: &SeriesQuery) -> Result<SeriesKey, Response> {
+    let raw = q
+        .symbol
+        .as_deref()
+        .ok_or_else(|| bad_request("parameter `symbol` is required"))?;
+    let symbol = Symbol::new(raw).map_err(|e| bad_request(format!("parameter `symbol`: {e}")))?;
+    let interval = parse_interval("interval", q.interval.as_deref())
+        .map_err(|_| {
+            bad_request(format!(
+                "parameter `interval`: {:?} is not one of 1m 5m 15m 30m 1h 1d 1wk 1mo",
+                q.interval.as_deref().unwrap_or("")
+            ))
+        })?
+        .unwrap_or(Interval::D1);
+    Ok(SeriesKey::new(symbol, interval))
+}
+
+async fn gaps(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Response {
+    let key = match series_key(&q) {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
+    let (calendar, limit) = match s.tasks.universe().get(&key) {
+        Some(e) => (e.calendar.clone(), e.source.history_limit(key.interval)),
+        None => (crate::universe::guess_calendar(&key.symbol), None),
+    };
+    match crate::gaps::find_gaps(&*s.store, &key, &calendar, limit, Timestamp::now()).await {
+        Ok(report) => {
+            let gaps: Vec<Value> = report
+                .gaps
+                .iter()
+                .map(|g| json!({"start": g.start.to_rfc3339(), "end": g.end.to_rfc3339(), "missing": g.missing}))
+                .collect();
+            Json(json!({
+                "success": true,
+                "data": {
+                    "symbol": key.symbol,
+                    "interval": key.interval,
+                    "calendar": format!("{calendar:?}").split(' ').next().unwrap_or(""),
+                    "checked_from": report.checked.map(|c| c.0.to_rfc3339()),
+                    "checked_to": report.checked.map(|c| c.1.to_rfc3339()),
+                    "expected": report.expected,
+                    "stored": report.stored,
+                    "missing": report.missing,
+                    "gaps": gaps,
+                }
+            }))
+            .into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn series(State(s): State<ApiState>) -> Response {
+    let overview = match s.store.overview().await {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    };
+    let catalog = s.catalog.entries().await.unwrap_or_default();
+    let data: Vec<Value> = overview
+        .iter()
+        .map(|o| {
+            let c = catalog
+                .iter()
+                .find(|c| c.symbol == o.key.symbol.as_str() && c.interval == o.key.interval.as_str());
+            let source = c
+                .map(|c| c.source.clone())
+                .or_else(|| s.tasks.universe().get(&o.key).map(|e| e.source.name().to_owned()));
+            json!({
+                "symbol": o.key.symbol,
+                "interval": o.key.interval,
+                "count": o.count,
+                "first": o.first.to_rfc3339(),
+                "last": o.last.to_rfc3339(),
+                "source": source,
+                "last_fetch_at": c.and_then(|c| c.last_fetch_at_ms).and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339()),
+                "last_fetch_ok": c.and_then(|c| c.last_fetch_ok),
+                "last_error": c.and_then(|c| c.last_error.clone()),
+                "provisional_from": c.and_then(|c| c.provisional_from).map(|t| t.to_rfc3339()),
+            })
+        })
+        .collect();
+    Json(json!({"success": true, "count": data.len(), "data": data})).into_response()
+}
+
+async fn actions(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Response {
+    let symbol = match q.symbol.as_deref().map(Symbol::new).transpose() {
+        Ok(s) => s.map(|s| s.to_string()),
+        Err(e) => return bad_request(format!("parameter `symbol`: {e}")),
+    };
+    match s.catalog.actions(symbol).await {
+        Ok(a) => Json(json!({"success": true, "count": a.len(), "data": a})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+fn bar_json(b: &Bar) -> Value {
+    let mut v = json!({
+        "ts": b.ts.to_rfc3339(),
+        "open": b.open, "high": b.high, "low": b.low, "close": b.close, "volume": b.volume,
+    });
+    if let Some(x) = b.adj_close {
+        v["adj_close"] = x.into();
+    }
+    if let Some(x) = b.turnover {
+        v["turnover"] = x.into();
+    }
+    if let Some(x) = b.open_interest {
+        v["open_interest"] = x.into();
+    }
+    v
+}
+
+async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Response {
+    let key = match series_key(&q) {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
+    let start = match q.start.as_deref().map(|d| parse_when("start", d)).transpose() {
+        Ok(t) => t.unwrap_or(Timestamp(i64::MIN)),
+        Err(e) => return e,
+    };
+    let end = match q.end.as_deref().map(|d| parse_when("end", d)).transpose() {
+        Ok(t) => t.unwrap_or(Timestamp(i64::MAX)),
+        Err(e) => return e,
+    };
+    if end <= start {
+        return bad_request("parameter `end` must be after `start`");
+    }
+    let limit = match q.limit.as_deref() {
+        None => 10_000,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(l) if (1..=MAX_PAGE_BARS).contains(&l) => l,
+            _ => {
+                return bad_request(format!(
+                    "parameter `limit`: {raw:?} is not a number from 1 to {MAX_PAGE_BARS}"
+                ));
+            }
+        },
+    };
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => return bad_request(format!("parameter `format`: {other:?}; use json or csv")),
+    };
+    let cache_key = format!("{key}|{}|{}|{limit}|{csv}", start.0, end.0);
+    let version = s.versions.get(&key);
+    if let Some(hit) = s.bars_cache.get(&cache_key, version) {
+        return cached_response(&hit);
+    }
+    // One bar more than the page tells whether another page follows.
+    let mut page: Vec<Bar> = Vec::new();
+    let mut stream = s.store.read_paged(&key, TimeRange::new(start, end), (limit + 1).min(10_000));
+    loop {
+        match stream.try_next().await {
+            Ok(Some(p)) => {
+                page.extend(p);
+                if page.len() > limit {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return internal(e),
+        }
+    }
+    let next = (page.len() > limit).then(|| page[limit].ts);
+    page.truncate(limit);
+    let response = if csv {
+        let mut out = String::from("ts,open,high,low,close,volume,adj_close,turnover,open_interest\n");
+        let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+        for b in &page {
+            out.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{}\n",
+                b.ts.to_rfc3339(),
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.volume,
+                opt(b.adj_close),
+                opt(b.turnover),
+                opt(b.open_interest)
+            ));
+        }
+        Response2 {
+            content_type: "text/csv; charset=utf-8",
+            body: Bytes::from(out),
+        }
+    } else {
+        let body = json!({
+            "success": true,
+            "symbol": key.symbol,
+            "interval": key.interval,
+            "count": page.len(),
+            "next_start": next.map(|t| t.to_rfc3339()),
+            "data": page.iter().map(bar_json).collect::<Vec<_>>(),
+        });
+        Response2 {
+            content_type: "application/json",
+            body: Bytes::from(body.to_string()),
+        }
+    };
+    let response = Arc::new(response);
+    s.bars_cache.put(cache_key, version, response.clone());
+    let mut r = cached_response(&response);
+    if let Some(n) = next {
+        if let Ok(v) = HeaderValue::from_str(&n.to_rfc3339()) {
+            r.headers_mut().insert("x-next-start", v);
+        }
+    }
+    r
+}
+
+fn cached_response(r: &Response2) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(r.content_type))],
+        r.body.clone(),
+    )
+        .into_response()
 }

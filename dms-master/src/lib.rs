@@ -6,8 +6,15 @@
 //! # Layout
 //!
 //! - [`config`]: [`config::MasterConfig`], the YAML config and its validation.
-//! - [`source`]: data sources ([`source::csv::CsvSource`]).
+//! - [`source`]: data sources behind the [`source::Source`] trait (Yahoo, CSV) and the
+//!   per-provider rate limiter.
+//! - [`universe`]: every kept series with its source and exchange calendar.
+//! - [`catalog`]: per-series fetch state and corporate actions.
+//! - [`gaps`]: missing expected bars.
+//! - [`tasks`]: background tasks (import, update, backfill, validate) with progress,
+//!   checkpoints, cancel and resume.
 //! - [`validate`]: [`validate::Validator`], the quality rules.
+//! - [`calendar`]: [`calendar::Calendar`], the bars an exchange should have, for gap detection.
 //! - [`quarantine`]: [`quarantine::Quarantine`], rejected bars with their reasons.
 //! - [`ingest`]: [`ingest::Ingestor`], validate then journal.
 //! - [`applier`]: the store applier that follows the journal into the bar store.
@@ -16,11 +23,16 @@
 //! - [`server`]: wiring all of it into a running master with one shutdown.
 
 pub mod applier;
+pub mod calendar;
+pub mod catalog;
 pub mod config;
+pub mod gaps;
 pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod quarantine;
 pub mod server;
 pub mod source;
+pub mod tasks;
+pub mod universe;
 pub mod validate;

@@ -14,12 +14,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::applier::{self, ApplierOptions};
+use crate::catalog::Catalog;
 use crate::config::{MasterConfig, SourceConfig, SqliteStoreConfig, StoreConfig};
-use crate::http::{self, ApiState};
+use crate::http::{self, ApiState, BarsCache};
 use crate::import::{self, ImportSummary};
 use crate::ingest::Ingestor;
 use crate::quarantine::Quarantine;
 use crate::source::csv::CsvSource;
+use crate::tasks::manager::{TaskContext, TaskManager};
+use crate::tasks::store::TaskStore;
+use crate::universe::Universe;
 
 /// Opens the configured bar store.
 pub fn open_store(config: &StoreConfig) -> anyhow::Result<SharedStore> {
@@ -71,6 +75,21 @@ pub async fn run(
     ));
 
     let ingestor = Ingestor::new(journal.clone(), quarantine.clone());
+    let universe = Arc::new(Universe::build(&config)?);
+    let catalog = Catalog::open(&config.state.path)?;
+    let tasks = TaskManager::new(TaskContext {
+        tasks: TaskStore::open(&config.state.path)?,
+        universe: universe.clone(),
+        ingestor: ingestor.clone(),
+        journal: journal.clone(),
+        store: store.clone(),
+        catalog: catalog.clone(),
+        applied: applier.applied(),
+        config: config.tasks.clone(),
+    });
+    tracing::info!(series = universe.len(), "series kept");
+    let task_runner = tokio::spawn(tasks.clone().run(work_stop.clone()));
+
     let imports: Arc<Mutex<Vec<ImportSummary>>> = Arc::default();
     let import_task = tokio::spawn(startup_imports(
         config.sources.clone(),
@@ -83,8 +102,12 @@ pub async fn run(
         store: store.clone(),
         journal: journal.clone(),
         quarantine,
+        catalog,
         applier: applier.status_cell(),
+        versions: applier.versions(),
         imports,
+        tasks,
+        bars_cache: Arc::new(BarsCache::new(256)),
     };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP listening");
@@ -104,6 +127,9 @@ pub async fn run(
         tracing::warn!("start-up import did not stop in time; its journaled part is kept");
     }
     let _ = retention.await;
+    if tokio::time::timeout(remaining(), task_runner).await.is_err() {
+        tracing::warn!("the running task did not stop in time; it resumes at the next start");
+    }
     applier_stop.cancel();
     let head = journal.head();
     let drained = applier.join(remaining()).await;
@@ -176,7 +202,7 @@ async fn startup_imports(
                 );
                 let _ = index;
             }
-            SourceConfig::Csv(_) => {}
+            SourceConfig::Csv(_) | SourceConfig::Yahoo(_) => {}
         }
         if stop.is_cancelled() {
             return;

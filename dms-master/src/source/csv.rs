@@ -13,6 +13,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use dms_common::{Bar, Interval, SeriesKey, Symbol, Timestamp};
 
 use crate::config::CsvSourceConfig;
+use crate::source::{FetchStats, Fetched, Source, SourceError};
 
 /// A row that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,6 +278,91 @@ impl CsvSource {
             bars,
             problems,
             interval_guessed,
+        })
+    }
+}
+
+impl CsvSource {
+    /// The file holding `symbol`'s bars: a file mapped to it in `files`, else `SYMBOL.csv`.
+    pub fn file_for(&self, symbol: &Symbol) -> Option<PathBuf> {
+        let mapped = self
+            .config
+            .files
+            .iter()
+            .find(|(_, f)| f.symbol.as_ref() == Some(symbol))
+            .map(|(name, _)| self.config.dir.join(name));
+        mapped
+            .or_else(|| Some(self.config.dir.join(format!("{symbol}.csv"))))
+            .filter(|p| p.is_file())
+    }
+
+    /// The series of every file, read from the files (interval guessed where not configured).
+    pub fn series(&self) -> Result<Vec<SeriesKey>, CsvError> {
+        let mut out = Vec::new();
+        for path in self.files()? {
+            match self.read_file(&path) {
+                Ok(s) => out.push(s.key),
+                Err(e) => tracing::warn!(error = %e, "CSV file skipped"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for CsvSource {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn history_limit(&self, _interval: Interval) -> Option<std::time::Duration> {
+        None
+    }
+
+    async fn fetch(
+        &self,
+        series: &SeriesKey,
+        range: dms_common::TimeRange,
+    ) -> Result<Fetched, SourceError> {
+        let unsupported = |message: String| SourceError::Unsupported {
+            source_name: self.config.name.clone(),
+            series: series.to_string(),
+            message,
+        };
+        let Some(path) = self.file_for(&series.symbol) else {
+            return Err(SourceError::NotFound {
+                source_name: self.config.name.clone(),
+                symbol: series.symbol.to_string(),
+                message: format!("no CSV file for it in {}", self.config.dir.display()),
+            });
+        };
+        let this = self.clone();
+        let read = tokio::task::spawn_blocking(move || this.read_file(&path))
+            .await
+            .map_err(|e| unsupported(e.to_string()))?
+            .map_err(|e| unsupported(e.to_string()))?;
+        if read.key.interval != series.interval {
+            return Err(unsupported(format!(
+                "{} holds {} bars",
+                read.file.display(),
+                read.key.interval
+            )));
+        }
+        for p in read.problems.iter().take(20) {
+            tracing::warn!("{p}");
+        }
+        Ok(Fetched {
+            bars: read
+                .bars
+                .into_iter()
+                .filter(|b| range.contains(b.ts))
+                .collect(),
+            actions: Vec::new(),
+            provisional_from: None,
+            stats: FetchStats {
+                requests: 1,
+                retries: 0,
+            },
         })
     }
 }

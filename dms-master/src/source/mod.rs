@@ -1,5 +1,147 @@
-//! Data sources: where bars come from.
+//! Data sources: where bars come from. One trait, [`Source`], with a module per provider:
 //!
+//! - [`yahoo`]: Yahoo Finance's v8 chart API, rate-limited, retried, chunked by the provider's
+//!   history limits.
 //! - [`csv`]: a directory of OHLCV CSV files, one series per file.
+//!
+//! A fetch returns normalized bars (UTC bar starts; daily and longer bars at 00:00 UTC of the
+//! exchange-local trading date), the corporate actions seen, which bars are still provisional
+//! (the current, unfinished bar), and counters of the requests it took.
 
 pub mod csv;
+pub mod limiter;
+pub mod yahoo;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use dms_common::{Bar, SeriesKey, Symbol, TimeRange, Timestamp};
+use serde::Serialize;
+
+/// A split or a dividend, on the exchange-local date it took effect.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CorporateAction {
+    pub symbol: Symbol,
+    /// 00:00 UTC of the exchange-local date.
+    pub date: Timestamp,
+    pub kind: ActionKind,
+}
+
+/// What a corporate action did.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ActionKind {
+    /// `numerator` new shares for every `denominator` old ones (4:1 is 4/1).
+    Split { numerator: f64, denominator: f64 },
+    /// Cash per share.
+    Dividend { amount: f64 },
+}
+
+impl fmt::Display for CorporateAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let date = self.date.to_datetime().format("%Y-%m-%d");
+        match self.kind {
+            ActionKind::Split {
+                numerator,
+                denominator,
+            } => write!(
+                f,
+                "{} split {numerator}:{denominator} on {date}",
+                self.symbol
+            ),
+            ActionKind::Dividend { amount } => {
+                write!(f, "{} dividend {amount} on {date}", self.symbol)
+            }
+        }
+    }
+}
+
+/// Counters of one fetch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FetchStats {
+    /// HTTP requests (or files) that answered.
+    pub requests: u64,
+    /// Attempts repeated after a rate limit, a server error, a timeout or a cut-off body.
+    pub retries: u64,
+}
+
+impl FetchStats {
+    pub fn add(&mut self, other: FetchStats) {
+        self.requests += other.requests;
+        self.retries += other.retries;
+    }
+}
+
+/// What a fetch returned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fetched {
+    /// Bars in ts order, unique by ts.
+    pub bars: Vec<Bar>,
+    pub actions: Vec<CorporateAction>,
+    /// Bars at or after this time are not final yet (today's bar) and must be fetched again.
+    pub provisional_from: Option<Timestamp>,
+    pub stats: FetchStats,
+}
+
+/// Why a fetch failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SourceError {
+    /// The provider does not know the symbol (or has no data for it); retrying will not help.
+    #[error("{symbol}: not found at {source_name}: {message}")]
+    NotFound {
+        source_name: String,
+        symbol: String,
+        message: String,
+    },
+    /// The request was refused or the answer could not be used, and retrying will not help.
+    #[error("{series}: {message}")]
+    Rejected { series: String, message: String },
+    /// Retries ran out (rate limits, server errors, timeouts, cut-off bodies).
+    #[error("{series}: gave up after {attempts} attempts: {last_error}")]
+    Exhausted {
+        series: String,
+        attempts: u32,
+        last_error: String,
+    },
+    /// The source does not serve this series (e.g. no CSV file for the symbol).
+    #[error("{series}: not served by source {source_name}: {message}")]
+    Unsupported {
+        source_name: String,
+        series: String,
+        message: String,
+    },
+    #[error("fetch cancelled")]
+    Cancelled,
+}
+
+impl SourceError {
+    /// Whether a later attempt (a task's second pass) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SourceError::Exhausted { .. })
+    }
+
+    /// Counters of the attempts made before the error, when known.
+    pub fn stats(&self) -> FetchStats {
+        match self {
+            SourceError::Exhausted { attempts, .. } => FetchStats {
+                requests: 0,
+                retries: u64::from(attempts.saturating_sub(1)),
+            },
+            _ => FetchStats::default(),
+        }
+    }
+}
+
+/// A provider of bars.
+#[async_trait]
+pub trait Source: Send + Sync + fmt::Debug {
+    /// The source's configured name.
+    fn name(&self) -> &str;
+
+    /// How far back the provider serves bars of `interval` (None: no limit). Nothing older is
+    /// requested, and nothing older counts as a gap.
+    fn history_limit(&self, interval: dms_common::Interval) -> Option<std::time::Duration>;
+
+    /// Bars of `series` in `range`, normalized, with the corporate actions seen.
+    async fn fetch(&self, series: &SeriesKey, range: TimeRange) -> Result<Fetched, SourceError>;
+}

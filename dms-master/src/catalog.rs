@@ -1,0 +1,223 @@
+//! `Catalog`: what the master knows about each series beyond its bars (which the store's
+//! overview counts exactly): where it comes from, when it was last fetched and how that went,
+//! from when its bars are provisional, and the corporate actions seen for its symbol.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use dms_common::journal::open_state_connection;
+use dms_common::{SeriesKey, Timestamp};
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use crate::source::{ActionKind, CorporateAction};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS catalog (
+    symbol            TEXT NOT NULL,
+    interval          TEXT NOT NULL,
+    source            TEXT NOT NULL,
+    last_fetch_at_ms  INTEGER,
+    last_fetch_ok     INTEGER,
+    last_error        TEXT,
+    provisional_from  INTEGER,
+    PRIMARY KEY (symbol, interval)
+);
+CREATE TABLE IF NOT EXISTS corporate_actions (
+    symbol        TEXT NOT NULL,
+    date          INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    numerator     REAL,
+    denominator   REAL,
+    amount        REAL,
+    first_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (symbol, date, kind)
+);
+";
+
+/// One series' catalog entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CatalogEntry {
+    pub symbol: String,
+    pub interval: String,
+    pub source: String,
+    pub last_fetch_at_ms: Option<i64>,
+    pub last_fetch_ok: Option<bool>,
+    pub last_error: Option<String>,
+    pub provisional_from: Option<Timestamp>,
+}
+
+/// Why the catalog failed.
+#[derive(Debug, thiserror::Error)]
+#[error("catalog in {path}: {source}")]
+pub struct CatalogError {
+    path: PathBuf,
+    #[source]
+    source: rusqlite::Error,
+}
+
+/// The catalog tables in the state file.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Catalog {
+    pub fn open(path: &Path) -> Result<Catalog, CatalogError> {
+        let err = |source| CatalogError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = open_state_connection(path).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Catalog {
+            path: path.to_path_buf(),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, CatalogError> {
+        let conn = self.conn.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || f(&mut conn.lock().unwrap_or_else(|p| p.into_inner())))
+            .await
+            .unwrap_or_else(|e| panic!("catalog task panicked: {e}"))
+            .map_err(|source| CatalogError { path, source })
+    }
+
+    /// Records the outcome of a fetch.
+    pub async fn record_fetch(
+        &self,
+        key: &SeriesKey,
+        source: &str,
+        outcome: Result<Option<Timestamp>, String>,
+    ) -> Result<(), CatalogError> {
+        let (symbol, interval, source) = (
+            key.symbol.to_string(),
+            key.interval.to_string(),
+            source.to_owned(),
+        );
+        let now = chrono::Utc::now().timestamp_millis();
+        self.with(move |c| {
+            let (ok, error, provisional) = match outcome {
+                Ok(p) => (true, None, p.map(|t| t.0)),
+                Err(e) => (false, Some(e), None),
+            };
+            c.execute(
+                "INSERT INTO catalog (symbol, interval, source, last_fetch_at_ms, last_fetch_ok, last_error, provisional_from)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (symbol, interval) DO UPDATE SET
+                    source = excluded.source, last_fetch_at_ms = excluded.last_fetch_at_ms,
+                    last_fetch_ok = excluded.last_fetch_ok, last_error = excluded.last_error,
+                    provisional_from = CASE WHEN excluded.last_fetch_ok = 1
+                        THEN excluded.provisional_from ELSE catalog.provisional_from END",
+                params![symbol, interval, source, now, ok, error, provisional],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Every catalog entry.
+    pub async fn entries(&self) -> Result<Vec<CatalogEntry>, CatalogError> {
+        self.with(|c| {
+            c.prepare(
+                "SELECT symbol, interval, source, last_fetch_at_ms, last_fetch_ok, last_error, provisional_from
+                 FROM catalog ORDER BY symbol, interval",
+            )?
+            .query_map([], |r| {
+                Ok(CatalogEntry {
+                    symbol: r.get(0)?,
+                    interval: r.get(1)?,
+                    source: r.get(2)?,
+                    last_fetch_at_ms: r.get(3)?,
+                    last_fetch_ok: r.get::<_, Option<i64>>(4)?.map(|v| v != 0),
+                    last_error: r.get(5)?,
+                    provisional_from: r.get::<_, Option<i64>>(6)?.map(Timestamp),
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    /// The provisional start of a series, if its last fetch left one.
+    pub async fn provisional_from(&self, key: &SeriesKey) -> Result<Option<Timestamp>, CatalogError> {
+        let (symbol, interval) = (key.symbol.to_string(), key.interval.to_string());
+        self.with(move |c| {
+            use rusqlite::OptionalExtension;
+            Ok(c.query_row(
+                "SELECT provisional_from FROM catalog WHERE symbol = ?1 AND interval = ?2",
+                params![symbol, interval],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()?
+            .flatten()
+            .map(Timestamp))
+        })
+        .await
+    }
+
+    /// Records corporate actions; returns those not seen before.
+    pub async fn record_actions(
+        &self,
+        actions: &[CorporateAction],
+    ) -> Result<Vec<CorporateAction>, CatalogError> {
+        if actions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let actions = actions.to_vec();
+        let now = chrono::Utc::now().timestamp_millis();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let mut new = Vec::new();
+            {
+                let mut stmt = tx.prepare(
+                    "INSERT INTO corporate_actions (symbol, date, kind, numerator, denominator, amount, first_seen_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                )?;
+                for a in actions {
+                    let (kind, num, den, amount) = match a.kind {
+                        ActionKind::Split { numerator, denominator } => {
+                            ("split", Some(numerator), Some(denominator), None)
+                        }
+                        ActionKind::Dividend { amount } => ("dividend", None, None, Some(amount)),
+                    };
+                    if stmt.execute(params![a.symbol.as_str(), a.date.0, kind, num, den, amount, now])? == 1 {
+                        new.push(a);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(new)
+        })
+        .await
+    }
+
+    /// The corporate actions recorded for `symbol` (all symbols when None), by date.
+    pub async fn actions(&self, symbol: Option<String>) -> Result<Vec<serde_json::Value>, CatalogError> {
+        self.with(move |c| {
+            c.prepare(
+                "SELECT symbol, date, kind, numerator, denominator, amount FROM corporate_actions
+                 WHERE (?1 IS NULL OR symbol = ?1) ORDER BY symbol, date",
+            )?
+            .query_map(params![symbol], |r| {
+                let date = Timestamp(r.get(1)?);
+                Ok(serde_json::json!({
+                    "symbol": r.get::<_, String>(0)?,
+                    "date": date.to_datetime().format("%Y-%m-%d").to_string(),
+                    "type": r.get::<_, String>(2)?,
+                    "numerator": r.get::<_, Option<f64>>(3)?,
+                    "denominator": r.get::<_, Option<f64>>(4)?,
+                    "amount": r.get::<_, Option<f64>>(5)?,
+                }))
+            })?
+            .collect()
+        })
+        .await
+    }
+}

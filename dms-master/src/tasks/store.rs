@@ -1,0 +1,340 @@
+//! `TaskStore`: tasks and their per-series checkpoints in the local state file, so a task
+//! survives a restart of the master and resumes where it stopped.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use dms_common::SeriesKey;
+use dms_common::journal::open_state_connection;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Task, TaskCounters, TaskKind, TaskParams, TaskStatus};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tasks (
+    id               TEXT PRIMARY KEY,
+    seq              INTEGER NOT NULL,
+    kind             TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    params           TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    progress         REAL NOT NULL DEFAULT 0,
+    message          TEXT NOT NULL DEFAULT '',
+    counters         TEXT NOT NULL DEFAULT '{}',
+    error            TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at_ms    INTEGER NOT NULL,
+    started_at_ms    INTEGER,
+    completed_at_ms  INTEGER
+);
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq);
+CREATE TABLE IF NOT EXISTS task_checkpoints (
+    task_id  TEXT NOT NULL,
+    symbol   TEXT NOT NULL,
+    interval TEXT NOT NULL,
+    state    TEXT NOT NULL,
+    detail   TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (task_id, symbol, interval)
+);
+";
+
+/// Why the task store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("task store {path}: {message}")]
+pub struct TaskStoreError {
+    path: PathBuf,
+    message: String,
+}
+
+/// How a series ended within a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checkpoint {
+    Done,
+    /// Failed; `retryable` failures get a second pass.
+    Failed { reason: String, retryable: bool },
+}
+
+/// Tasks in the state file.
+#[derive(Debug, Clone)]
+pub struct TaskStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl TaskStore {
+    pub fn open(path: &Path) -> Result<TaskStore, TaskStoreError> {
+        let err = |e: rusqlite::Error| TaskStoreError {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let conn = open_state_connection(path).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(TaskStore {
+            path: path.to_path_buf(),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, TaskStoreError> {
+        let conn = self.conn.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| TaskStoreError {
+            path: path.clone(),
+            message: e.to_string(),
+        })?
+        .map_err(|e| TaskStoreError {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Creates a pending task.
+    pub async fn create(
+        &self,
+        kind: TaskKind,
+        name: String,
+        params: TaskParams,
+    ) -> Result<Task, TaskStoreError> {
+        let params_json = serde_json::to_string(&params).expect("params serialize");
+        let created = now_ms();
+        let id = self
+            .with(move |c| {
+                let seq: i64 =
+                    c.query_row("SELECT coalesce(max(seq), 0) + 1 FROM tasks", [], |r| r.get(0))?;
+                let id = format!("{}-{seq:06}", kind.as_str());
+                c.execute(
+                    "INSERT INTO tasks (id, seq, kind, name, params, status, message, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 'waiting to start', ?6)",
+                    params![id, seq, kind.as_str(), name, params_json, created],
+                )?;
+                Ok(id)
+            })
+            .await?;
+        Ok(self.get(&id).await?.expect("just created"))
+    }
+
+    /// One task.
+    pub async fn get(&self, id: &str) -> Result<Option<Task>, TaskStoreError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.query_row(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"), params![id], task_from_row)
+                .optional()
+        })
+        .await
+    }
+
+    /// Tasks newest first, optionally only of one status.
+    pub async fn list(
+        &self,
+        status: Option<TaskStatus>,
+        limit: usize,
+    ) -> Result<Vec<Task>, TaskStoreError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM tasks WHERE (?1 IS NULL OR status = ?1) ORDER BY seq DESC LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(
+                params![status.map(|s| s.as_str()), limit as i64],
+                task_from_row,
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// The oldest pending task.
+    pub async fn next_pending(&self) -> Result<Option<Task>, TaskStoreError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM tasks WHERE status = 'pending' ORDER BY seq LIMIT 1"),
+                [],
+                task_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Tasks that were running when the master stopped go back to pending, to resume.
+    pub async fn requeue_interrupted(&self) -> Result<Vec<String>, TaskStoreError> {
+        self.with(|c| {
+            let ids: Vec<String> = c
+                .prepare("SELECT id FROM tasks WHERE status = 'running' ORDER BY seq")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            c.execute(
+                "UPDATE tasks SET status = 'pending', message = 'resuming after a restart' WHERE status = 'running'",
+                [],
+            )?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Marks a task running.
+    pub async fn start(&self, id: &str) -> Result<(), TaskStoreError> {
+        let id = id.to_owned();
+        let now = now_ms();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE tasks SET status = 'running', started_at_ms = coalesce(started_at_ms, ?2)
+                 WHERE id = ?1",
+                params![id, now],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Records progress.
+    pub async fn progress(
+        &self,
+        id: &str,
+        progress: f64,
+        message: String,
+        counters: &TaskCounters,
+    ) -> Result<(), TaskStoreError> {
+        let id = id.to_owned();
+        let counters = serde_json::to_string(counters).expect("counters serialize");
+        self.with(move |c| {
+            c.execute(
+                "UPDATE tasks SET progress = ?2, message = ?3, counters = ?4 WHERE id = ?1",
+                params![id, progress, message, counters],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Ends a task with a final status.
+    pub async fn finish(
+        &self,
+        id: &str,
+        status: TaskStatus,
+        message: String,
+        error: Option<String>,
+        counters: &TaskCounters,
+    ) -> Result<(), TaskStoreError> {
+        let id = id.to_owned();
+        let counters = serde_json::to_string(counters).expect("counters serialize");
+        let now = now_ms();
+        self.with(move |c| {
+            let progress = if status == TaskStatus::Completed { 100.0 } else { -1.0 };
+            c.execute(
+                "UPDATE tasks SET status = ?2, message = ?3, error = ?4, counters = ?5,
+                    completed_at_ms = ?6,
+                    progress = CASE WHEN ?7 >= 0 THEN ?7 ELSE progress END
+                 WHERE id = ?1",
+                params![id, status.as_str(), message, error, counters, now, progress],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Asks a task to stop. A pending task is cancelled at once; returns the task after.
+    pub async fn request_cancel(&self, id: &str) -> Result<Option<Task>, TaskStoreError> {
+        let key = id.to_owned();
+        let now = now_ms();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE tasks SET cancel_requested = 1 WHERE id = ?1 AND status IN ('pending', 'running')",
+                params![key],
+            )?;
+            c.execute(
+                "UPDATE tasks SET status = 'cancelled', message = 'cancelled before it started',
+                    completed_at_ms = ?2 WHERE id = ?1 AND status = 'pending'",
+                params![key, now],
+            )?;
+            Ok(())
+        })
+        .await?;
+        self.get(id).await
+    }
+
+    /// Records how a series ended within a task.
+    pub async fn checkpoint(
+        &self,
+        task_id: &str,
+        series: &SeriesKey,
+        checkpoint: Checkpoint,
+    ) -> Result<(), TaskStoreError> {
+        let (task_id, symbol, interval) = (
+            task_id.to_owned(),
+            series.symbol.to_string(),
+            series.interval.to_string(),
+        );
+        let (state, detail) = match checkpoint {
+            Checkpoint::Done => ("done", String::new()),
+            Checkpoint::Failed { reason, retryable } => {
+                (if retryable { "retry" } else { "failed" }, reason)
+            }
+        };
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO task_checkpoints (task_id, symbol, interval, state, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (task_id, symbol, interval) DO UPDATE SET state = excluded.state, detail = excluded.detail",
+                params![task_id, symbol, interval, state, detail],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Every checkpoint of a task: (symbol, interval) → (state, detail).
+    pub async fn checkpoints(
+        &self,
+        task_id: &str,
+    ) -> Result<Vec<(String, String, String, String)>, TaskStoreError> {
+        let task_id = task_id.to_owned();
+        self.with(move |c| {
+            c.prepare(
+                "SELECT symbol, interval, state, detail FROM task_checkpoints WHERE task_id = ?1",
+            )?
+            .query_map(params![task_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect()
+        })
+        .await
+    }
+}
+
+const COLUMNS: &str = "id, kind, name, params, status, progress, message, counters, error,
+    cancel_requested, created_at_ms, started_at_ms, completed_at_ms";
+
+fn task_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
+    let bad = |i: usize, what: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into())
+    };
+    let kind: String = r.get(1)?;
+    let status: String = r.get(4)?;
+    let params: String = r.get(3)?;
+    let counters: String = r.get(7)?;
+    Ok(Task {
+        id: r.get(0)?,
+        kind: kind.parse().map_err(|e: String| bad(1, e))?,
+        name: r.get(2)?,
+        params: serde_json::from_str(&params).map_err(|e| bad(3, e.to_string()))?,
+        status: status.parse().map_err(|e: String| bad(4, e))?,
+        progress: r.get(5)?,
+        message: r.get(6)?,
+        counters: serde_json::from_str(&counters).unwrap_or_default(),
+        error: r.get(8)?,
+        cancel_requested: r.get::<_, i64>(9)? != 0,
+        created_at_ms: r.get(10)?,
+        started_at_ms: r.get(11)?,
+        completed_at_ms: r.get(12)?,
+    })
+}

@@ -1,0 +1,227 @@
+//! `Universe`: every series the master keeps, with the source it comes from and the exchange
+//! calendar used to find its gaps. Built from the config: each watchlist's symbols × intervals
+//! from its source, plus every file of each CSV source.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use dms_common::{Interval, SeriesKey, Symbol};
+
+use crate::calendar::Calendar;
+use crate::config::{MasterConfig, SourceConfig, WatchlistConfig};
+use crate::source::Source;
+use crate::source::csv::CsvSource;
+use crate::source::yahoo::YahooSource;
+use crate::tasks::TaskParams;
+
+/// One kept series.
+#[derive(Debug, Clone)]
+pub struct UniverseEntry {
+    pub key: SeriesKey,
+    pub source: Arc<dyn Source>,
+    pub calendar: Calendar,
+}
+
+/// Every kept series, by key.
+#[derive(Debug, Clone, Default)]
+pub struct Universe {
+    entries: BTreeMap<SeriesKey, UniverseEntry>,
+    sources: HashMap<String, Arc<dyn Source>>,
+    /// Where symbols asked for that no watchlist lists are fetched from: the first
+    /// non-file source, if any.
+    default_source: Option<String>,
+}
+
+/// The calendar a symbol most likely trades on: `-USD`/`-USDT` pairs are crypto, `=X` FX,
+/// everything else NYSE.
+pub fn guess_calendar(symbol: &Symbol) -> Calendar {
+    let s = symbol.as_str();
+    if s.ends_with("=X") {
+        Calendar::Fx
+    } else if s.ends_with("-USD") || s.ends_with("-USDT") || s.ends_with("-EUR") {
+        Calendar::Always
+    } else {
+        Calendar::Nyse
+    }
+}
+
+fn watchlist_calendar(w: &WatchlistConfig, symbol: &Symbol) -> Calendar {
+    match w.calendar.as_deref() {
+        None => guess_calendar(symbol),
+        Some("weekdays") => Calendar::Weekdays {
+            timezone: chrono_tz::UTC,
+            open: chrono::NaiveTime::from_hms_opt(0, 0, 0).expect("midnight"),
+            close: chrono::NaiveTime::from_hms_opt(23, 59, 59).expect("end of day"),
+            holidays: w.holidays.iter().copied().collect(),
+        },
+        Some(name) => Calendar::from_name(name).unwrap_or_else(|| guess_calendar(symbol)),
+    }
+}
+
+/// Reads a symbols file: one symbol per line, blank lines and `#` comments ignored.
+pub fn read_symbols_file(path: &std::path::Path) -> anyhow::Result<Vec<Symbol>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read symbols file {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match Symbol::new(line) {
+            Ok(s) => out.push(s),
+            Err(e) => bail!("{}:{}: {e}", path.display(), n + 1),
+        }
+    }
+    Ok(out)
+}
+
+impl Universe {
+    /// Builds the sources and the series list from the config.
+    pub fn build(config: &MasterConfig) -> anyhow::Result<Universe> {
+        let mut u = Universe::default();
+        for source in &config.sources {
+            let built: Arc<dyn Source> = match source {
+                SourceConfig::Csv(c) => {
+                    let csv = CsvSource::new(c.clone());
+                    let series = csv.series().unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "CSV source directory unreadable");
+                        Vec::new()
+                    });
+                    let csv: Arc<dyn Source> = Arc::new(csv);
+                    for key in series {
+                        let calendar = guess_calendar(&key.symbol);
+                        u.entries.insert(
+                            key.clone(),
+                            UniverseEntry {
+                                key,
+                                source: csv.clone(),
+                                calendar,
+                            },
+                        );
+                    }
+                    csv
+                }
+                SourceConfig::Yahoo(y) => {
+                    let yahoo = YahooSource::new(y.clone())
+                        .map_err(|e| anyhow::anyhow!("source {}: {e}", y.name))?;
+                    if u.default_source.is_none() {
+                        u.default_source = Some(y.name.clone());
+                    }
+                    Arc::new(yahoo)
+                }
+            };
+            u.sources.insert(source.name().to_owned(), built);
+        }
+        for w in &config.watchlists {
+            let source = u
+                .sources
+                .get(&w.source)
+                .cloned()
+                .with_context(|| format!("watchlist {}: no source named {:?}", w.name, w.source))?;
+            let mut symbols = w.symbols.clone();
+            if let Some(file) = &w.symbols_file {
+                symbols.extend(
+                    read_symbols_file(file).with_context(|| format!("watchlist {}", w.name))?,
+                );
+            }
+            for symbol in symbols {
+                for &interval in &w.intervals {
+                    let key = SeriesKey::new(symbol.clone(), interval);
+                    u.entries.insert(
+                        key.clone(),
+                        UniverseEntry {
+                            key,
+                            source: source.clone(),
+                            calendar: watchlist_calendar(w, &symbol),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(u)
+    }
+
+    /// Number of kept series.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no series is kept.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entry of a series, if kept.
+    pub fn get(&self, key: &SeriesKey) -> Option<&UniverseEntry> {
+        self.entries.get(key)
+    }
+
+    /// A source by name.
+    pub fn source(&self, name: &str) -> Option<Arc<dyn Source>> {
+        self.sources.get(name).cloned()
+    }
+
+    /// The series a task works on, in (symbol, interval) order, after `skip` and `limit`.
+    /// Symbols no watchlist lists come from the default source at the requested interval
+    /// (1d by default); without a default source they are an error naming the symbol.
+    pub fn select(&self, params: &TaskParams) -> Result<Vec<UniverseEntry>, String> {
+        let wanted_interval = |i: Interval| params.interval.is_none_or(|w| w == i);
+        let wanted_source = |e: &UniverseEntry| {
+            params
+                .source
+                .as_deref()
+                .is_none_or(|s| e.source.name() == s)
+        };
+        if let Some(s) = &params.source
+            && !self.sources.contains_key(s)
+        {
+            return Err(format!("no source is named {s:?}"));
+        }
+        let mut out: Vec<UniverseEntry> = match &params.symbols {
+            None => self
+                .entries
+                .values()
+                .filter(|e| wanted_interval(e.key.interval) && wanted_source(e))
+                .cloned()
+                .collect(),
+            Some(symbols) => {
+                let mut out = Vec::new();
+                for symbol in symbols {
+                    let known: Vec<&UniverseEntry> = self
+                        .entries
+                        .values()
+                        .filter(|e| {
+                            &e.key.symbol == symbol && wanted_interval(e.key.interval) && wanted_source(e)
+                        })
+                        .collect();
+                    if !known.is_empty() {
+                        out.extend(known.into_iter().cloned());
+                        continue;
+                    }
+                    let source_name = params.source.as_ref().or(self.default_source.as_ref());
+                    let Some(source) = source_name.and_then(|n| self.sources.get(n)) else {
+                        return Err(format!(
+                            "symbol {symbol} is in no watchlist and no source can fetch it"
+                        ));
+                    };
+                    out.push(UniverseEntry {
+                        key: SeriesKey::new(symbol.clone(), params.interval.unwrap_or(Interval::D1)),
+                        source: source.clone(),
+                        calendar: guess_calendar(symbol),
+                    });
+                }
+                out.sort_by(|a, b| a.key.cmp(&b.key));
+                out.dedup_by(|a, b| a.key == b.key);
+                out
+            }
+        };
+        let skip = params.skip.unwrap_or(0).min(out.len());
+        out.drain(..skip);
+        if let Some(limit) = params.limit {
+            out.truncate(limit);
+        }
+        Ok(out)
+    }
+}
