@@ -12,6 +12,7 @@
 //!
 //! NYSE holidays are rule-based ([`nyse_holidays`]): one-off closures (national days of
 //! mourning, 2001-09-11, Hurricane Sandy) are not known, and early closes count as full days.
+//! Time zones follow chrono-tz, whose tables end with 2099: later years get no daylight time.
 
 use std::collections::BTreeSet;
 

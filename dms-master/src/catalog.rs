@@ -146,7 +146,10 @@ impl Catalog {
     }
 
     /// The provisional start of a series, if its last fetch left one.
-    pub async fn provisional_from(&self, key: &SeriesKey) -> Result<Option<Timestamp>, CatalogError> {
+    pub async fn provisional_from(
+        &self,
+        key: &SeriesKey,
+    ) -> Result<Option<Timestamp>, CatalogError> {
         let (symbol, interval) = (key.symbol.to_string(), key.interval.to_string());
         self.with(move |c| {
             use rusqlite::OptionalExtension;
@@ -199,7 +202,10 @@ impl Catalog {
     }
 
     /// The corporate actions recorded for `symbol` (all symbols when None), by date.
-    pub async fn actions(&self, symbol: Option<String>) -> Result<Vec<serde_json::Value>, CatalogError> {
+    pub async fn actions(
+        &self,
+        symbol: Option<String>,
+    ) -> Result<Vec<serde_json::Value>, CatalogError> {
         self.with(move |c| {
             c.prepare(
                 "SELECT symbol, date, kind, numerator, denominator, amount FROM corporate_actions

@@ -6,6 +6,10 @@
 //! `{"success": false, "error": "..."}` with 400 (naming the field and the reason), 404 or 409
 //! for requests that cannot be served. A rejected request starts nothing.
 
+// Request parsing returns the finished error response as its `Err`; it is built once per
+// rejected request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
@@ -83,7 +87,11 @@ impl BarsCache {
             Some((v, r)) if *v == version => Some(r.clone()),
             _ => None,
         };
-        let counter = if hit.is_some() { &self.hits } else { &self.misses };
+        let counter = if hit.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         hit
     }
@@ -142,7 +150,10 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
-    error(StatusCode::NOT_FOUND, format!("no endpoint {method} {}", uri.path()))
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no endpoint {method} {}", uri.path()),
+    )
 }
 
 async fn healthz() -> Json<Value> {
@@ -186,11 +197,7 @@ async fn status(State(s): State<ApiState>) -> Response {
     let applier = s.applier.get();
     let journal_head = s.journal.head();
     let quarantined = s.quarantine.count().await.unwrap_or(0);
-    let imports = s
-        .imports
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let imports = s.imports.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let (hits, misses) = s.bars_cache.stats();
     Json(json!({
         "success": true,
@@ -226,14 +233,20 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
         body
     };
     let de = &mut serde_json::Deserializer::from_slice(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." || path.is_empty() {
-            bad_request(format!("invalid JSON body: {}", e.inner()))
-        } else {
-            bad_request(format!("field `{path}`: {}", e.inner()))
-        }
-    })
+    serde_path_to_error::deserialize(de).map_err(
+        |e: serde_path_to_error::Error<serde_json::Error>| {
+            let path = e.path().to_string();
+            let syntax = matches!(
+                e.inner().classify(),
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+            );
+            if syntax || path == "." || path.is_empty() || path == "?" {
+                bad_request(format!("invalid JSON body: {}", e.inner()))
+            } else {
+                bad_request(format!("field `{path}`: {}", e.inner()))
+            }
+        },
+    )
 }
 
 /// A date (`2024-01-31`) or a date-time (RFC 3339) in a request.
@@ -252,23 +265,28 @@ fn parse_when(field: &str, raw: &str) -> Result<Timestamp, Response> {
 fn parse_symbols(raw: Option<Vec<String>>) -> Result<Option<Vec<Symbol>>, Response> {
     let Some(list) = raw else { return Ok(None) };
     if list.is_empty() {
-        return Err(bad_request("field `symbols`: the list is empty; leave it out to select every kept series"));
+        return Err(bad_request(
+            "field `symbols`: the list is empty; leave it out to select every kept series",
+        ));
     }
     if list.len() > MAX_TASK_LIMIT {
-        return Err(bad_request(format!("field `symbols`: at most {MAX_TASK_LIMIT} symbols")));
+        return Err(bad_request(format!(
+            "field `symbols`: at most {MAX_TASK_LIMIT} symbols"
+        )));
     }
     list.iter()
         .enumerate()
-        .map(|(i, s)| {
-            Symbol::new(s).map_err(|e| bad_request(format!("field `symbols[{i}]`: {e}")))
-        })
+        .map(|(i, s)| Symbol::new(s).map_err(|e| bad_request(format!("field `symbols[{i}]`: {e}"))))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
 
 fn parse_interval(field: &str, raw: Option<&str>) -> Result<Option<Interval>, Response> {
-    raw.map(|r| r.parse().map_err(|e| bad_request(format!("field `{field}`: {e}"))))
-        .transpose()
+    raw.map(|r| {
+        r.parse()
+            .map_err(|e| bad_request(format!("field `{field}`: {e}")))
+    })
+    .transpose()
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,7 +355,10 @@ fn import_params(req: ImportRequest) -> Result<TaskParams, Response> {
     if let Some(a) = start
         && a > Timestamp::now()
     {
-        return Err(bad_request(format!("field `start_date`: {} is in the future", date_of(a))));
+        return Err(bad_request(format!(
+            "field `start_date`: {} is in the future",
+            date_of(a)
+        )));
     }
     Ok(TaskParams {
         symbols: parse_symbols(req.symbols)?,
@@ -377,7 +398,10 @@ async fn update(State(s): State<ApiState>, body: Bytes) -> Response {
     {
         return bad_request(format!("field `days`: {d} is out of range; use 1 to 36500"));
     }
-    let params = match (parse_symbols(req.symbols), parse_interval("interval", req.interval.as_deref())) {
+    let params = match (
+        parse_symbols(req.symbols),
+        parse_interval("interval", req.interval.as_deref()),
+    ) {
         (Ok(symbols), Ok(interval)) => TaskParams {
             symbols,
             interval,
@@ -390,7 +414,13 @@ async fn update(State(s): State<ApiState>, body: Bytes) -> Response {
         },
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    submit(&s, TaskKind::IncrementalUpdate, "incremental update", params).await
+    submit(
+        &s,
+        TaskKind::IncrementalUpdate,
+        "incremental update",
+        params,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -406,7 +436,10 @@ async fn select_task(s: &ApiState, body: &Bytes, kind: TaskKind, name: &str) -> 
         Ok(r) => r,
         Err(e) => return e,
     };
-    let params = match (parse_symbols(req.symbols), parse_interval("interval", req.interval.as_deref())) {
+    let params = match (
+        parse_symbols(req.symbols),
+        parse_interval("interval", req.interval.as_deref()),
+    ) {
         (Ok(symbols), Ok(interval)) => TaskParams {
             symbols,
             interval,
@@ -448,7 +481,10 @@ struct TaskQuery {
     limit: Option<String>,
 }
 
-async fn list_tasks(State(s): State<ApiState>, query: Result<Query<TaskQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn list_tasks(
+    State(s): State<ApiState>,
+    query: Result<Query<TaskQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let Query(q) = match query {
         Ok(q) => q,
         Err(e) => return bad_request(e.body_text()),
@@ -464,7 +500,11 @@ async fn list_tasks(State(s): State<ApiState>, query: Result<Query<TaskQuery>, a
         None => 20,
         Some(raw) => match raw.parse::<usize>() {
             Ok(l) if (1..=1000).contains(&l) => l,
-            _ => return bad_request(format!("parameter `limit`: {raw:?} is not a number from 1 to 1000")),
+            _ => {
+                return bad_request(format!(
+                    "parameter `limit`: {raw:?} is not a number from 1 to 1000"
+                ));
+            }
         },
     };
     match s.tasks.tasks().list(status, limit).await {
@@ -485,11 +525,18 @@ async fn get_task(State(s): State<ApiState>, Path(id): Path<String>) -> Response
 }
 
 async fn cancel_task(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    match s.tasks.tasks().get(&id).await {
+        Ok(Some(t)) if t.status.is_final() => {
+            return error(
+                StatusCode::CONFLICT,
+                format!("task {id} already ended ({})", t.status),
+            );
+        }
+        Ok(Some(_)) => {}
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no task {id:?}")),
+        Err(e) => return internal(e),
+    }
     match s.tasks.cancel(&id).await {
-        Ok(Some(t)) if t.status.is_final() && !t.cancel_requested => error(
-            StatusCode::CONFLICT,
-            format!("task {id} already ended ({})", t.status),
-        ),
         Ok(Some(t)) => Json(json!({
             "success": true,
             "message": if t.status == TaskStatus::Cancelled { "task cancelled" } else { "cancel requested; the task stops within 2 s" },
@@ -629,7 +676,12 @@ async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
         Ok(k) => k,
         Err(e) => return e,
     };
-    let start = match q.start.as_deref().map(|d| parse_when("start", d)).transpose() {
+    let start = match q
+        .start
+        .as_deref()
+        .map(|d| parse_when("start", d))
+        .transpose()
+    {
         Ok(t) => t.unwrap_or(Timestamp(i64::MIN)),
         Err(e) => return e,
     };
@@ -654,7 +706,9 @@ async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
     let csv = match q.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
-        Some(other) => return bad_request(format!("parameter `format`: {other:?}; use json or csv")),
+        Some(other) => {
+            return bad_request(format!("parameter `format`: {other:?}; use json or csv"));
+        }
     };
     let cache_key = format!("{key}|{}|{}|{limit}|{csv}", start.0, end.0);
     let version = s.versions.get(&key);
@@ -663,7 +717,9 @@ async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
     }
     // One bar more than the page tells whether another page follows.
     let mut page: Vec<Bar> = Vec::new();
-    let mut stream = s.store.read_paged(&key, TimeRange::new(start, end), (limit + 1).min(10_000));
+    let mut stream = s
+        .store
+        .read_paged(&key, TimeRange::new(start, end), (limit + 1).min(10_000));
     loop {
         match stream.try_next().await {
             Ok(Some(p)) => {
@@ -679,7 +735,8 @@ async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
     let next = (page.len() > limit).then(|| page[limit].ts);
     page.truncate(limit);
     let response = if csv {
-        let mut out = String::from("ts,open,high,low,close,volume,adj_close,turnover,open_interest\n");
+        let mut out =
+            String::from("ts,open,high,low,close,volume,adj_close,turnover,open_interest\n");
         let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
         for b in &page {
             out.push_str(&format!(
@@ -716,17 +773,20 @@ async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
     let response = Arc::new(response);
     s.bars_cache.put(cache_key, version, response.clone());
     let mut r = cached_response(&response);
-    if let Some(n) = next {
-        if let Ok(v) = HeaderValue::from_str(&n.to_rfc3339()) {
-            r.headers_mut().insert("x-next-start", v);
-        }
+    if let Some(n) = next
+        && let Ok(v) = HeaderValue::from_str(&n.to_rfc3339())
+    {
+        r.headers_mut().insert("x-next-start", v);
     }
     r
 }
 
 fn cached_response(r: &Response2) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(r.content_type))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(r.content_type),
+        )],
         r.body.clone(),
     )
         .into_response()

@@ -127,7 +127,10 @@ pub async fn run(
         tracing::warn!("start-up import did not stop in time; its journaled part is kept");
     }
     let _ = retention.await;
-    if tokio::time::timeout(remaining(), task_runner).await.is_err() {
+    if tokio::time::timeout(remaining(), task_runner)
+        .await
+        .is_err()
+    {
         tracing::warn!("the running task did not stop in time; it resumes at the next start");
     }
     applier_stop.cancel();

@@ -115,11 +115,10 @@ impl Universe {
             u.sources.insert(source.name().to_owned(), built);
         }
         for w in &config.watchlists {
-            let source = u
-                .sources
-                .get(&w.source)
-                .cloned()
-                .with_context(|| format!("watchlist {}: no source named {:?}", w.name, w.source))?;
+            let source =
+                u.sources.get(&w.source).cloned().with_context(|| {
+                    format!("watchlist {}: no source named {:?}", w.name, w.source)
+                })?;
             let mut symbols = w.symbols.clone();
             if let Some(file) = &w.symbols_file {
                 symbols.extend(
@@ -193,7 +192,9 @@ impl Universe {
                         .entries
                         .values()
                         .filter(|e| {
-                            &e.key.symbol == symbol && wanted_interval(e.key.interval) && wanted_source(e)
+                            &e.key.symbol == symbol
+                                && wanted_interval(e.key.interval)
+                                && wanted_source(e)
                         })
                         .collect();
                     if !known.is_empty() {
@@ -207,7 +208,10 @@ impl Universe {
                         ));
                     };
                     out.push(UniverseEntry {
-                        key: SeriesKey::new(symbol.clone(), params.interval.unwrap_or(Interval::D1)),
+                        key: SeriesKey::new(
+                            symbol.clone(),
+                            params.interval.unwrap_or(Interval::D1),
+                        ),
                         source: source.clone(),
                         calendar: guess_calendar(symbol),
                     });

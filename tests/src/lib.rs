@@ -7,6 +7,11 @@
 //! directory, waits until `/readyz` answers, and kills it on drop. The binaries must be built
 //! first (`cargo build --bins`, which `scripts/test.sh` does); a missing binary fails the test
 //! with that instruction.
+//!
+//! [`provider::FakeYahoo`] serves Yahoo's chart API on loopback from recorded responses or a
+//! deterministic generator, and can be scripted to fail.
+
+pub mod provider;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -154,6 +159,63 @@ impl MasterProcess {
         let code = r.status().as_u16();
         let body = r.json().await.context("JSON body")?;
         Ok((code, body))
+    }
+
+    /// POST `path` with a JSON body (raw text, to test bad input too).
+    pub async fn post(&self, path: &str, body: &str) -> Result<(u16, Value)> {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await?;
+        let code = r.status().as_u16();
+        let body = r.json().await.context("JSON body")?;
+        Ok((code, body))
+    }
+
+    /// GET `path` as text.
+    pub async fn get_text(&self, path: &str) -> Result<(u16, String)> {
+        let r = self.client.get(self.url(path)).send().await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
+    /// Waits until task `id` reaches a final status; returns its JSON.
+    pub async fn wait_task(&self, id: &str, timeout: Duration) -> Result<Value> {
+        let started = Instant::now();
+        loop {
+            let (code, body) = self.get(&format!("/api/data/tasks/{id}")).await?;
+            if code != 200 {
+                bail!("task {id}: {code} {body}");
+            }
+            let status = body["data"]["status"].as_str().unwrap_or("");
+            if matches!(status, "completed" | "failed" | "cancelled") {
+                return Ok(body["data"].clone());
+            }
+            if started.elapsed() > timeout {
+                bail!(
+                    "task {id} not finished after {timeout:?}: {body}\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the store applied everything journaled.
+    pub async fn wait_applied(&self, timeout: Duration) -> Result<Value> {
+        let started = Instant::now();
+        loop {
+            let status = self.status().await?;
+            if status["journal"]["store_lag"] == 0 {
+                return Ok(status);
+            }
+            if started.elapsed() > timeout {
+                bail!("store still behind after {timeout:?}: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `GET /api/data/status`'s `data`.

@@ -59,7 +59,7 @@ impl fmt::Display for CorporateAction {
 /// Counters of one fetch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct FetchStats {
-    /// HTTP requests (or files) that answered.
+    /// Requests made (or files read), retries included.
     pub requests: u64,
     /// Attempts repeated after a rate limit, a server error, a timeout or a cut-off body.
     pub retries: u64,
@@ -110,6 +110,9 @@ pub enum SourceError {
         series: String,
         message: String,
     },
+    /// The fetch succeeded but the master could not finish its own part (store, journal).
+    #[error("{series}: {message}")]
+    Local { series: String, message: String },
     #[error("fetch cancelled")]
     Cancelled,
 }
@@ -117,14 +120,17 @@ pub enum SourceError {
 impl SourceError {
     /// Whether a later attempt (a task's second pass) may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SourceError::Exhausted { .. })
+        matches!(
+            self,
+            SourceError::Exhausted { .. } | SourceError::Local { .. }
+        )
     }
 
     /// Counters of the attempts made before the error, when known.
     pub fn stats(&self) -> FetchStats {
         match self {
             SourceError::Exhausted { attempts, .. } => FetchStats {
-                requests: 0,
+                requests: u64::from(*attempts),
                 retries: u64::from(attempts.saturating_sub(1)),
             },
             _ => FetchStats::default(),

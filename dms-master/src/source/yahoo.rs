@@ -154,10 +154,22 @@ impl YahooSource {
 
     fn chart_url(&self, symbol: &Symbol, interval: Interval, chunk: TimeRange) -> reqwest::Url {
         let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("checked in new")
-            .pop_if_empty()
-            .extend(["v8", "finance", "chart", symbol.as_str()]);
+        // Every byte but unreserved ones percent-encoded, as providers expect (`^` → `%5E`).
+        let encoded: String = symbol
+            .as_str()
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        let path = format!(
+            "{}/v8/finance/chart/{encoded}",
+            self.base.path().trim_end_matches('/')
+        );
+        url.set_path(&path);
         url.query_pairs_mut()
             .append_pair("period1", &chunk.start.0.to_string())
             .append_pair("period2", &chunk.end.0.to_string())
@@ -185,13 +197,13 @@ impl YahooSource {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
+            stats.requests += 1;
             let outcome = {
                 let _slot = self.limiter.acquire().await;
                 self.attempt(&url, series).await
             };
             let (error, retry_after) = match outcome {
                 Attempt::Done(body) => {
-                    stats.requests += 1;
                     match parse_chart(&body, series.interval, Timestamp::now()) {
                         Ok(chart) => return Ok(chart),
                         Err(ParseError::NoData(message)) => {
@@ -206,10 +218,7 @@ impl YahooSource {
                     }
                 }
                 Attempt::Fatal(e) => return Err(e),
-                Attempt::Retry { error, retry_after } => {
-                    stats.requests += 1;
-                    (error, retry_after)
-                }
+                Attempt::Retry { error, retry_after } => (error, retry_after),
             };
             let elapsed = started.elapsed();
             if attempt > self.config.max_retries || elapsed >= self.config.max_retry_elapsed.0 {

@@ -103,10 +103,15 @@ impl TaskManager {
         name: String,
         params: TaskParams,
     ) -> Result<Task, SubmitError> {
-        let selected = self.ctx.universe.select(&params).map_err(SubmitError::Invalid)?;
+        let selected = self
+            .ctx
+            .universe
+            .select(&params)
+            .map_err(SubmitError::Invalid)?;
         if selected.is_empty() {
             return Err(SubmitError::Invalid(
-                "the request selects no series (check symbols, interval, source, skip and limit)".into(),
+                "the request selects no series (check symbols, interval, source, skip and limit)"
+                    .into(),
             ));
         }
         let task = self.ctx.tasks.create(kind, name, params).await?;
@@ -128,7 +133,9 @@ impl TaskManager {
     /// Runs tasks until `shutdown` fires. Tasks left `running` by a previous process resume.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         match self.ctx.tasks.requeue_interrupted().await {
-            Ok(ids) if !ids.is_empty() => tracing::info!(tasks = ?ids, "resuming interrupted tasks"),
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(tasks = ?ids, "resuming interrupted tasks")
+            }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "cannot requeue interrupted tasks"),
         }
@@ -185,7 +192,8 @@ impl TaskManager {
                     counters.bars_rejected,
                     started.elapsed().as_secs_f64()
                 );
-                let all_failed = failed > 0 && counters.series_done == 0 && counters.series_skipped == 0;
+                let all_failed =
+                    failed > 0 && counters.series_done == 0 && counters.series_skipped == 0;
                 let (status, error) = if all_failed {
                     (TaskStatus::Failed, Some("every series failed".to_owned()))
                 } else {
@@ -197,13 +205,24 @@ impl TaskManager {
             Err((Stop::Cancelled, counters)) => {
                 tracing::info!(task = %id, "task cancelled");
                 store
-                    .finish(&id, TaskStatus::Cancelled, "cancelled".into(), None, &counters)
+                    .finish(
+                        &id,
+                        TaskStatus::Cancelled,
+                        "cancelled".into(),
+                        None,
+                        &counters,
+                    )
                     .await
             }
             Err((Stop::Shutdown, counters)) => {
                 tracing::info!(task = %id, "task interrupted by shutdown; it resumes at the next start");
                 store
-                    .progress(&id, progress_of(&counters), "interrupted by shutdown; resumes at the next start".into(), &counters)
+                    .progress(
+                        &id,
+                        progress_of(&counters),
+                        "interrupted by shutdown; resumes at the next start".into(),
+                        &counters,
+                    )
                     .await
             }
         };
@@ -231,7 +250,12 @@ impl TaskManager {
             }
         };
         counters.series_total = entries.len() as u64;
-        let checkpoints = self.ctx.tasks.checkpoints(&task.id).await.unwrap_or_default();
+        let checkpoints = self
+            .ctx
+            .tasks
+            .checkpoints(&task.id)
+            .await
+            .unwrap_or_default();
         let finished: HashSet<(String, String)> = checkpoints
             .iter()
             .filter(|(_, _, state, _)| state == "done" || state == "failed")
@@ -245,21 +269,44 @@ impl TaskManager {
             tracing::info!(task = %task.id, done_before = finished.len(), left = todo.len(), "resuming from checkpoints");
         }
         let mut retry = Vec::new();
-        self.pass(task, todo, &mut counters, &mut retry, false, cancel, shutdown)
-            .await?;
+        self.pass(
+            task,
+            todo,
+            &mut counters,
+            &mut retry,
+            false,
+            cancel,
+            shutdown,
+        )
+        .await?;
         if !retry.is_empty() {
             let delay = self.ctx.config.second_pass_delay.0;
             tracing::info!(task = %task.id, series = retry.len(), ?delay, "second pass over failed series");
-            self.report(task, &counters, format!("second pass over {} failed series in {delay:?}", retry.len()))
-                .await;
+            self.report(
+                task,
+                &counters,
+                format!(
+                    "second pass over {} failed series in {delay:?}",
+                    retry.len()
+                ),
+            )
+            .await;
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = cancel.cancelled() => return Err((Stop::Cancelled, counters)),
                 _ = shutdown.cancelled() => return Err((Stop::Shutdown, counters)),
             }
             let mut still = Vec::new();
-            self.pass(task, retry, &mut counters, &mut still, true, cancel, shutdown)
-                .await?;
+            self.pass(
+                task,
+                retry,
+                &mut counters,
+                &mut still,
+                true,
+                cancel,
+                shutdown,
+            )
+            .await?;
         }
         Ok(counters)
     }
@@ -376,7 +423,7 @@ impl TaskManager {
         let horizon = Timestamp(entry.key.interval.next(now).0 + 1);
         let latest = match self.ctx.store.latest(&entry.key).await {
             Ok(l) => l,
-            Err(e) => return store_failure(&entry.key, e),
+            Err(e) => return store_failure(&entry.key, &e),
         };
         let default_start = Timestamp(now.0 - self.ctx.config.default_history.0.as_secs() as i64);
         let range = match task.kind {
@@ -392,7 +439,10 @@ impl TaskManager {
                         Some(days) => i64::from(days) * 86_400,
                         // Enough calendar time for `refetch_bars` bars, weekends included.
                         None => {
-                            i64::from(self.ctx.config.refetch_bars) * entry.key.interval.nominal_secs() * 7 / 5
+                            i64::from(self.ctx.config.refetch_bars)
+                                * entry.key.interval.nominal_secs()
+                                * 7
+                                / 5
                         }
                     };
                     let mut start = Timestamp(last.ts.0 - back);
@@ -403,7 +453,8 @@ impl TaskManager {
                 }
             },
         };
-        self.fetch_and_ingest(task, entry, range, latest.is_some()).await
+        self.fetch_and_ingest(task, entry, range, latest.is_some())
+            .await
     }
 
     async fn fetch_and_ingest(
@@ -436,9 +487,8 @@ impl TaskManager {
             for a in &new_actions {
                 tracing::info!(series = %entry.key, action = %a, "new corporate action; fetching the whole history again");
             }
-            let default_start = Timestamp(
-                Timestamp::now().0 - self.ctx.config.default_history.0.as_secs() as i64,
-            );
+            let default_start =
+                Timestamp(Timestamp::now().0 - self.ctx.config.default_history.0.as_secs() as i64);
             let first = self
                 .ctx
                 .store
@@ -497,7 +547,11 @@ impl TaskManager {
     }
 
     /// The fetched bars that differ from (or are missing in) the store.
-    async fn changed_bars(&self, key: &SeriesKey, fetched: &Fetched) -> Result<Vec<Bar>, SourceError> {
+    async fn changed_bars(
+        &self,
+        key: &SeriesKey,
+        fetched: &Fetched,
+    ) -> Result<Vec<Bar>, SourceError> {
         let (Some(first), Some(last)) = (fetched.bars.first(), fetched.bars.last()) else {
             return Ok(Vec::new());
         };
@@ -505,9 +559,10 @@ impl TaskManager {
         // with the store down, fall back to journaling everything; upserts are idempotent).
         let head = self.ctx.journal.head();
         let mut applied = self.ctx.applied.clone();
-        let caught_up = tokio::time::timeout(Duration::from_secs(10), applied.wait_for(|s| *s >= head))
-            .await
-            .is_ok();
+        let caught_up =
+            tokio::time::timeout(Duration::from_secs(10), applied.wait_for(|s| *s >= head))
+                .await
+                .is_ok();
         if !caught_up {
             return Ok(fetched.bars.clone());
         }
@@ -540,7 +595,7 @@ impl TaskManager {
         .await
         {
             Ok(r) => r,
-            Err(e) => return store_failure(&entry.key, e),
+            Err(e) => return store_failure(&entry.key, &e),
         };
         let mut total = SeriesCounts {
             gaps: report.gaps.len() as u64,
@@ -575,7 +630,7 @@ impl TaskManager {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return store_failure(&entry.key, e),
+                Err(e) => return store_failure(&entry.key, &e),
             }
         }
         SeriesOutcome::Done(counts)
@@ -590,19 +645,17 @@ fn progress_of(c: &TaskCounters) -> f64 {
     (100.0 * finished as f64 / c.series_total as f64).min(99.9)
 }
 
-fn store_failure(key: &SeriesKey, e: dms_common::store::StoreError) -> SeriesOutcome {
-    SeriesOutcome::Failed(SourceError::Exhausted {
+fn store_failure(key: &SeriesKey, e: &dms_common::store::StoreError) -> SeriesOutcome {
+    SeriesOutcome::Failed(SourceError::Local {
         series: key.to_string(),
-        attempts: 1,
-        last_error: format!("store: {e}"),
+        message: format!("store: {e}"),
     })
 }
 
 fn internal(key: &SeriesKey, e: impl std::fmt::Display) -> SourceError {
-    SourceError::Exhausted {
+    SourceError::Local {
         series: key.to_string(),
-        attempts: 1,
-        last_error: e.to_string(),
+        message: e.to_string(),
     }
 }
 

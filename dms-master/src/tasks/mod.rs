@@ -102,7 +102,9 @@ impl FromStr for TaskStatus {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown status {s:?}; use pending, running, completed, failed or cancelled")
+                format!(
+                    "unknown status {s:?}; use pending, running, completed, failed or cancelled"
+                )
             })
     }
 }

@@ -51,7 +51,10 @@ pub struct TaskStoreError {
 pub enum Checkpoint {
     Done,
     /// Failed; `retryable` failures get a second pass.
-    Failed { reason: String, retryable: bool },
+    Failed {
+        reason: String,
+        retryable: bool,
+    },
 }
 
 /// Tasks in the state file.
@@ -112,7 +115,9 @@ impl TaskStore {
         let id = self
             .with(move |c| {
                 let seq: i64 =
-                    c.query_row("SELECT coalesce(max(seq), 0) + 1 FROM tasks", [], |r| r.get(0))?;
+                    c.query_row("SELECT coalesce(max(seq), 0) + 1 FROM tasks", [], |r| {
+                        r.get(0)
+                    })?;
                 let id = format!("{}-{seq:06}", kind.as_str());
                 c.execute(
                     "INSERT INTO tasks (id, seq, kind, name, params, status, message, created_at_ms)
@@ -129,8 +134,12 @@ impl TaskStore {
     pub async fn get(&self, id: &str) -> Result<Option<Task>, TaskStoreError> {
         let id = id.to_owned();
         self.with(move |c| {
-            c.query_row(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"), params![id], task_from_row)
-                .optional()
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
+                params![id],
+                task_from_row,
+            )
+            .optional()
         })
         .await
     }
@@ -158,7 +167,9 @@ impl TaskStore {
     pub async fn next_pending(&self) -> Result<Option<Task>, TaskStoreError> {
         self.with(|c| {
             c.query_row(
-                &format!("SELECT {COLUMNS} FROM tasks WHERE status = 'pending' ORDER BY seq LIMIT 1"),
+                &format!(
+                    "SELECT {COLUMNS} FROM tasks WHERE status = 'pending' ORDER BY seq LIMIT 1"
+                ),
                 [],
                 task_from_row,
             )
@@ -231,7 +242,11 @@ impl TaskStore {
         let counters = serde_json::to_string(counters).expect("counters serialize");
         let now = now_ms();
         self.with(move |c| {
-            let progress = if status == TaskStatus::Completed { 100.0 } else { -1.0 };
+            let progress = if status == TaskStatus::Completed {
+                100.0
+            } else {
+                -1.0
+            };
             c.execute(
                 "UPDATE tasks SET status = ?2, message = ?3, error = ?4, counters = ?5,
                     completed_at_ms = ?6,
@@ -304,7 +319,9 @@ impl TaskStore {
             c.prepare(
                 "SELECT symbol, interval, state, detail FROM task_checkpoints WHERE task_id = ?1",
             )?
-            .query_map(params![task_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .query_map(params![task_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
             .collect()
         })
         .await

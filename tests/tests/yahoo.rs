@@ -1,0 +1,363 @@
+//! The master fetching from Yahoo's chart API, served offline by `FakeYahoo` from recorded
+//! real responses (or generated data), through the master's real Yahoo client.
+
+use std::time::Duration;
+
+use dms_e2e::MasterProcess;
+use dms_e2e::provider::{FakeYahoo, Fault};
+use serde_json::Value;
+
+fn config(base_url: &str, symbols: &str, extra_source: &str) -> String {
+    format!(
+        "
+http: {{listen: '127.0.0.1:{{port}}'}}
+sources:
+  - type: yahoo
+    name: yahoo
+    base_url: {base_url}
+    request_timeout: 1s
+    min_retry_delay: 50ms
+    requests_per_second: 100
+{extra_source}
+watchlists:
+  - name: test
+    source: yahoo
+    symbols: [{symbols}]
+tasks:
+  second_pass_delay: 200ms
+"
+    )
+}
+
+async fn run_task(master: &MasterProcess, path: &str, body: &str) -> Value {
+    let (code, answer) = master.post(path, body).await.unwrap();
+    assert_eq!(code, 202, "{answer}");
+    assert_eq!(answer["success"], true);
+    let id = answer["task_id"].as_str().unwrap().to_owned();
+    let task = master
+        .wait_task(&id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    master.wait_applied(Duration::from_secs(30)).await.unwrap();
+    task
+}
+
+fn recorded_aapl() -> Value {
+    let path = dms_e2e::repo_root()
+        .join("dms-master/tests/fixtures/yahoo/chart-AAPL-2020-08-31-to-2020-11-07.json");
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["body"]["chart"]["result"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_import_stores_the_recorded_bars_and_an_update_right_after_writes_nothing() {
+    let yahoo = FakeYahoo::start(false, Duration::ZERO).await;
+    yahoo.record("AAPL", "chart-AAPL-2020-08-31-to-2020-11-07.json");
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start(dir.path(), &config(&yahoo.base_url(), "AAPL", ""))
+        .await
+        .unwrap();
+
+    let task = run_task(
+        &master,
+        "/api/data/import",
+        r#"{"symbols": ["AAPL"], "start_date": "2020-08-31", "end_date": "2020-11-07"}"#,
+    )
+    .await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["progress"], 100.0);
+    assert_eq!(task["counters"]["bars_written"], 49, "{task}");
+    assert_eq!(task["is_running"], false);
+
+    let (code, bars) = master
+        .get("/api/data/bars?symbol=AAPL&interval=1d&limit=1000")
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{bars}");
+    let data = bars["data"].as_array().unwrap();
+    assert_eq!(data.len(), 49);
+    // Session opens (14:30Z / 13:30Z) became trading dates at 00:00Z; values exactly as served.
+    let recorded = recorded_aapl();
+    let q = &recorded["indicators"]["quote"][0];
+    for (i, bar) in data.iter().enumerate() {
+        let raw_ts = recorded["timestamp"][i].as_i64().unwrap();
+        let date =
+            chrono::DateTime::from_timestamp(raw_ts, 0).unwrap() - chrono::Duration::hours(5);
+        assert_eq!(
+            bar["ts"].as_str().unwrap(),
+            format!("{}T00:00:00Z", date.format("%Y-%m-%d")),
+            "bar {i}"
+        );
+        for f in ["open", "high", "low", "close"] {
+            assert_eq!(bar[f].as_f64(), q[f][i].as_f64(), "bar {i} {f}");
+        }
+        assert_eq!(
+            bar["adj_close"].as_f64(),
+            recorded["indicators"]["adjclose"][0]["adjclose"][i].as_f64()
+        );
+    }
+    assert_eq!(data[0]["ts"], "2020-08-31T00:00:00Z");
+
+    let (_, actions) = master.get("/api/data/actions?symbol=AAPL").await.unwrap();
+    let actions = actions["data"].as_array().unwrap().clone();
+    assert!(
+        actions.iter().any(|a| a["type"] == "split"
+            && a["date"] == "2020-08-31"
+            && a["numerator"] == 4.0
+            && a["denominator"] == 1.0),
+        "{actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| a["type"] == "dividend" && a["amount"] == 0.205)
+    );
+
+    let update = run_task(&master, "/api/data/update", "{}").await;
+    assert_eq!(update["status"], "completed", "{update}");
+    assert_eq!(update["counters"]["bars_written"], 0, "{update}");
+    assert!(
+        update["counters"]["bars_unchanged"].as_u64().unwrap() > 0,
+        "{update}"
+    );
+    let status = master.status().await.unwrap();
+    assert_eq!(status["total_records"], 49);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_errors_timeouts_and_cut_bodies_are_retried_and_counted() {
+    let yahoo = FakeYahoo::start(false, Duration::ZERO).await;
+    yahoo.record("AAPL", "chart-AAPL-2020-08-31-to-2020-11-07.json");
+    yahoo.script([
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+        Fault::RateLimitedBare,
+        Fault::ServerError(500),
+        Fault::ServerError(503),
+        Fault::Slow(Duration::from_secs(3)),
+        Fault::Truncated,
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start(dir.path(), &config(&yahoo.base_url(), "AAPL", ""))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let task = run_task(
+        &master,
+        "/api/data/import",
+        r#"{"start_date": "2020-08-31", "end_date": "2020-11-07"}"#,
+    )
+    .await;
+    assert_eq!(task["status"], "completed", "{task}");
+    // First pass: 6 attempts (5 retries), all failed; second pass: 1 request, success.
+    assert_eq!(task["counters"]["retries"], 5, "{task}");
+    assert_eq!(task["counters"]["requests"], 7, "{task}");
+    assert_eq!(task["counters"]["series_failed"], 0, "{task}");
+    assert_eq!(task["counters"]["bars_written"], 49, "{task}");
+    assert_eq!(yahoo.requests("AAPL"), 7);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    let (_, bars) = master.get("/api/data/bars?symbol=AAPL").await.unwrap();
+    assert_eq!(bars["count"], 49, "nothing half-parsed was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_symbols_fail_without_retries_and_the_rest_goes_on() {
+    let yahoo = FakeYahoo::start(false, Duration::ZERO).await;
+    yahoo.record("AAPL", "chart-AAPL-2020-08-31-to-2020-11-07.json");
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start(dir.path(), &config(&yahoo.base_url(), "AAPL, NOSUCH", ""))
+        .await
+        .unwrap();
+    let task = run_task(
+        &master,
+        "/api/data/import",
+        r#"{"start_date": "2020-08-31", "end_date": "2020-11-07"}"#,
+    )
+    .await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["counters"]["series_done"], 1);
+    assert_eq!(task["counters"]["series_failed"], 1);
+    let failed = &task["counters"]["failed"][0];
+    assert_eq!(failed["series"], "NOSUCH@1d");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("No data found"),
+        "{failed}"
+    );
+    assert_eq!(
+        yahoo.requests("NOSUCH"),
+        1,
+        "a missing symbol is not retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_400_naming_the_field_and_start_nothing() {
+    let yahoo = FakeYahoo::start(false, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start(dir.path(), &config(&yahoo.base_url(), "AAPL", ""))
+        .await
+        .unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        ("/api/data/import", "{not json", "invalid JSON"),
+        (
+            "/api/data/import",
+            r#"{"start_date": "2020-13-45"}"#,
+            "start_date",
+        ),
+        (
+            "/api/data/import",
+            r#"{"start_date": "2021-01-01", "end_date": "2020-01-01"}"#,
+            "end_date",
+        ),
+        (
+            "/api/data/import",
+            r#"{"symbols": ["AA PL"]}"#,
+            "symbols[0]",
+        ),
+        ("/api/data/import", r#"{"symbols": []}"#, "symbols"),
+        ("/api/data/import", r#"{"limit": 0}"#, "limit"),
+        ("/api/data/import", r#"{"limit": 99999999999}"#, "limit"),
+        ("/api/data/import", r#"{"limit": -5}"#, "limit"),
+        ("/api/data/import", r#"{"colour": "red"}"#, "colour"),
+        ("/api/data/import", r#"{"interval": "2h"}"#, "interval"),
+        ("/api/data/import", r#"{"source": "nowhere"}"#, "nowhere"),
+        ("/api/data/update", r#"{"days": 0}"#, "days"),
+        (
+            "/api/data/update",
+            r#"{"only_existing": "yes"}"#,
+            "only_existing",
+        ),
+        ("/api/data/backfill", r#"{"symbols": "AAPL"}"#, "symbols"),
+    ];
+    for (path, body, field) in cases {
+        let (code, answer) = master.post(path, body).await.unwrap();
+        assert_eq!(code, 400, "{path} {body}: {answer}");
+        assert_eq!(answer["success"], false);
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(field), "{path} {body}: {error}");
+    }
+    for (path, code) in [
+        ("/api/data/tasks/full_import-999999", 404),
+        ("/api/data/tasks?status=sleeping", 400),
+        ("/api/data/tasks?limit=0", 400),
+        ("/api/data/bars?interval=1d", 400),
+        ("/api/data/bars?symbol=AAPL&interval=7d", 400),
+        (
+            "/api/data/bars?symbol=AAPL&start=2021-01-01&end=2020-01-01",
+            400,
+        ),
+        ("/api/data/bars?symbol=AAPL&limit=100001", 400),
+        ("/api/data/bars?symbol=AAPL&format=xml", 400),
+        ("/api/data/gaps?symbol=A%20B", 400),
+    ] {
+        let (got, answer) = master.get(path).await.unwrap();
+        assert_eq!(got, code, "{path}: {answer}");
+        assert_eq!(answer["success"], false, "{path}");
+    }
+    let (code, answer) = master
+        .post("/api/data/tasks/nope/cancel", "")
+        .await
+        .unwrap();
+    assert_eq!(code, 404, "{answer}");
+    let (_, tasks) = master.get("/api/data/tasks").await.unwrap();
+    assert_eq!(
+        tasks["count"], 0,
+        "a rejected request started nothing: {tasks}"
+    );
+    assert_eq!(yahoo.all_requests().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_task_stops_within_two_seconds_and_tasks_run_one_at_a_time() {
+    // 300 generated symbols, 100 ms each, 4 at a time: about 8 s of work.
+    let yahoo = FakeYahoo::start(true, Duration::from_millis(100)).await;
+    let symbols: Vec<String> = (0..300).map(|i| format!("G{i:03}")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start(
+        dir.path(),
+        &config(&yahoo.base_url(), &symbols.join(", "), "")
+            .replace("tasks:\n", "tasks:\n  concurrency: 4\n"),
+    )
+    .await
+    .unwrap();
+    let (_, first) = master
+        .post(
+            "/api/data/import",
+            r#"{"start_date": "2024-01-01", "end_date": "2024-03-01"}"#,
+        )
+        .await
+        .unwrap();
+    let (_, second) = master.post("/api/data/update", "{}").await.unwrap();
+    let first = first["task_id"].as_str().unwrap().to_owned();
+    let second = second["task_id"].as_str().unwrap().to_owned();
+    // Wait until the import is under way.
+    loop {
+        let (_, t) = master
+            .get(&format!("/api/data/tasks/{first}"))
+            .await
+            .unwrap();
+        if t["data"]["counters"]["series_done"].as_u64().unwrap_or(0) >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, t) = master
+        .get(&format!("/api/data/tasks/{second}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        t["data"]["status"], "pending",
+        "the update waits for the import"
+    );
+    let (_, running) = master.get("/api/data/tasks?status=running").await.unwrap();
+    assert_eq!(running["count"], 1);
+
+    let asked = std::time::Instant::now();
+    let (code, answer) = master
+        .post(&format!("/api/data/tasks/{first}/cancel"), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{answer}");
+    let task = master
+        .wait_task(&first, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(task["status"], "cancelled", "{task}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        asked.elapsed()
+    );
+    let done = task["counters"]["series_done"].as_u64().unwrap();
+    assert!(done < 300, "{task}");
+    // The store holds whole series only: every stored series has all of its bars.
+    master.wait_applied(Duration::from_secs(10)).await.unwrap();
+    let (_, series) = master.get("/api/data/series").await.unwrap();
+    let counts: Vec<u64> = series["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["count"].as_u64().unwrap())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] == w[1]), "{counts:?}");
+    // Cancelling again is harmless; the queued update cancelled before it ran.
+    let (code, _) = master
+        .post(&format!("/api/data/tasks/{second}/cancel"), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    let t = master
+        .wait_task(&second, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(t["status"], "cancelled");
+    let (code, answer) = master
+        .post(&format!("/api/data/tasks/{first}/cancel"), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 409, "{answer}");
+}
