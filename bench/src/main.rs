@@ -10,6 +10,7 @@
 //! - `all`: runs each scenario in its own process (so peak RSS is per scenario) and prints a
 //!   table with bars/s, the ratio of `ingest` to `store-raw`, and peak RSS.
 
+mod fetch;
 mod generator;
 mod scenarios;
 
@@ -34,8 +35,10 @@ enum Cmd {
     StoreRaw(Size),
     /// Like store-raw with 64 rows per upsert statement.
     StoreRawMultirow(Size),
-    /// Every scenario, each in its own process, with a summary table.
+    /// Every store scenario, each in its own process, with a summary table.
     All(Size),
+    /// Incremental update from a local provider with latency, under a rate limit.
+    Fetch(fetch::FetchArgs),
 }
 
 /// Data set size and where the files go.
@@ -73,6 +76,7 @@ fn main() -> Result<()> {
         Cmd::StoreRaw(size) => print(&scenarios::store_raw(&size)?),
         Cmd::StoreRawMultirow(size) => print(&scenarios::store_raw_multirow(&size)?),
         Cmd::All(size) => all(&size),
+        Cmd::Fetch(args) => print(&fetch::fetch(&args)?),
     }
 }
 

@@ -25,7 +25,7 @@ fn workdir(size: &Size) -> Result<tempfile::TempDir> {
 }
 
 /// Peak resident set size of this process, from /proc/self/status (VmHWM).
-fn peak_rss_mib() -> f64 {
+pub(crate) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -509,6 +509,21 @@ mod tests {
     }
 
     #[test]
+    fn shipped_yahoo_example_config_is_valid_and_its_watchlists_resolve() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let path = root.join("config/dms-master.yahoo.yaml");
+        let mut c: MasterConfig = dms_common::config::load(&path, Vec::new()).expect("loads");
+        for w in &mut c.watchlists {
+            if let Some(f) = &w.symbols_file {
+                w.symbols_file = Some(root.join(f));
+            }
+        }
+        let universe = crate::universe::Universe::build(&c).expect("universe");
+        // 7 inline + 3 from the file at 1d, 2 crypto at 1d and 1h, 2 FX.
+        assert_eq!(universe.len(), 10 + 4 + 2);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let err = load("store:\n  type: sqlit\n").unwrap_err().to_string();
         assert!(err.contains("store") && err.contains("sqlit"), "{err}");

@@ -91,6 +91,21 @@ impl FakeYahoo {
             .insert(symbol.to_owned(), v["body"].clone());
     }
 
+    /// Serves `body` (a chart answer) for `symbol`.
+    pub fn record_body(&self, symbol: &str, body: Value) {
+        self.lock().recorded.insert(symbol.to_owned(), body);
+    }
+
+    /// The chart answer recorded in fixture `file`.
+    pub fn fixture(file: &str) -> Value {
+        let path = crate::repo_root()
+            .join("dms-master/tests/fixtures/yahoo")
+            .join(file);
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
+        v["body"].clone()
+    }
+
     /// Misbehaves in these ways, one per request, before answering normally again.
     pub fn script(&self, faults: impl IntoIterator<Item = Fault>) {
         self.lock().faults.extend(faults);
@@ -99,6 +114,11 @@ impl FakeYahoo {
     /// Leaves generated bars in `[start, end)` out of answers (None: serve everything).
     pub fn set_outage(&self, window: Option<(i64, i64)>) {
         self.lock().outage = window;
+    }
+
+    /// Sets the delay before every answer.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
     }
 
     /// Drops the faults not used yet: answers are normal from now on.

@@ -361,3 +361,152 @@ async fn a_cancelled_task_stops_within_two_seconds_and_tasks_run_one_at_a_time()
         .unwrap();
     assert_eq!(code, 409, "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_endpoints_page_bars_as_json_and_csv_and_the_cache_follows_writes() {
+    let yahoo = FakeYahoo::start(false, Duration::ZERO).await;
+    yahoo.record("AAPL", "chart-AAPL-2020-08-31-to-2020-11-07.json");
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start(dir.path(), &config(&yahoo.base_url(), "AAPL", ""))
+        .await
+        .unwrap();
+    run_task(
+        &master,
+        "/api/data/import",
+        r#"{"start_date": "2020-08-01", "end_date": "2020-12-01"}"#,
+    )
+    .await;
+
+    // Pages of 20 follow `next_start`.
+    let mut seen = Vec::new();
+    let mut path = "/api/data/bars?symbol=AAPL&interval=1d&limit=20".to_owned();
+    loop {
+        let (code, page) = master.get(&path).await.unwrap();
+        assert_eq!(code, 200, "{page}");
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 20);
+        seen.extend(data.iter().map(|b| b["ts"].as_str().unwrap().to_owned()));
+        match page["next_start"].as_str() {
+            Some(next) => path = format!("/api/data/bars?symbol=AAPL&limit=20&start={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 49);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "ordered, no repeats");
+
+    // Half-open ranges: [2020-09-01, 2020-09-03) is two trading days.
+    let (_, two) = master
+        .get("/api/data/bars?symbol=AAPL&start=2020-09-01&end=2020-09-03")
+        .await
+        .unwrap();
+    assert_eq!(two["count"], 2, "{two}");
+
+    let (code, csv) = master
+        .get_text("/api/data/bars?symbol=AAPL&format=csv")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "ts,open,high,low,close,volume,adj_close,turnover,open_interest"
+    );
+    assert_eq!(lines.len(), 50);
+    assert!(
+        lines[1].starts_with("2020-08-31T00:00:00Z,127.58000183105469,"),
+        "{}",
+        lines[1]
+    );
+
+    // The second identical read is served from the cache...
+    let (_, first) = master
+        .get("/api/data/bars?symbol=AAPL&limit=100")
+        .await
+        .unwrap();
+    let (_, again) = master
+        .get("/api/data/bars?symbol=AAPL&limit=100")
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    let hits = master.status().await.unwrap()["bars_cache"]["hits"]
+        .as_u64()
+        .unwrap();
+    assert!(hits >= 1);
+    // ...until a write changes the series: the provider corrects the last close.
+    let mut corrected = FakeYahoo::fixture("chart-AAPL-2020-08-31-to-2020-11-07.json");
+    let quote = &mut corrected["chart"]["result"][0]["indicators"]["quote"][0];
+    let mid = (quote["high"][48].as_f64().unwrap() + quote["low"][48].as_f64().unwrap()) / 2.0;
+    quote["close"][48] = serde_json::json!(mid);
+    yahoo.record_body("AAPL", corrected);
+    let update = run_task(&master, "/api/data/update", "{}").await;
+    assert_eq!(update["counters"]["bars_written"], 1, "{update}");
+    let (_, after) = master
+        .get("/api/data/bars?symbol=AAPL&limit=100")
+        .await
+        .unwrap();
+    assert_eq!(
+        after["data"][48]["close"].as_f64(),
+        Some(mid),
+        "no stale page after a write"
+    );
+
+    let (_, series) = master.get("/api/data/series").await.unwrap();
+    assert_eq!(series["count"], 1);
+    let s = &series["data"][0];
+    assert_eq!(
+        (s["symbol"].as_str(), s["interval"].as_str()),
+        (Some("AAPL"), Some("1d"))
+    );
+    assert_eq!(s["count"], 49);
+    assert_eq!(s["first"], "2020-08-31T00:00:00Z");
+    assert_eq!(s["source"], "yahoo");
+    assert_eq!(s["last_fetch_ok"], true);
+
+    let (_, done) = master
+        .get("/api/data/tasks?status=completed&limit=1")
+        .await
+        .unwrap();
+    assert_eq!(done["count"], 1);
+    assert_eq!(done["data"][0]["kind"], "incremental_update");
+    let validation = run_task(&master, "/api/data/validate", "{}").await;
+    assert_eq!(validation["status"], "completed", "{validation}");
+    assert_eq!(validation["counters"]["invalid_stored_bars"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_split_refetches_the_whole_history_of_the_series() {
+    let yahoo = FakeYahoo::start(false, Duration::ZERO).await;
+    yahoo.record("AAPL", "chart-AAPL-2020-01-01-to-2020-01-03.json");
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start(dir.path(), &config(&yahoo.base_url(), "AAPL", ""))
+        .await
+        .unwrap();
+    let first = run_task(
+        &master,
+        "/api/data/import",
+        r#"{"start_date": "2020-01-01", "end_date": "2020-01-03"}"#,
+    )
+    .await;
+    assert_eq!(first["counters"]["bars_written"], 1, "{first}");
+    assert_eq!(first["counters"]["new_actions"], 0);
+
+    // Later answers carry the 2020-08-31 split (and a dividend).
+    yahoo.record("AAPL", "chart-AAPL-2020-08-31-to-2020-11-07.json");
+    let before = yahoo.requests("AAPL");
+    let update = run_task(&master, "/api/data/update", "{}").await;
+    assert_eq!(update["status"], "completed", "{update}");
+    assert_eq!(update["counters"]["new_actions"], 2, "{update}");
+    assert_eq!(
+        yahoo.requests("AAPL") - before,
+        2,
+        "the update, then the whole history again"
+    );
+    assert!(master.log_text().contains("new corporate action"));
+    let status = master.status().await.unwrap();
+    assert_eq!(status["total_records"], 50, "{status}");
+    // Seen once, the actions do not trigger again.
+    let before = yahoo.requests("AAPL");
+    let again = run_task(&master, "/api/data/update", "{}").await;
+    assert_eq!(again["counters"]["new_actions"], 0, "{again}");
+    assert_eq!(yahoo.requests("AAPL") - before, 1);
+}
