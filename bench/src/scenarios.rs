@@ -185,12 +185,12 @@ fn raw_load(size: &Size, rows_per_statement: usize, name: &str) -> Result<Outcom
                 let mut chunks = sb.bars.chunks_exact(rows_per_statement);
                 for chunk in &mut chunks {
                     for (r, b) in chunk.iter().enumerate() {
-                        bind(&mut multi, r * 10 + 1, id, b)?;
+                        sqlite::bind_bar(&mut multi, r * 10 + 1, id, b)?;
                     }
                     multi.raw_execute()?;
                 }
                 for b in chunks.remainder() {
-                    bind(&mut single, 1, id, b)?;
+                    sqlite::bind_bar(&mut single, 1, id, b)?;
                     single.raw_execute()?;
                 }
                 total += sb.bars.len() as u64;
@@ -210,23 +210,4 @@ fn raw_load(size: &Size, rows_per_statement: usize, name: &str) -> Result<Outcom
             "prepared upsert, {rows_per_statement} row(s) per statement, {per_tx} series per transaction"
         ),
     })
-}
-
-fn bind(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    at: usize,
-    id: i64,
-    b: &dms_common::Bar,
-) -> rusqlite::Result<()> {
-    stmt.raw_bind_parameter(at, id)?;
-    stmt.raw_bind_parameter(at + 1, b.ts.0)?;
-    stmt.raw_bind_parameter(at + 2, b.open)?;
-    stmt.raw_bind_parameter(at + 3, b.high)?;
-    stmt.raw_bind_parameter(at + 4, b.low)?;
-    stmt.raw_bind_parameter(at + 5, b.close)?;
-    stmt.raw_bind_parameter(at + 6, b.volume)?;
-    stmt.raw_bind_parameter(at + 7, b.adj_close)?;
-    stmt.raw_bind_parameter(at + 8, b.turnover)?;
-    stmt.raw_bind_parameter(at + 9, b.open_interest)?;
-    Ok(())
 }

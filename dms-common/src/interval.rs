@@ -102,6 +102,19 @@ impl Interval {
         self.align(ts) == ts
     }
 
+    /// Whether `ts` can start a bar of this interval. Daily and longer bars start exactly on
+    /// their period ([`Interval::align`]). Intraday bars start at the session open and every
+    /// interval after it, and exchanges open on the hour or at :15, :30 or :45 (New York 09:30,
+    /// Mumbai 09:15), so an intraday start only has to be a multiple of the interval or of
+    /// 15 minutes, whichever is smaller (a 1h bar may start at 14:30Z).
+    pub fn is_bar_start(self, ts: Timestamp) -> bool {
+        if self.is_daily_or_longer() {
+            return self.is_aligned(ts);
+        }
+        let step = self.nominal_secs().min(900);
+        ts.0.rem_euclid(step) == 0
+    }
+
     /// The start of the bar after the one that starts at (or contains) `ts`.
     pub fn next(self, ts: Timestamp) -> Timestamp {
         let start = self.align(ts);
@@ -218,6 +231,17 @@ mod tests {
         );
         assert!(Interval::D1.is_aligned(ts("2020-01-01T00:00:00Z")));
         assert!(!Interval::D1.is_aligned(ts("2020-01-01T14:30:00Z")));
+    }
+
+    #[test]
+    fn intraday_bars_may_start_at_the_session_open() {
+        assert!(Interval::H1.is_bar_start(ts("2024-03-01T14:30:00Z")));
+        assert!(Interval::M30.is_bar_start(ts("2024-03-01T03:45:00Z")));
+        assert!(!Interval::H1.is_bar_start(ts("2024-03-01T14:37:00Z")));
+        assert!(!Interval::M5.is_bar_start(ts("2024-03-01T14:31:00Z")));
+        assert!(Interval::M1.is_bar_start(ts("2024-03-01T14:31:00Z")));
+        assert!(!Interval::D1.is_bar_start(ts("2024-03-01T14:30:00Z")));
+        assert!(Interval::D1.is_bar_start(ts("2024-03-01T00:00:00Z")));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! - every value finite; open, high, low, close (and adj_close) positive; volume, turnover and
 //!   open interest not negative;
 //! - `low <= min(open, close)` and `max(open, close) <= high`;
-//! - `ts` is the start of a bar of the series' interval;
+//! - `ts` can start a bar of the series' interval ([`Interval::is_bar_start`]: daily and longer
+//!   bars at 00:00 UTC of their period, intraday bars on a multiple of the interval or of 15
+//!   minutes, as sessions open at :00, :15, :30 or :45);
 //! - no two bars of one batch share a `ts` (the later ones are rejected);
 //! - `ts` is not in the future by more than one interval.
 
@@ -115,11 +117,10 @@ fn check_values(b: &Bar) -> Option<String> {
 }
 
 fn check_time(interval: Interval, b: &Bar, horizon: Timestamp) -> Option<String> {
-    if !interval.is_aligned(b.ts) {
+    if !interval.is_bar_start(b.ts) {
         return Some(format!(
-            "timestamp {} is not the start of a {interval} bar (expected {})",
-            b.ts,
-            interval.align(b.ts)
+            "timestamp {} is not the start of a {interval} bar",
+            b.ts
         ));
     }
     if b.ts > horizon {

@@ -394,7 +394,14 @@ fn upsert_series(
     Ok((stats, last_ts))
 }
 
-fn bind_bar(stmt: &mut rusqlite::CachedStatement<'_>, at: usize, id: i64, b: &Bar) -> Result<()> {
+/// Binds the ten `bars` columns of `b` (series `id`) to parameters `at..at + 10` of `stmt`, in
+/// table order. Public so that tools writing the same schema bind exactly the same way.
+pub fn bind_bar(
+    stmt: &mut rusqlite::Statement<'_>,
+    at: usize,
+    id: i64,
+    b: &Bar,
+) -> rusqlite::Result<()> {
     stmt.raw_bind_parameter(at, id)?;
     stmt.raw_bind_parameter(at + 1, b.ts.0)?;
     stmt.raw_bind_parameter(at + 2, b.open)?;

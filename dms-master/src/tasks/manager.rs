@@ -71,6 +71,30 @@ struct SeriesCounts {
     invalid: u64,
 }
 
+impl SeriesCounts {
+    fn add(&mut self, c: &SeriesCounts) {
+        self.written += c.written;
+        self.unchanged += c.unchanged;
+        self.rejected += c.rejected;
+        self.requests += c.requests;
+        self.retries += c.retries;
+        self.new_actions += c.new_actions;
+        self.gaps += c.gaps;
+        self.invalid += c.invalid;
+    }
+
+    fn add_to(&self, t: &mut TaskCounters) {
+        t.bars_written += self.written;
+        t.bars_unchanged += self.unchanged;
+        t.bars_rejected += self.rejected;
+        t.requests += self.requests;
+        t.retries += self.retries;
+        t.new_actions += self.new_actions;
+        t.gaps_found += self.gaps;
+        t.invalid_stored_bars += self.invalid;
+    }
+}
+
 /// Why a task run stopped before finishing.
 enum Stop {
     Cancelled,
@@ -340,14 +364,7 @@ impl TaskManager {
             let checkpoint = match outcome {
                 SeriesOutcome::Done(c) => {
                     counters.series_done += 1;
-                    counters.bars_written += c.written;
-                    counters.bars_unchanged += c.unchanged;
-                    counters.bars_rejected += c.rejected;
-                    counters.requests += c.requests;
-                    counters.retries += c.retries;
-                    counters.new_actions += c.new_actions;
-                    counters.gaps_found += c.gaps;
-                    counters.invalid_stored_bars += c.invalid;
+                    c.add_to(counters);
                     Some(Checkpoint::Done)
                 }
                 SeriesOutcome::Skipped => {
@@ -603,14 +620,7 @@ impl TaskManager {
         };
         for gap in &report.gaps {
             match self.fetch_and_ingest(task, entry, gap.range(), true).await {
-                SeriesOutcome::Done(c) => {
-                    total.written += c.written;
-                    total.unchanged += c.unchanged;
-                    total.rejected += c.rejected;
-                    total.requests += c.requests;
-                    total.retries += c.retries;
-                    total.new_actions += c.new_actions;
-                }
+                SeriesOutcome::Done(c) => total.add(&c),
                 other => return other,
             }
         }
