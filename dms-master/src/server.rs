@@ -179,7 +179,7 @@ async fn startup_imports(
     imports: Arc<Mutex<Vec<ImportSummary>>>,
     stop: CancellationToken,
 ) {
-    for (index, source) in sources.into_iter().enumerate() {
+    for source in sources {
         match source {
             SourceConfig::Csv(c) if c.import_on_start => {
                 let csv = CsvSource::new(c);
@@ -203,7 +203,6 @@ async fn startup_imports(
                     failed_files = summary.failed_files.len(),
                     "start-up import finished"
                 );
-                let _ = index;
             }
             SourceConfig::Csv(_) | SourceConfig::Yahoo(_) => {}
         }

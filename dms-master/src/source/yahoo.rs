@@ -388,7 +388,13 @@ pub fn plan_chunks(interval: Interval, range: TimeRange, now: Timestamp) -> Vec<
         return out;
     }
     match chunk {
-        None => out.push(TimeRange::new(Timestamp(start), Timestamp(end))),
+        // Daily and longer bars are requested a day wider on each side: a session can open on
+        // the UTC day before its local trading date (Auckland) or after it, and the bars are
+        // filtered by their normalized date afterwards.
+        None => out.push(TimeRange::new(
+            Timestamp(start.saturating_sub(86_400)),
+            Timestamp(end.saturating_add(86_400)),
+        )),
         Some(len) => {
             let mut s = start;
             while s < end {
