@@ -57,7 +57,11 @@ impl Calendar {
     /// Whether `date` (exchange-local) is a trading day.
     pub fn is_trading_day(&self, date: NaiveDate) -> bool {
         match self {
-            Calendar::Nyse => is_weekday(date) && !nyse_holidays(date.year()).contains(&date),
+            Calendar::Nyse => {
+                is_weekday(date)
+                    && !nyse_holidays(date.year()).contains(&date)
+                    && !is_nyse_special_closure(date)
+            }
             Calendar::Weekdays { holidays, .. } => is_weekday(date) && !holidays.contains(&date),
             Calendar::Always => true,
             Calendar::Fx => is_weekday(date),
@@ -122,6 +126,30 @@ impl Calendar {
             _ => None,
         }
     }
+}
+
+/// Full-day NYSE closures that no rule gives (national days of mourning, storms, 9/11), since
+/// 1985. The `Nyse` calendar skips them along with [`nyse_holidays`].
+pub const NYSE_SPECIAL_CLOSURES: &[(i32, u32, u32)] = &[
+    (1985, 9, 27), // Hurricane Gloria
+    (1994, 4, 27), // President Nixon's funeral
+    (2001, 9, 11), // September 11 attacks, through Sept. 14
+    (2001, 9, 12),
+    (2001, 9, 13),
+    (2001, 9, 14),
+    (2004, 6, 11),  // President Reagan's funeral
+    (2007, 1, 2),   // President Ford's day of mourning
+    (2012, 10, 29), // Hurricane Sandy
+    (2012, 10, 30),
+    (2018, 12, 5), // President G. H. W. Bush's day of mourning
+    (2025, 1, 9),  // President Carter's day of mourning
+];
+
+/// Whether `date` is one of [`NYSE_SPECIAL_CLOSURES`].
+pub fn is_nyse_special_closure(date: NaiveDate) -> bool {
+    NYSE_SPECIAL_CLOSURES
+        .iter()
+        .any(|&(y, m, d)| date.year() == y && date.month() == m && date.day() == d)
 }
 
 /// The NYSE full-day holidays of `year` (observed dates), in order.
@@ -309,7 +337,7 @@ impl<'a> TradingDays<'a> {
                     self.holidays = nyse_holidays(date.year());
                     self.year = Some(date.year());
                 }
-                !self.holidays.contains(&date)
+                !self.holidays.contains(&date) && !is_nyse_special_closure(date)
             }
             other => other.is_trading_day(date),
         }
@@ -582,7 +610,7 @@ mod tests {
                 ],
             ),
             (
-                // The one-off closure of 2025-01-09 (a national day of mourning) is not a rule.
+                // The one-off closure of 2025-01-09 is in NYSE_SPECIAL_CLOSURES, not a rule.
                 2025,
                 [
                     "2025-01-01",
@@ -1112,5 +1140,19 @@ mod tests {
         for name in ["", "lse", "weekdays"] {
             assert_eq!(Calendar::from_name(name), None, "{name}");
         }
+    }
+
+    #[test]
+    fn nyse_one_off_closures_are_not_trading_days() {
+        for (y, m, d) in [(2007, 1, 2), (2012, 10, 29), (2012, 10, 30), (2025, 1, 9)] {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            assert!(!Calendar::Nyse.is_trading_day(date), "{date}");
+        }
+        let range = TimeRange::new(
+            Timestamp::from_date(NaiveDate::from_ymd_opt(2012, 10, 26).unwrap()),
+            Timestamp::from_date(NaiveDate::from_ymd_opt(2012, 11, 1).unwrap()),
+        );
+        // Fri 26th and Wed 31st only.
+        assert_eq!(Calendar::Nyse.expected_bars(Interval::D1, range).len(), 2);
     }
 }
