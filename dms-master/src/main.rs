@@ -40,6 +40,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Sources and watchlists read files (CSV directories, symbol lists): check them up front,
+    // as part of the config.
+    if let Err(e) = dms_master::universe::Universe::build(&config) {
+        eprintln!("error: {}: {e:#}", cli.config.display());
+        return ExitCode::from(2);
+    }
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => {
             println!("{}: ok", cli.config.display());

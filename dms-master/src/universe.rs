@@ -85,10 +85,9 @@ impl Universe {
             let built: Arc<dyn Source> = match source {
                 SourceConfig::Csv(c) => {
                     let csv = CsvSource::new(c.clone());
-                    let series = csv.series().unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "CSV source directory unreadable");
-                        Vec::new()
-                    });
+                    let series = csv
+                        .series()
+                        .with_context(|| format!("source {}: dir", c.name))?;
                     let csv: Arc<dyn Source> = Arc::new(csv);
                     for key in series {
                         let calendar = guess_calendar(&key.symbol);

@@ -149,6 +149,32 @@ async fn bad_config_exits_with_status_2_naming_the_key() {
         stderr.contains("http.listen") && stderr.contains("DMS_HTTP__LISTEN"),
         "{stderr}"
     );
+    // Files the config points to are checked too.
+    std::fs::write(
+        dir.path().join("files.yaml"),
+        "sources:\n  - {type: csv, name: a, dir: ./nowhere}\n",
+    )
+    .unwrap();
+    let (code, _, stderr) =
+        run_master_command(dir.path(), &["--config", "files.yaml", "check-config"], &[]).unwrap();
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("source a: dir") && stderr.contains("nowhere"),
+        "{stderr}"
+    );
+    std::fs::write(
+        dir.path().join("list.yaml"),
+        "sources:\n  - {type: yahoo, name: y}\nwatchlists:\n  - {name: w, source: y, symbols_file: ./syms.txt}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("syms.txt"), "AAPL\nBAD SYMBOL\n").unwrap();
+    let (code, _, stderr) =
+        run_master_command(dir.path(), &["--config", "list.yaml", "check-config"], &[]).unwrap();
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("syms.txt:2") && stderr.contains("whitespace"),
+        "{stderr}"
+    );
     let (code, _, stderr) =
         run_master_command(dir.path(), &["--config", "missing.yaml"], &[]).unwrap();
     assert_eq!(code, 2, "{stderr}");
