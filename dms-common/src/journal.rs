@@ -16,7 +16,10 @@
 //!   same bytes can be streamed to replicas and corruption is detected on read.
 //! - Retention ([`Journal::apply_retention`]) removes entries every cursor has passed; beyond the
 //!   configured size or age it removes older entries anyway and marks each cursor that still
-//!   needed them as needing repair.
+//!   needed them as needing repair, except that it never removes what a *protected* cursor (the
+//!   primary store's) has not applied: those entries exist nowhere else yet.
+//! - A read never skips entries silently: if entries after the requested seq are gone, the read
+//!   fails with [`JournalError::Truncated`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -109,10 +112,13 @@ pub struct Cursor {
     pub name: String,
     /// The highest seq the consumer has durably applied.
     pub seq: Seq,
-    /// Set when retention removed entries the consumer had not applied yet.
+    /// Set when entries the consumer had not applied yet were removed.
     pub needs_repair: bool,
     pub repair_reason: Option<String>,
     pub updated_at_ms: i64,
+    /// Retention never removes entries a protected cursor has not applied, whatever the
+    /// limits (the primary store's cursor: its data exists nowhere else yet).
+    pub protected: bool,
 }
 
 /// How much of the journal to keep.
@@ -194,7 +200,8 @@ CREATE TABLE IF NOT EXISTS journal_cursors (
     seq           INTEGER NOT NULL,
     needs_repair  INTEGER NOT NULL DEFAULT 0,
     repair_reason TEXT,
-    updated_at_ms INTEGER NOT NULL
+    updated_at_ms INTEGER NOT NULL,
+    protected     INTEGER NOT NULL DEFAULT 0
 );
 ";
 
@@ -248,6 +255,17 @@ impl Journal {
         }
         let conn = open_state_connection(&path).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // State files made before cursors could be protected.
+        let has_protected: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('journal_cursors') WHERE name = 'protected'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(err)?;
+        if !has_protected {
+            conn.execute_batch(
+                "ALTER TABLE journal_cursors ADD COLUMN protected INTEGER NOT NULL DEFAULT 0",
+            )
+            .map_err(err)?;
+        }
         let history_id = match meta(&conn, "history_id").map_err(err)? {
             Some(id) => id,
             None => {
@@ -355,6 +373,50 @@ impl Journal {
         tokio::task::spawn_blocking(move || inner.ensure_cursor(&name, initial)).await?
     }
 
+    /// Like [`Journal::ensure_cursor`], and marks the cursor protected: retention never removes
+    /// entries it has not applied.
+    pub async fn ensure_protected_cursor(&self, name: &str, initial: Seq) -> Result<Cursor> {
+        let inner = self.inner.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            inner.ensure_cursor(&name, initial)?;
+            let w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            w.conn
+                .execute(
+                    "UPDATE journal_cursors SET protected = 1 WHERE name = ?1",
+                    params![name],
+                )
+                .map_err(|e| inner.err(e))?;
+            load_cursor(&w.conn, &name)
+                .map_err(|e| inner.err(e))?
+                .ok_or_else(|| JournalError::UnknownCursor(name.clone()))
+        })
+        .await?
+    }
+
+    /// Moves cursor `name` past entries it can no longer read, keeping it marked as needing
+    /// repair with `reason` so the loss stays visible.
+    pub async fn skip_gap(&self, name: &str, to: Seq, reason: &str) -> Result<()> {
+        let inner = self.inner.clone();
+        let (name, reason) = (name.to_owned(), reason.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let n = w
+                .conn
+                .execute(
+                    "UPDATE journal_cursors SET seq = max(seq, ?2), needs_repair = 1,
+                        repair_reason = ?3, updated_at_ms = ?4 WHERE name = ?1",
+                    params![name, to.0 as i64, reason, now_ms()],
+                )
+                .map_err(|e| inner.err(e))?;
+            if n == 0 {
+                return Err(JournalError::UnknownCursor(name));
+            }
+            Ok(())
+        })
+        .await?
+    }
+
     /// The state of cursor `name`, if registered.
     pub async fn cursor(&self, name: &str) -> Result<Option<Cursor>> {
         let inner = self.inner.clone();
@@ -373,7 +435,7 @@ impl Journal {
             let conn = inner.reader.lock().unwrap_or_else(|p| p.into_inner());
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT name, seq, needs_repair, repair_reason, updated_at_ms
+                    "SELECT name, seq, needs_repair, repair_reason, updated_at_ms, protected
                      FROM journal_cursors ORDER BY name",
                 )
                 .map_err(|e| inner.err(e))?;
@@ -477,12 +539,13 @@ fn cursor_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Cursor> {
         needs_repair: r.get::<_, i64>(2)? != 0,
         repair_reason: r.get(3)?,
         updated_at_ms: r.get(4)?,
+        protected: r.get::<_, i64>(5)? != 0,
     })
 }
 
 fn load_cursor(conn: &Connection, name: &str) -> rusqlite::Result<Option<Cursor>> {
     conn.query_row(
-        "SELECT name, seq, needs_repair, repair_reason, updated_at_ms
+        "SELECT name, seq, needs_repair, repair_reason, updated_at_ms, protected
          FROM journal_cursors WHERE name = ?1",
         params![name],
         cursor_from_row,
@@ -611,7 +674,9 @@ impl Inner {
         max_bytes: u64,
     ) -> Result<Vec<(Seq, Vec<u8>)>> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let pruned: u64 = meta(&conn, "pruned_through")
+        // One snapshot for the bound and the entries, so retention cannot slip in between.
+        let snapshot = conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let pruned: u64 = meta(&snapshot, "pruned_through")
             .map_err(|e| self.err(e))?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
@@ -621,7 +686,7 @@ impl Inner {
                 oldest: Seq(pruned + 1),
             });
         }
-        let mut stmt = conn
+        let mut stmt = snapshot
             .prepare_cached(
                 "SELECT seq, crc, payload FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )
@@ -633,6 +698,16 @@ impl Inner {
         let mut bytes = 0u64;
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
             let seq = Seq(row.get::<_, i64>(0).map_err(|e| self.err(e))? as u64);
+            // Sequence numbers are dense: a jump means entries in between are gone.
+            let expected = out
+                .last()
+                .map_or(after.next(), |(s, _): &(Seq, Vec<u8>)| s.next());
+            if seq != expected {
+                return Err(JournalError::Truncated {
+                    requested: after,
+                    oldest: seq,
+                });
+            }
             let crc: u32 = row.get(1).map_err(|e| self.err(e))?;
             let payload: Vec<u8> = row.get(2).map_err(|e| self.err(e))?;
             if crc32fast::hash(&payload) != crc {
@@ -647,6 +722,9 @@ impl Inner {
                 break;
             }
         }
+        drop(rows);
+        drop(stmt);
+        snapshot.finish().map_err(|e| self.err(e))?;
         Ok(out)
     }
 
@@ -689,15 +767,15 @@ impl Inner {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let policy = self.retention;
         let head = w.next_seq.0 as i64 - 1;
-        let tx = w.conn.transaction().map_err(|e| self.err(e))?;
+        // Immediate: other connections write to this file between our read and our delete.
+        let tx = w
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
         let err = |e| self.err(e);
-        // Everything every healthy cursor has applied can go.
+        // Everything every cursor has applied can go.
         let min_needed: Option<i64> = tx
-            .query_row(
-                "SELECT min(seq) FROM journal_cursors WHERE needs_repair = 0",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT min(seq) FROM journal_cursors", [], |r| r.get(0))
             .map_err(err)?;
         let mut cut = min_needed.unwrap_or(head);
         // Beyond the limits, older entries go too, needed or not.
@@ -734,6 +812,17 @@ impl Inner {
                 }
             }
         }
+        // Never past a protected cursor: its entries exist nowhere else.
+        let protected_min: Option<i64> = tx
+            .query_row(
+                "SELECT min(seq) FROM journal_cursors WHERE protected = 1",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if let Some(p) = protected_min {
+            cut = cut.min(p);
+        }
         let (removed_entries, removed_bytes): (i64, i64) = tx
             .query_row(
                 "SELECT count(*), coalesce(sum(bytes), 0) FROM journal WHERE seq <= ?1",
@@ -756,7 +845,9 @@ impl Inner {
             )
             .map_err(err)?;
             let mut stmt = tx
-                .prepare("SELECT name FROM journal_cursors WHERE needs_repair = 0 AND seq < ?1")
+                .prepare(
+                    "SELECT name FROM journal_cursors WHERE needs_repair = 0 AND protected = 0 AND seq < ?1",
+                )
                 .map_err(err)?;
             report.cursors_marked = stmt
                 .query_map(params![cut], |r| r.get::<_, String>(0))
@@ -766,7 +857,7 @@ impl Inner {
             drop(stmt);
             tx.execute(
                 "UPDATE journal_cursors SET needs_repair = 1, repair_reason = ?2, updated_at_ms = ?3
-                 WHERE needs_repair = 0 AND seq < ?1",
+                 WHERE needs_repair = 0 AND protected = 0 AND seq < ?1",
                 params![
                     cut,
                     format!("journal entries through {cut} were removed by retention before this consumer applied them"),
@@ -888,6 +979,39 @@ mod tests {
         drop(j);
         let j = Journal::open(&path, policy).unwrap();
         assert_eq!(j.append(change(1)).await.unwrap(), Seq(51));
+    }
+
+    #[tokio::test]
+    async fn retention_never_removes_what_a_protected_cursor_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = RetentionPolicy {
+            max_bytes: 1,
+            max_age: Duration::from_secs(1),
+        };
+        let j = Journal::open(dir.path().join("state.db"), policy).unwrap();
+        j.ensure_protected_cursor("store", Seq(0)).await.unwrap();
+        j.ensure_cursor("replica", Seq(0)).await.unwrap();
+        for _ in 0..5 {
+            j.append(change(10)).await.unwrap();
+        }
+        j.advance_cursor("store", Seq(2)).await.unwrap();
+        // Far over both limits, twice: only what the store applied goes, whatever the limits.
+        for _ in 0..2 {
+            let r = j.apply_retention(now_ms() + 3_600_000).await.unwrap();
+            assert!(r.removed_entries <= 2, "{r:?}");
+        }
+        assert_eq!(j.read_after(Seq(2), 10, u64::MAX).await.unwrap().len(), 3);
+        let replica = j.cursor("replica").await.unwrap().unwrap();
+        assert!(
+            replica.needs_repair,
+            "the unprotected lagging cursor is marked"
+        );
+        assert!(!j.cursor("store").await.unwrap().unwrap().needs_repair);
+        // A read that would skip removed entries fails instead.
+        assert!(matches!(
+            j.read_after(Seq(0), 10, u64::MAX).await,
+            Err(JournalError::Truncated { oldest: Seq(3), .. })
+        ));
     }
 
     #[tokio::test]

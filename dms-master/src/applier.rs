@@ -172,7 +172,9 @@ pub async fn start(
     options: ApplierOptions,
     shutdown: CancellationToken,
 ) -> Result<ApplierHandle, JournalError> {
-    let cursor = journal.ensure_cursor(STORE_CURSOR, Seq(0)).await?;
+    let cursor = journal
+        .ensure_protected_cursor(STORE_CURSOR, Seq(0))
+        .await?;
     let status = StatusCell::default();
     status.update(|s| s.applied_seq = cursor.seq);
     let (applied_tx, applied_rx) = watch::channel(cursor.seq);
@@ -288,7 +290,10 @@ async fn apply_loop(
         let last = match item {
             Item::Gap { to, reason } => {
                 tracing::error!(%reason, "store cursor skips a gap; run a backfill to fetch the missing bars again");
-                until_ok(&options, set, || journal.mark_repaired(STORE_CURSOR, to)).await;
+                until_ok(&options, set, || {
+                    journal.skip_gap(STORE_CURSOR, to, &reason)
+                })
+                .await;
                 set.update(|s| s.skipped_gaps += 1);
                 to
             }

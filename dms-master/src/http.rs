@@ -197,6 +197,7 @@ async fn status(State(s): State<ApiState>) -> Response {
     let applier = s.applier.get();
     let journal_head = s.journal.head();
     let quarantined = s.quarantine.count().await.unwrap_or(0);
+    let cursors = s.journal.cursors().await.unwrap_or_default();
     let imports = s.imports.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let (hits, misses) = s.bars_cache.stats();
     Json(json!({
@@ -215,6 +216,7 @@ async fn status(State(s): State<ApiState>) -> Response {
                 "store_lag": journal_head.0.saturating_sub(applier.applied_seq.0),
                 "store_retries": applier.retries,
                 "store_last_error": applier.last_error,
+                "cursors": cursors,
             },
             "quarantined_bars": quarantined,
             "kept_series": s.tasks.universe().len(),

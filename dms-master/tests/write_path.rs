@@ -342,7 +342,15 @@ async fn entries_lost_to_retention_are_skipped_and_counted() {
         5,
         "the newest entry was applied"
     );
-    assert!(!journal.cursor("store").await.unwrap().unwrap().needs_repair);
+    // The loss stays visible on the cursor.
+    let cursor = journal.cursor("store").await.unwrap().unwrap();
+    assert!(cursor.needs_repair && cursor.protected, "{cursor:?}");
+    assert!(
+        cursor
+            .repair_reason
+            .unwrap()
+            .contains("removed by retention")
+    );
     stop.cancel();
     assert!(applier.join(Duration::from_secs(5)).await);
 }
