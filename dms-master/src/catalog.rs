@@ -23,6 +23,13 @@ CREATE TABLE IF NOT EXISTS catalog (
     provisional_from  INTEGER,
     PRIMARY KEY (symbol, interval)
 );
+CREATE TABLE IF NOT EXISTS series_actions (
+    symbol   TEXT NOT NULL,
+    interval TEXT NOT NULL,
+    date     INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    PRIMARY KEY (symbol, interval, date, kind)
+);
 CREATE TABLE IF NOT EXISTS corporate_actions (
     symbol        TEXT NOT NULL,
     date          INTEGER NOT NULL,
@@ -34,6 +41,13 @@ CREATE TABLE IF NOT EXISTS corporate_actions (
     PRIMARY KEY (symbol, date, kind)
 );
 ";
+
+fn kind_name(kind: &ActionKind) -> &'static str {
+    match kind {
+        ActionKind::Split { .. } => "split",
+        ActionKind::Dividend { .. } => "dividend",
+    }
+}
 
 /// One series' catalog entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -165,38 +179,71 @@ impl Catalog {
         .await
     }
 
-    /// Records corporate actions; returns those not seen before.
-    pub async fn record_actions(
+    /// The actions in `actions` not yet marked seen for `series`.
+    pub async fn unseen_actions(
         &self,
+        series: &SeriesKey,
         actions: &[CorporateAction],
     ) -> Result<Vec<CorporateAction>, CatalogError> {
         if actions.is_empty() {
             return Ok(Vec::new());
         }
         let actions = actions.to_vec();
+        let interval = series.interval.to_string();
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT 1 FROM series_actions
+                 WHERE symbol = ?1 AND interval = ?2 AND date = ?3 AND kind = ?4",
+            )?;
+            let mut out = Vec::new();
+            for a in actions {
+                let key = params![a.symbol.as_str(), interval, a.date.0, kind_name(&a.kind)];
+                if !stmt.exists(key)? {
+                    out.push(a);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Records `actions` (for listing) and marks them seen for `series`.
+    pub async fn mark_actions_seen(
+        &self,
+        series: &SeriesKey,
+        actions: &[CorporateAction],
+    ) -> Result<(), CatalogError> {
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let actions = actions.to_vec();
+        let interval = series.interval.to_string();
         let now = chrono::Utc::now().timestamp_millis();
         self.with(move |c| {
             let tx = c.transaction()?;
-            let mut new = Vec::new();
             {
-                let mut stmt = tx.prepare(
+                let mut all = tx.prepare(
                     "INSERT INTO corporate_actions (symbol, date, kind, numerator, denominator, amount, first_seen_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
                 )?;
+                let mut seen = tx.prepare(
+                    "INSERT INTO series_actions (symbol, interval, date, kind) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                )?;
                 for a in actions {
-                    let (kind, num, den, amount) = match a.kind {
-                        ActionKind::Split { numerator, denominator } => {
-                            ("split", Some(numerator), Some(denominator), None)
-                        }
-                        ActionKind::Dividend { amount } => ("dividend", None, None, Some(amount)),
+                    let (num, den, amount) = match a.kind {
+                        ActionKind::Split {
+                            numerator,
+                            denominator,
+                        } => (Some(numerator), Some(denominator), None),
+                        ActionKind::Dividend { amount } => (None, None, Some(amount)),
                     };
-                    if stmt.execute(params![a.symbol.as_str(), a.date.0, kind, num, den, amount, now])? == 1 {
-                        new.push(a);
-                    }
+                    let kind = kind_name(&a.kind);
+                    all.execute(params![a.symbol.as_str(), a.date.0, kind, num, den, amount, now])?;
+                    seen.execute(params![a.symbol.as_str(), interval, a.date.0, kind])?;
                 }
             }
-            tx.commit()?;
-            Ok(new)
+            tx.commit()
         })
         .await
     }

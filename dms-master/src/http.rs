@@ -55,10 +55,13 @@ pub struct ApiState {
 }
 
 /// An LRU cache of `/api/data/bars` answers, each valid while its series' version is unchanged
-/// (every write the store applies to a series bumps the version).
+/// (every write the store applies to a series bumps the version), bounded by entries and by
+/// bytes.
 #[derive(Debug)]
 pub struct BarsCache {
     entries: Mutex<lru::LruCache<String, (u64, Arc<Response2>)>>,
+    max_bytes: usize,
+    bytes: std::sync::atomic::AtomicUsize,
     hits: std::sync::atomic::AtomicU64,
     misses: std::sync::atomic::AtomicU64,
 }
@@ -68,14 +71,18 @@ pub struct BarsCache {
 pub struct Response2 {
     content_type: &'static str,
     body: Bytes,
+    next_start: Option<Timestamp>,
 }
 
 impl BarsCache {
-    pub fn new(capacity: usize) -> Self {
+    /// At most `capacity` answers and `max_bytes` of bodies.
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         BarsCache {
             entries: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(capacity.max(1)).expect("positive"),
             )),
+            max_bytes,
+            bytes: Default::default(),
             hits: Default::default(),
             misses: Default::default(),
         }
@@ -97,10 +104,24 @@ impl BarsCache {
     }
 
     fn put(&self, key: String, version: u64, response: Arc<Response2>) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(key, (version, response));
+        use std::sync::atomic::Ordering::Relaxed;
+        let size = response.body.len();
+        if size > self.max_bytes / 4 {
+            return; // too big to be worth keeping
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, (_, old))) = entries.push(key, (version, response)) {
+            self.bytes.fetch_sub(old.body.len(), Relaxed);
+        }
+        self.bytes.fetch_add(size, Relaxed);
+        while self.bytes.load(Relaxed) > self.max_bytes {
+            match entries.pop_lru() {
+                Some((_, (_, old))) => {
+                    self.bytes.fetch_sub(old.body.len(), Relaxed);
+                }
+                None => break,
+            }
+        }
     }
 
     /// (hits, misses) since start.
@@ -757,6 +778,7 @@ async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
         Response2 {
             content_type: "text/csv; charset=utf-8",
             body: Bytes::from(out),
+            next_start: next,
         }
     } else {
         let body = json!({
@@ -770,26 +792,27 @@ async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
         Response2 {
             content_type: "application/json",
             body: Bytes::from(body.to_string()),
+            next_start: next,
         }
     };
     let response = Arc::new(response);
     s.bars_cache.put(cache_key, version, response.clone());
-    let mut r = cached_response(&response);
-    if let Some(n) = next
-        && let Ok(v) = HeaderValue::from_str(&n.to_rfc3339())
-    {
-        r.headers_mut().insert("x-next-start", v);
-    }
-    r
+    cached_response(&response)
 }
 
 fn cached_response(r: &Response2) -> Response {
-    (
+    let mut response = (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static(r.content_type),
         )],
         r.body.clone(),
     )
-        .into_response()
+        .into_response();
+    if let Some(n) = r.next_start
+        && let Ok(v) = HeaderValue::from_str(&n.to_rfc3339())
+    {
+        response.headers_mut().insert("x-next-start", v);
+    }
+    response
 }

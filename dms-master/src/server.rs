@@ -107,7 +107,7 @@ pub async fn run(
         versions: applier.versions(),
         imports,
         tasks,
-        bars_cache: Arc::new(BarsCache::new(256)),
+        bars_cache: Arc::new(BarsCache::new(256, 64 << 20)),
     };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP listening");

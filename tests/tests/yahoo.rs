@@ -165,6 +165,37 @@ async fn rate_limits_errors_timeouts_and_cut_bodies_are_retried_and_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_beyond_the_retry_budget_is_not_waited_for() {
+    let yahoo = FakeYahoo::start(false, Duration::ZERO).await;
+    yahoo.record("AAPL", "chart-AAPL-2020-08-31-to-2020-11-07.json");
+    yahoo.script([Fault::RateLimited {
+        retry_after_secs: 3600,
+    }]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&yahoo.base_url(), "AAPL", "").replace(
+        "    requests_per_second: 100\n",
+        "    requests_per_second: 100\n    max_retry_elapsed: 2s\n",
+    );
+    let master = MasterProcess::start(dir.path(), &cfg).await.unwrap();
+    let started = std::time::Instant::now();
+    let task = run_task(
+        &master,
+        "/api/data/import",
+        r#"{"start_date": "2020-08-31", "end_date": "2020-11-07"}"#,
+    )
+    .await;
+    // Given up at once, then fetched by the second pass; nobody slept for an hour.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["counters"]["bars_written"], 49, "{task}");
+    assert_eq!(yahoo.requests("AAPL"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_symbols_fail_without_retries_and_the_rest_goes_on() {
     let yahoo = FakeYahoo::start(false, Duration::ZERO).await;
     yahoo.record("AAPL", "chart-AAPL-2020-08-31-to-2020-11-07.json");
@@ -219,6 +250,11 @@ async fn bad_requests_get_400_naming_the_field_and_start_nothing() {
             "symbols[0]",
         ),
         ("/api/data/import", r#"{"symbols": []}"#, "symbols"),
+        (
+            "/api/data/import",
+            r#"{"end_date": "1990-01-01"}"#,
+            "end_date",
+        ),
         ("/api/data/import", r#"{"limit": 0}"#, "limit"),
         ("/api/data/import", r#"{"limit": 99999999999}"#, "limit"),
         ("/api/data/import", r#"{"limit": -5}"#, "limit"),

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 pub struct RateLimiter {
     spacing: Duration,
     next: Mutex<Instant>,
+    paused_until: Mutex<Instant>,
     in_flight: Semaphore,
 }
 
@@ -34,6 +35,7 @@ impl RateLimiter {
         RateLimiter {
             spacing,
             next: Mutex::new(Instant::now()),
+            paused_until: Mutex::new(Instant::now()),
             in_flight: Semaphore::new(max_concurrency.max(1)),
         }
     }
@@ -52,15 +54,27 @@ impl RateLimiter {
             start
         };
         tokio::time::sleep_until(start).await;
+        // A pause that began while we waited holds us too.
+        loop {
+            let paused_until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            if paused_until <= Instant::now() {
+                break;
+            }
+            tokio::time::sleep_until(paused_until).await;
+        }
         Slot { _permit: permit }
     }
 
     /// Pauses every caller for `delay` from now (the provider asked us to slow down).
     pub fn pause_all(&self, delay: Duration) {
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let until = Instant::now() + delay;
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         if until > *next {
             *next = until;
+        }
+        let mut paused = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if until > *paused {
+            *paused = until;
         }
     }
 }
@@ -91,6 +105,26 @@ mod tests {
         limiter.pause_all(Duration::from_secs(5));
         drop(limiter.acquire().await);
         assert!(started.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_also_holds_requests_already_waiting() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(1.0, 4));
+        drop(limiter.acquire().await);
+        let started = Instant::now();
+        // This one waits for its slot (1 s); a pause of 5 s begins meanwhile.
+        let waiting = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { drop(limiter.acquire().await) })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        limiter.pause_all(Duration::from_secs(5));
+        waiting.await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(5100),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]

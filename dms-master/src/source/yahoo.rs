@@ -228,14 +228,21 @@ impl YahooSource {
                     last_error: error,
                 });
             }
+            let delay =
+                retry_after.unwrap_or_else(|| delays.next().unwrap_or(Duration::from_secs(60)));
+            if elapsed + delay > self.config.max_retry_elapsed.0 {
+                // Waiting that long would break the retry budget: give up now, the task's
+                // second pass (or the next update) tries again.
+                return Err(SourceError::Exhausted {
+                    series: series.to_string(),
+                    attempts: attempt,
+                    last_error: format!("{error}; the provider asked to wait {delay:?}"),
+                });
+            }
+            if retry_after.is_some() {
+                self.limiter.pause_all(delay);
+            }
             stats.retries += 1;
-            let delay = match retry_after {
-                Some(d) => {
-                    self.limiter.pause_all(d);
-                    d
-                }
-                None => delays.next().unwrap_or(Duration::from_secs(60)),
-            };
             tracing::warn!(series = %series, attempt, error = %error, retry_in = ?delay, "yahoo request failed; retrying");
             tokio::time::sleep(delay).await;
         }

@@ -129,6 +129,21 @@ impl TaskManager {
         name: String,
         params: TaskParams,
     ) -> Result<Task, SubmitError> {
+        if kind == TaskKind::FullImport {
+            let now = Timestamp::now();
+            let start = params.start.unwrap_or(Timestamp(
+                now.0 - self.ctx.config.default_history.0.as_secs() as i64,
+            ));
+            if let Some(end) = params.end
+                && end <= start
+            {
+                return Err(SubmitError::Invalid(format!(
+                    "field `end_date`: {} is not after the import's start {} (give start_date, or see tasks.default_history)",
+                    end.to_datetime().format("%Y-%m-%d"),
+                    start.to_datetime().format("%Y-%m-%d")
+                )));
+            }
+        }
         let selected = self
             .ctx
             .universe
@@ -197,9 +212,27 @@ impl TaskManager {
 
     async fn run_task(&self, task: Task, cancel: &CancellationToken, shutdown: &CancellationToken) {
         let id = task.id.clone();
-        if let Err(e) = self.ctx.tasks.start(&id).await {
-            tracing::error!(task = %id, error = %e, "cannot start task");
-            return;
+        match self.ctx.tasks.start(&id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Cancelled between being queued and started (or before a crash).
+                let _ = self
+                    .ctx
+                    .tasks
+                    .finish(
+                        &id,
+                        TaskStatus::Cancelled,
+                        "cancelled before it started".into(),
+                        None,
+                        &task.counters,
+                    )
+                    .await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(task = %id, error = %e, "cannot start task");
+                return;
+            }
         }
         tracing::info!(task = %id, kind = task.kind.as_str(), "task started");
         let started = Instant::now();
@@ -408,7 +441,11 @@ impl TaskManager {
                 }
             };
             if let Some(c) = checkpoint
-                && let Err(e) = self.ctx.tasks.checkpoint(&task.id, &entry.key, c).await
+                && let Err(e) = self
+                    .ctx
+                    .tasks
+                    .checkpoint(&task.id, &entry.key, c, counters)
+                    .await
             {
                 tracing::error!(task = %task.id, error = %e, "cannot record a checkpoint");
             }
@@ -503,7 +540,15 @@ impl TaskManager {
             }
         };
         let mut counts = SeriesCounts::default();
-        let new_actions = match self.ctx.catalog.record_actions(&fetched.actions).await {
+        // Actions count as seen for this series only once its bars are journaled, so a failed
+        // re-fetch is tried again, and each interval of a symbol re-fetches on its own.
+        let seen_actions = fetched.actions.clone();
+        let new_actions = match self
+            .ctx
+            .catalog
+            .unseen_actions(&entry.key, &fetched.actions)
+            .await
+        {
             Ok(n) => n,
             Err(e) => return SeriesOutcome::Failed(internal(&entry.key, e)),
         };
@@ -560,6 +605,14 @@ impl TaskManager {
                 }
                 Err(e) => return SeriesOutcome::Failed(internal(&entry.key, e)),
             }
+        }
+        if let Err(e) = self
+            .ctx
+            .catalog
+            .mark_actions_seen(&entry.key, &seen_actions)
+            .await
+        {
+            return SeriesOutcome::Failed(internal(&entry.key, e));
         }
         if let Err(e) = self
             .ctx

@@ -194,17 +194,17 @@ impl TaskStore {
         .await
     }
 
-    /// Marks a task running.
-    pub async fn start(&self, id: &str) -> Result<(), TaskStoreError> {
+    /// Marks a pending task running; false if it is no longer pending (cancelled meanwhile).
+    pub async fn start(&self, id: &str) -> Result<bool, TaskStoreError> {
         let id = id.to_owned();
         let now = now_ms();
         self.with(move |c| {
             c.execute(
                 "UPDATE tasks SET status = 'running', started_at_ms = coalesce(started_at_ms, ?2)
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND status = 'pending' AND cancel_requested = 0",
                 params![id, now],
             )
-            .map(|_| ())
+            .map(|n| n == 1)
         })
         .await
     }
@@ -279,13 +279,16 @@ impl TaskStore {
         self.get(id).await
     }
 
-    /// Records how a series ended within a task.
+    /// Records how a series ended within a task, and the task's counters with it (one
+    /// transaction: a resumed task counts every series it skips).
     pub async fn checkpoint(
         &self,
         task_id: &str,
         series: &SeriesKey,
         checkpoint: Checkpoint,
+        counters: &TaskCounters,
     ) -> Result<(), TaskStoreError> {
+        let counters = serde_json::to_string(counters).expect("counters serialize");
         let (task_id, symbol, interval) = (
             task_id.to_owned(),
             series.symbol.to_string(),
@@ -298,13 +301,18 @@ impl TaskStore {
             }
         };
         self.with(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "INSERT INTO task_checkpoints (task_id, symbol, interval, state, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (task_id, symbol, interval) DO UPDATE SET state = excluded.state, detail = excluded.detail",
                 params![task_id, symbol, interval, state, detail],
-            )
-            .map(|_| ())
+            )?;
+            tx.execute(
+                "UPDATE tasks SET counters = ?2 WHERE id = ?1",
+                params![task_id, counters],
+            )?;
+            tx.commit()
         })
         .await
     }
