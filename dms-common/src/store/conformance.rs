@@ -40,6 +40,7 @@ pub const CASES: &[&str] = &[
     "large_batch_is_stored_whole_and_paged",
     "readers_see_whole_batches_while_a_writer_writes",
     "series_are_kept_apart",
+    "a_repeated_time_in_one_batch_keeps_the_later_bar",
 ];
 
 /// Runs every case against fresh stores from `make`, panicking on the first failure with the
@@ -79,6 +80,9 @@ pub async fn run_case(case: &str, store: SharedStore) {
             readers_see_whole_batches_while_a_writer_writes(store).await
         }
         "series_are_kept_apart" => series_are_kept_apart(store).await,
+        "a_repeated_time_in_one_batch_keeps_the_later_bar" => {
+            a_repeated_time_in_one_batch_keeps_the_later_bar(store).await
+        }
         other => panic!("unknown conformance case {other}"),
     }
 }
@@ -588,4 +592,33 @@ async fn series_are_kept_apart(store: SharedStore) {
         5,
         "delete stays in its series"
     );
+}
+
+async fn a_repeated_time_in_one_batch_keeps_the_later_bar(store: SharedStore) {
+    let k = key("DUP", Interval::D1);
+    let mut b = bars(0..6, 20.0);
+    let mut corrected = b[3];
+    corrected.close += 0.25;
+    corrected.high += 0.25;
+    // 0 1 2 3 3' 4 5: the repeat sits where new bars are appended.
+    b.insert(4, corrected);
+    let stats = upsert(&*store, &k, b.clone()).await;
+    assert_eq!(stats.inserted, 6, "{stats:?}");
+    assert_eq!(stats.total(), 7, "{stats:?}");
+    let stored = read_all(&*store, &k, TimeRange::all()).await;
+    assert_eq!(stored.len(), 6);
+    assert!(stored[3].same_values(&corrected), "the later bar wins");
+    assert_eq!(store.overview().await.unwrap()[0].count, 6);
+    // Again after the series has bars, in the middle and at the end.
+    let mut more = bars(5..9, 20.0);
+    let last = more[3];
+    more.push(Bar {
+        volume: last.volume + 1.0,
+        ..last
+    });
+    let stats = upsert(&*store, &k, more).await;
+    assert_eq!((stats.inserted, stats.total()), (3, 5), "{stats:?}");
+    let stored = read_all(&*store, &k, TimeRange::all()).await;
+    assert_eq!(stored.len(), 9);
+    assert_eq!(stored[8].volume, last.volume + 1.0);
 }

@@ -369,6 +369,12 @@ fn upsert_series(
     {
         split -= 1;
     }
+    // The appended part must also come after every bar of the other part (a batch may repeat
+    // a time; the later bar wins, through the per-bar path).
+    let max_old = bars[..split].iter().map(|b| b.ts).max();
+    while split < bars.len() && max_old.is_some_and(|m| bars[split].ts <= m) {
+        split += 1;
+    }
     let (old, new) = bars.split_at(split);
     let mut stats = upsert_one_by_one(tx, meta.id, old)?;
     stats.inserted += insert_appended(tx, meta.id, new)?;
