@@ -94,6 +94,7 @@ pub async fn run(
     let import_task = tokio::spawn(startup_imports(
         config.sources.clone(),
         ingestor,
+        tasks.clone(),
         imports.clone(),
         work_stop.clone(),
     ));
@@ -176,12 +177,18 @@ async fn retention_loop(journal: Journal, every: std::time::Duration, stop: Canc
 async fn startup_imports(
     sources: Vec<SourceConfig>,
     ingestor: Ingestor,
+    tasks: Arc<TaskManager>,
     imports: Arc<Mutex<Vec<ImportSummary>>>,
     stop: CancellationToken,
 ) {
     for source in sources {
         match source {
             SourceConfig::Csv(c) if c.import_on_start => {
+                // One import at a time: wait for a running task to finish first.
+                let _gate = tokio::select! {
+                    g = tasks.exclusive() => g,
+                    _ = stop.cancelled() => return,
+                };
                 let csv = CsvSource::new(c);
                 tracing::info!(source = csv.name(), "start-up import begins");
                 let slot = {

@@ -49,6 +49,8 @@ pub struct TaskContext {
 pub struct TaskManager {
     ctx: TaskContext,
     wake: Notify,
+    /// Held by whatever imports or updates: one at a time, tasks and the start-up import alike.
+    gate: tokio::sync::Mutex<()>,
     running: Mutex<Option<(String, CancellationToken)>>,
 }
 
@@ -108,8 +110,14 @@ impl TaskManager {
         Arc::new(TaskManager {
             ctx,
             wake: Notify::new(),
+            gate: tokio::sync::Mutex::new(()),
             running: Mutex::new(None),
         })
+    }
+
+    /// Waits until no task (or other import) runs, and keeps others out while held.
+    pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.gate.lock().await
     }
 
     /// The task store.
@@ -205,7 +213,12 @@ impl TaskManager {
             }
             *self.running.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some((task.id.clone(), cancel.clone()));
+            let gate = tokio::select! {
+                g = self.gate.lock() => g,
+                _ = shutdown.cancelled() => return,
+            };
             self.run_task(task, &cancel, &shutdown).await;
+            drop(gate);
             *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
     }
