@@ -151,6 +151,8 @@ async fn an_update_after_an_outage_recovers_every_missing_bar_and_backfill_fills
         .await
         .unwrap();
     assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["progress"], 100.0, "every series ended: {t}");
+    assert_eq!(t["error"], "every series failed");
     assert_eq!(t["counters"]["failed"][0]["series"], "GAPPY@1d", "{t}");
 
     // Back up: the next update fetches everything since the last stored bar by itself.

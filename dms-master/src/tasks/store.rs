@@ -239,14 +239,19 @@ impl TaskStore {
         counters: &TaskCounters,
     ) -> Result<(), TaskStoreError> {
         let id = id.to_owned();
+        // Completed: 100. Failed: the share of series that ended (done or failed), so a task
+        // that failed on every series reads 100 too. Cancelled: where it stopped.
+        let ended = counters.series_done + counters.series_skipped + counters.series_failed;
+        let progress = match status {
+            TaskStatus::Completed => 100.0,
+            TaskStatus::Failed if counters.series_total > 0 => {
+                100.0 * ended as f64 / counters.series_total as f64
+            }
+            _ => -1.0,
+        };
         let counters = serde_json::to_string(counters).expect("counters serialize");
         let now = now_ms();
         self.with(move |c| {
-            let progress = if status == TaskStatus::Completed {
-                100.0
-            } else {
-                -1.0
-            };
             c.execute(
                 "UPDATE tasks SET status = ?2, message = ?3, error = ?4, counters = ?5,
                     completed_at_ms = ?6,
