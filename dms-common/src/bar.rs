@@ -61,6 +61,34 @@ impl Bar {
         }
     }
 
+    /// The bar as a JSON object, as the APIs show it: `ts` in RFC 3339, the values as numbers,
+    /// absent optional values left out, and non-finite values (which JSON numbers cannot hold;
+    /// only rejected bars have them) as text such as `"NaN"`.
+    pub fn to_json(&self) -> serde_json::Value {
+        fn num(v: f64) -> serde_json::Value {
+            serde_json::Number::from_f64(v)
+                .map(serde_json::Value::Number)
+                .unwrap_or_else(|| serde_json::Value::String(v.to_string()))
+        }
+        let mut m = serde_json::Map::new();
+        m.insert("ts".into(), self.ts.to_rfc3339().into());
+        for (k, v) in [
+            ("open", Some(self.open)),
+            ("high", Some(self.high)),
+            ("low", Some(self.low)),
+            ("close", Some(self.close)),
+            ("volume", Some(self.volume)),
+            ("adj_close", self.adj_close),
+            ("turnover", self.turnover),
+            ("open_interest", self.open_interest),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.into(), num(v));
+            }
+        }
+        serde_json::Value::Object(m)
+    }
+
     /// Whether every value is bit-for-bit the same, `-0.0` and `0.0` counted equal. Stores use
     /// this notion of "unchanged".
     pub fn same_values(&self, other: &Bar) -> bool {

@@ -2,15 +2,14 @@
 //! overview counts exactly): where it comes from, when it was last fetched and how that went,
 //! from when its bars are provisional, and the corporate actions seen for its symbol.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
-use dms_common::journal::open_state_connection;
 use dms_common::{SeriesKey, Timestamp};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::source::{ActionKind, CorporateAction};
+use crate::state::{StateError, StateTables};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS catalog (
@@ -62,32 +61,18 @@ pub struct CatalogEntry {
 }
 
 /// Why the catalog failed.
-#[derive(Debug, thiserror::Error)]
-#[error("catalog in {path}: {source}")]
-pub struct CatalogError {
-    path: PathBuf,
-    #[source]
-    source: rusqlite::Error,
-}
+pub type CatalogError = StateError;
 
 /// The catalog tables in the state file.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    path: PathBuf,
-    conn: Arc<Mutex<Connection>>,
+    tables: StateTables,
 }
 
 impl Catalog {
     pub fn open(path: &Path) -> Result<Catalog, CatalogError> {
-        let err = |source| CatalogError {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = open_state_connection(path).map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(Catalog {
-            path: path.to_path_buf(),
-            conn: Arc::new(Mutex::new(conn)),
+            tables: StateTables::open(path, "catalog", SCHEMA)?,
         })
     }
 
@@ -95,12 +80,7 @@ impl Catalog {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, CatalogError> {
-        let conn = self.conn.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || f(&mut conn.lock().unwrap_or_else(|p| p.into_inner())))
-            .await
-            .unwrap_or_else(|e| panic!("catalog task panicked: {e}"))
-            .map_err(|source| CatalogError { path, source })
+        self.tables.with(f).await
     }
 
     /// Records the outcome of a fetch.

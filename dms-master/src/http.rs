@@ -59,7 +59,7 @@ pub struct ApiState {
 /// bytes.
 #[derive(Debug)]
 pub struct BarsCache {
-    entries: Mutex<lru::LruCache<String, (u64, Arc<Response2>)>>,
+    entries: Mutex<lru::LruCache<String, (u64, Arc<CachedAnswer>)>>,
     max_bytes: usize,
     bytes: std::sync::atomic::AtomicUsize,
     hits: std::sync::atomic::AtomicU64,
@@ -68,7 +68,7 @@ pub struct BarsCache {
 
 /// A cached answer.
 #[derive(Debug)]
-pub struct Response2 {
+pub struct CachedAnswer {
     content_type: &'static str,
     body: Bytes,
     next_start: Option<Timestamp>,
@@ -88,7 +88,7 @@ impl BarsCache {
         }
     }
 
-    fn get(&self, key: &str, version: u64) -> Option<Arc<Response2>> {
+    fn get(&self, key: &str, version: u64) -> Option<Arc<CachedAnswer>> {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let hit = match entries.get(key) {
             Some((v, r)) if *v == version => Some(r.clone()),
@@ -103,7 +103,7 @@ impl BarsCache {
         hit
     }
 
-    fn put(&self, key: String, version: u64, response: Arc<Response2>) {
+    fn put(&self, key: String, version: u64, response: Arc<CachedAnswer>) {
         use std::sync::atomic::Ordering::Relaxed;
         let size = response.body.len();
         if size > self.max_bytes / 4 {
@@ -640,12 +640,16 @@ async fn series(State(s): State<ApiState>) -> Response {
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     };
     let catalog = s.catalog.entries().await.unwrap_or_default();
+    let catalog: std::collections::HashMap<(&str, &str), &crate::catalog::CatalogEntry> = catalog
+        .iter()
+        .map(|c| ((c.symbol.as_str(), c.interval.as_str()), c))
+        .collect();
     let data: Vec<Value> = overview
         .iter()
         .map(|o| {
             let c = catalog
-                .iter()
-                .find(|c| c.symbol == o.key.symbol.as_str() && c.interval == o.key.interval.as_str());
+                .get(&(o.key.symbol.as_str(), o.key.interval.as_str()))
+                .copied();
             let source = c
                 .map(|c| c.source.clone())
                 .or_else(|| s.tasks.universe().get(&o.key).map(|e| e.source.name().to_owned()));
@@ -675,23 +679,6 @@ async fn actions(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Res
         Ok(a) => Json(json!({"success": true, "count": a.len(), "data": a})).into_response(),
         Err(e) => internal(e),
     }
-}
-
-fn bar_json(b: &Bar) -> Value {
-    let mut v = json!({
-        "ts": b.ts.to_rfc3339(),
-        "open": b.open, "high": b.high, "low": b.low, "close": b.close, "volume": b.volume,
-    });
-    if let Some(x) = b.adj_close {
-        v["adj_close"] = x.into();
-    }
-    if let Some(x) = b.turnover {
-        v["turnover"] = x.into();
-    }
-    if let Some(x) = b.open_interest {
-        v["open_interest"] = x.into();
-    }
-    v
 }
 
 async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Response {
@@ -775,7 +762,7 @@ async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
                 opt(b.open_interest)
             ));
         }
-        Response2 {
+        CachedAnswer {
             content_type: "text/csv; charset=utf-8",
             body: Bytes::from(out),
             next_start: next,
@@ -787,9 +774,9 @@ async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
             "interval": key.interval,
             "count": page.len(),
             "next_start": next.map(|t| t.to_rfc3339()),
-            "data": page.iter().map(bar_json).collect::<Vec<_>>(),
+            "data": page.iter().map(Bar::to_json).collect::<Vec<_>>(),
         });
-        Response2 {
+        CachedAnswer {
             content_type: "application/json",
             body: Bytes::from(body.to_string()),
             next_start: next,
@@ -800,7 +787,7 @@ async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
     cached_response(&response)
 }
 
-fn cached_response(r: &Response2) -> Response {
+fn cached_response(r: &CachedAnswer) -> Response {
     let mut response = (
         [(
             header::CONTENT_TYPE,

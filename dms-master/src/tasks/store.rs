@@ -1,14 +1,13 @@
 //! `TaskStore`: tasks and their per-series checkpoints in the local state file, so a task
 //! survives a restart of the master and resumes where it stopped.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
 use dms_common::SeriesKey;
-use dms_common::journal::open_state_connection;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Task, TaskCounters, TaskKind, TaskParams, TaskStatus};
+use crate::state::{StateError, StateTables};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tasks (
@@ -39,12 +38,7 @@ CREATE TABLE IF NOT EXISTS task_checkpoints (
 ";
 
 /// Why the task store failed.
-#[derive(Debug, thiserror::Error)]
-#[error("task store {path}: {message}")]
-pub struct TaskStoreError {
-    path: PathBuf,
-    message: String,
-}
+pub type TaskStoreError = StateError;
 
 /// How a series ended within a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +54,7 @@ pub enum Checkpoint {
 /// Tasks in the state file.
 #[derive(Debug, Clone)]
 pub struct TaskStore {
-    path: PathBuf,
-    conn: Arc<Mutex<Connection>>,
+    tables: StateTables,
 }
 
 fn now_ms() -> i64 {
@@ -70,15 +63,8 @@ fn now_ms() -> i64 {
 
 impl TaskStore {
     pub fn open(path: &Path) -> Result<TaskStore, TaskStoreError> {
-        let err = |e: rusqlite::Error| TaskStoreError {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        };
-        let conn = open_state_connection(path).map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(TaskStore {
-            path: path.to_path_buf(),
-            conn: Arc::new(Mutex::new(conn)),
+            tables: StateTables::open(path, "task store", SCHEMA)?,
         })
     }
 
@@ -86,21 +72,7 @@ impl TaskStore {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, TaskStoreError> {
-        let conn = self.conn.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut c)
-        })
-        .await
-        .map_err(|e| TaskStoreError {
-            path: path.clone(),
-            message: e.to_string(),
-        })?
-        .map_err(|e| TaskStoreError {
-            path,
-            message: e.to_string(),
-        })
+        self.tables.with(f).await
     }
 
     /// Creates a pending task.
