@@ -57,11 +57,7 @@ impl Calendar {
     /// Whether `date` (exchange-local) is a trading day.
     pub fn is_trading_day(&self, date: NaiveDate) -> bool {
         match self {
-            Calendar::Nyse => {
-                is_weekday(date)
-                    && !nyse_holidays(date.year()).contains(&date)
-                    && !is_nyse_special_closure(date)
-            }
+            Calendar::Nyse => is_weekday(date) && !nyse_closures(date.year()).contains(&date),
             Calendar::Weekdays { holidays, .. } => is_weekday(date) && !holidays.contains(&date),
             Calendar::Always => true,
             Calendar::Fx => is_weekday(date),
@@ -145,11 +141,18 @@ pub const NYSE_SPECIAL_CLOSURES: &[(i32, u32, u32)] = &[
     (2025, 1, 9),  // President Carter's day of mourning
 ];
 
-/// Whether `date` is one of [`NYSE_SPECIAL_CLOSURES`].
-pub fn is_nyse_special_closure(date: NaiveDate) -> bool {
-    NYSE_SPECIAL_CLOSURES
-        .iter()
-        .any(|&(y, m, d)| date.year() == y && date.month() == m && date.day() == d)
+/// Every weekday of `year` the NYSE does not trade: [`nyse_holidays`] and the
+/// [`NYSE_SPECIAL_CLOSURES`] of that year.
+pub fn nyse_closures(year: i32) -> Vec<NaiveDate> {
+    let mut out = nyse_holidays(year);
+    out.extend(
+        NYSE_SPECIAL_CLOSURES
+            .iter()
+            .filter(|(y, _, _)| *y == year)
+            .filter_map(|&(y, m, d)| NaiveDate::from_ymd_opt(y, m, d)),
+    );
+    out.sort_unstable();
+    out
 }
 
 /// The NYSE full-day holidays of `year` (observed dates), in order.
@@ -334,10 +337,10 @@ impl<'a> TradingDays<'a> {
                     return false;
                 }
                 if self.year != Some(date.year()) {
-                    self.holidays = nyse_holidays(date.year());
+                    self.holidays = nyse_closures(date.year());
                     self.year = Some(date.year());
                 }
-                !self.holidays.contains(&date) && !is_nyse_special_closure(date)
+                !self.holidays.contains(&date)
             }
             other => other.is_trading_day(date),
         }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use dms_common::telemetry::{self, LogFormat};
 use dms_master::config::{DEFAULT_CONFIG_PATH, MasterConfig};
+use dms_master::universe::Universe;
 use tokio_util::sync::CancellationToken;
 
 /// The DMS master: keeps a market-data store complete, correct and replicated.
@@ -42,10 +43,13 @@ fn main() -> ExitCode {
     };
     // Sources and watchlists read files (CSV directories, symbol lists): check them up front,
     // as part of the config.
-    if let Err(e) = dms_master::universe::Universe::build(&config) {
-        eprintln!("error: {}: {e:#}", cli.config.display());
-        return ExitCode::from(2);
-    }
+    let universe = match Universe::build(&config) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: {}: {e:#}", cli.config.display());
+            return ExitCode::from(2);
+        }
+    };
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => {
             println!("{}: ok", cli.config.display());
@@ -55,11 +59,11 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run => run(config),
+        Command::Run => run(config, universe),
     }
 }
 
-fn run(config: MasterConfig) -> ExitCode {
+fn run(config: MasterConfig, universe: Universe) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -80,7 +84,7 @@ fn run(config: MasterConfig) -> ExitCode {
         };
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
-        match dms_master::server::run(config, listener, shutdown).await {
+        match dms_master::server::run(config, universe, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");

@@ -40,9 +40,11 @@ pub fn open_store(config: &StoreConfig) -> anyhow::Result<SharedStore> {
     }
 }
 
-/// Runs the master on an already-bound listener until `shutdown` fires.
+/// Runs the master on an already-bound listener until `shutdown` fires. `universe` is the
+/// series list built from `config` (built by the caller, which checks it with the config).
 pub async fn run(
     config: MasterConfig,
+    universe: Universe,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -75,7 +77,7 @@ pub async fn run(
     ));
 
     let ingestor = Ingestor::new(journal.clone(), quarantine.clone());
-    let universe = Arc::new(Universe::build(&config)?);
+    let universe = Arc::new(universe);
     let catalog = Catalog::open(&config.state.path)?;
     let tasks = TaskManager::new(TaskContext {
         tasks: TaskStore::open(&config.state.path)?,

@@ -162,28 +162,7 @@ impl CsvSource {
             path: path.to_path_buf(),
             message,
         };
-        let file_name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| format_err("file name is not UTF-8".into()))?;
-        let file_config = self.config.files.get(file_name);
-        let symbol = match file_config.and_then(|f| f.symbol.clone()) {
-            Some(s) => s,
-            None => {
-                let stem = file_name
-                    .rsplit_once('.')
-                    .map(|(s, _)| s)
-                    .unwrap_or(file_name);
-                Symbol::new(stem).map_err(|e| {
-                    format_err(format!(
-                        "the file name does not make a symbol ({e}); map it with files.{file_name}.symbol"
-                    ))
-                })?
-            }
-        };
-        let configured = file_config
-            .and_then(|f| f.interval)
-            .or(self.config.interval);
+        let (file_name, symbol, configured) = self.file_settings(path)?;
 
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
@@ -296,12 +275,53 @@ impl CsvSource {
             .filter(|p| p.is_file())
     }
 
-    /// The series of every file, read from the files (interval guessed where not configured).
+    /// A file's name, its symbol (mapped, else the name without `.csv`) and its configured
+    /// interval, if any.
+    fn file_settings<'p>(
+        &self,
+        path: &'p Path,
+    ) -> Result<(&'p str, Symbol, Option<Interval>), CsvError> {
+        let format_err = |message: String| CsvError::Format {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format_err("file name is not UTF-8".into()))?;
+        let file_config = self.config.files.get(file_name);
+        let symbol = match file_config.and_then(|f| f.symbol.clone()) {
+            Some(s) => s,
+            None => {
+                let stem = file_name
+                    .rsplit_once('.')
+                    .map(|(s, _)| s)
+                    .unwrap_or(file_name);
+                Symbol::new(stem).map_err(|e| {
+                    format_err(format!(
+                        "the file name does not make a symbol ({e}); map it with files.{file_name}.symbol"
+                    ))
+                })?
+            }
+        };
+        let interval = file_config
+            .and_then(|f| f.interval)
+            .or(self.config.interval);
+        Ok((file_name, symbol, interval))
+    }
+
+    /// The series of every file. A file whose interval is configured is not read; the others
+    /// are read to guess it from their timestamps.
     pub fn series(&self) -> Result<Vec<SeriesKey>, CsvError> {
         let mut out = Vec::new();
         for path in self.files()? {
-            match self.read_file(&path) {
-                Ok(s) => out.push(s.key),
+            let key = match self.file_settings(&path) {
+                Ok((_, symbol, Some(interval))) => Ok(SeriesKey::new(symbol, interval)),
+                Ok((_, _, None)) => self.read_file(&path).map(|s| s.key),
+                Err(e) => Err(e),
+            };
+            match key {
+                Ok(k) => out.push(k),
                 Err(e) => tracing::warn!(error = %e, "CSV file skipped"),
             }
         }
