@@ -71,6 +71,18 @@ fn fast_retry() -> ApplierOptions {
     }
 }
 
+/// Starts a store applier with quick retries; cancel the token to stop it.
+async fn start_applier(
+    journal: &Journal,
+    store: &SharedStore,
+) -> (applier::ApplierHandle, CancellationToken) {
+    let stop = CancellationToken::new();
+    let handle = applier::start(journal.clone(), store.clone(), fast_retry(), stop.clone())
+        .await
+        .unwrap();
+    (handle, stop)
+}
+
 async fn stored(store: &SharedStore, k: &SeriesKey) -> Vec<Bar> {
     store.read(k, TimeRange::all()).try_concat().await.unwrap()
 }
@@ -78,15 +90,7 @@ async fn stored(store: &SharedStore, k: &SeriesKey) -> Vec<Bar> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_bars_are_quarantined_and_the_rest_reaches_the_store() {
     let r = rig(SqliteOptions::default());
-    let stop = CancellationToken::new();
-    let applier = applier::start(
-        r.journal.clone(),
-        r.store.clone(),
-        fast_retry(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let (applier, stop) = start_applier(&r.journal, &r.store).await;
     let mut batch = bars(0, 10);
     batch[3].high = batch[3].low - 1.0; // high below low
     batch[6].close = f64::NAN;
@@ -141,15 +145,7 @@ async fn a_locked_store_is_retried_and_the_data_waits_in_the_journal() {
     let blocker = rusqlite::Connection::open(&r.store_path).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
 
-    let stop = CancellationToken::new();
-    let applier = applier::start(
-        r.journal.clone(),
-        r.store.clone(),
-        fast_retry(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let (applier, stop) = start_applier(&r.journal, &r.store).await;
     let report = r
         .ingestor
         .ingest(vec![SeriesBars::new(key("MSFT"), bars(0, 500))], &origin())
@@ -195,15 +191,7 @@ async fn the_applier_resumes_from_its_cursor_after_a_restart() {
             .await
             .unwrap();
     }
-    let stop = CancellationToken::new();
-    let applier = applier::start(
-        r.journal.clone(),
-        r.store.clone(),
-        fast_retry(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let (applier, stop) = start_applier(&r.journal, &r.store).await;
     applier.wait_applied(Seq(5)).await;
     stop.cancel();
     assert!(applier.join(Duration::from_secs(5)).await);
@@ -226,15 +214,7 @@ async fn the_applier_resumes_from_its_cursor_after_a_restart() {
         )
         .await
         .unwrap();
-    let stop = CancellationToken::new();
-    let applier = applier::start(
-        r.journal.clone(),
-        r.store.clone(),
-        fast_retry(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let (applier, stop) = start_applier(&r.journal, &r.store).await;
     applier.wait_applied(*report.seqs.last().unwrap()).await;
     let status = applier.status();
     assert_eq!(
@@ -258,15 +238,7 @@ async fn the_applier_resumes_from_its_cursor_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_what_was_journaled() {
     let r = rig(SqliteOptions::default());
-    let stop = CancellationToken::new();
-    let applier = applier::start(
-        r.journal.clone(),
-        r.store.clone(),
-        fast_retry(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let (applier, stop) = start_applier(&r.journal, &r.store).await;
     let batch: Vec<SeriesBars> = (0..200)
         .map(|i| SeriesBars::new(key(&format!("S{i}")), bars(0, 250)))
         .collect();
@@ -330,10 +302,7 @@ async fn entries_lost_to_retention_are_skipped_and_counted() {
     assert_eq!(report.removed_entries, 2);
     assert_eq!(report.cursors_marked, ["store"]);
     let store: SharedStore = Arc::new(SqliteStore::open(dir.path().join("bars.db")).unwrap());
-    let stop = CancellationToken::new();
-    let applier = applier::start(journal.clone(), store.clone(), fast_retry(), stop.clone())
-        .await
-        .unwrap();
+    let (applier, stop) = start_applier(&journal, &store).await;
     applier.wait_applied(Seq(3)).await;
     let status = applier.status();
     assert_eq!(status.skipped_gaps, 1, "{status:?}");
