@@ -1,12 +1,16 @@
 //! Compiles `proto/dms/v1/*.proto` with protox (a pure-Rust protobuf compiler), so the build needs
-//! no system `protoc`.
+//! no system `protoc`, and writes the encoded descriptor set for gRPC server reflection.
 
 use std::path::PathBuf;
 
+use prost::Message;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
-    let files = ["dms/v1/types.proto"];
+    let files = ["dms/v1/types.proto", "dms/v1/replication.proto"];
     let fds = protox::compile(files, [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("dms_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

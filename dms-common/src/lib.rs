@@ -13,6 +13,7 @@
 //! - [`store`]: the [`store::BarStore`] trait, its SQLite backend, digests and the
 //!   conformance suite every backend passes.
 //! - [`journal`]: the durable change log with cursors and retention.
+//! - [`state`]: [`state::StateTables`], a connection to a group of tables in the local state file.
 //! - [`config`]: YAML + environment config loading with errors that name the key.
 //! - [`telemetry`]: log setup.
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod interval;
 pub mod journal;
 pub mod pb;
+pub mod state;
 pub mod store;
 pub mod symbol;
 pub mod telemetry;

@@ -14,6 +14,10 @@ mod generated {
 }
 pub use generated::*;
 
+/// The encoded descriptor set of every `dms.v1` file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/dms_descriptor.bin"));
+
 /// A protobuf message that does not make a valid domain value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
@@ -88,6 +92,68 @@ impl From<time::TimeRange> for generated::TimeRange {
 impl From<&generated::TimeRange> for time::TimeRange {
     fn from(r: &generated::TimeRange) -> Self {
         time::TimeRange::new(Timestamp(r.start), Timestamp(r.end))
+    }
+}
+
+impl From<crate::store::Digest> for generated::Digest {
+    fn from(d: crate::store::Digest) -> Self {
+        let (lo, hi) = d.hash_halves();
+        generated::Digest {
+            count: d.count,
+            hash_lo: lo as u64,
+            hash_hi: hi as u64,
+        }
+    }
+}
+
+impl From<&generated::Digest> for crate::store::Digest {
+    fn from(d: &generated::Digest) -> Self {
+        crate::store::Digest::from_halves(d.count, d.hash_lo as i64, d.hash_hi as i64)
+    }
+}
+
+impl From<&crate::store::SeriesOverview> for generated::SeriesSummary {
+    fn from(o: &crate::store::SeriesOverview) -> Self {
+        generated::SeriesSummary {
+            series: Some((&o.key).into()),
+            count: o.count,
+            first: o.first.0,
+            last: o.last.0,
+            digest: Some(o.digest.into()),
+        }
+    }
+}
+
+impl TryFrom<&generated::SeriesSummary> for crate::store::SeriesOverview {
+    type Error = ConvertError;
+    fn try_from(s: &generated::SeriesSummary) -> Result<Self, ConvertError> {
+        Ok(crate::store::SeriesOverview {
+            key: domain::SeriesKey::try_from(
+                s.series.as_ref().ok_or(ConvertError::Missing("series"))?,
+            )?,
+            count: s.count,
+            first: Timestamp(s.first),
+            last: Timestamp(s.last),
+            digest: s.digest.as_ref().map(Into::into).unwrap_or_default(),
+        })
+    }
+}
+
+impl From<&crate::store::BucketDigest> for generated::BucketDigest {
+    fn from(b: &crate::store::BucketDigest) -> Self {
+        generated::BucketDigest {
+            start: b.start.0,
+            digest: Some(b.digest.into()),
+        }
+    }
+}
+
+impl From<&generated::BucketDigest> for crate::store::BucketDigest {
+    fn from(b: &generated::BucketDigest) -> Self {
+        crate::store::BucketDigest {
+            start: Timestamp(b.start),
+            digest: b.digest.as_ref().map(Into::into).unwrap_or_default(),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::source::{ActionKind, CorporateAction};
-use crate::state::{StateError, StateTables};
+use dms_common::state::{StateError, StateTables};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS catalog (

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use dms_common::config::{self, ByteSize, ConfigDuration, ConfigError, ConfigIssue, Validate};
 use dms_common::journal::RetentionPolicy;
+pub use dms_common::store::config::{SqliteStoreConfig, StoreConfig};
 use dms_common::{Interval, Symbol};
 
 pub use crate::source::yahoo::YahooSourceConfig;
@@ -137,52 +138,6 @@ impl JournalConfig {
             max_bytes: self.max_bytes.0,
             max_age: self.max_age.0,
         }
-    }
-}
-
-/// The primary bar store, chosen by `type` (default `sqlite`).
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum StoreConfig {
-    /// Embedded SQLite file (the default).
-    Sqlite(SqliteStoreConfig),
-}
-
-/// The embedded SQLite store.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SqliteStoreConfig {
-    /// The store file; created if missing.
-    #[serde(default = "default_store_path")]
-    pub path: PathBuf,
-    /// Page cache per connection.
-    #[serde(default = "default_store_cache")]
-    pub cache: ByteSize,
-}
-
-impl<'de> Deserialize<'de> for StoreConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(d)?;
-        // One backend so far; the tag still selects it, so configs stay valid as more come.
-        config::deserialize_tagged(value, "type", Some("sqlite"), &["sqlite"], |_, rest| {
-            config::from_value_at(rest).map(StoreConfig::Sqlite)
-        })
-    }
-}
-
-fn default_store_path() -> PathBuf {
-    PathBuf::from("./data/bars.db")
-}
-fn default_store_cache() -> ByteSize {
-    ByteSize(64 << 20)
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig::Sqlite(SqliteStoreConfig {
-            path: default_store_path(),
-            cache: default_store_cache(),
-        })
     }
 }
 

@@ -9,7 +9,6 @@
 //! - [`source`]: data sources behind the [`source::Source`] trait (Yahoo, CSV) and the
 //!   per-provider rate limiter.
 //! - [`universe`]: every kept series with its source and exchange calendar.
-//! - [`state`]: [`state::StateTables`], the connection the state-file tables share.
 //! - [`catalog`]: per-series fetch state and corporate actions.
 //! - [`gaps`]: missing expected bars.
 //! - [`tasks`]: background tasks (import, update, backfill, validate) with progress,
@@ -34,7 +33,6 @@ pub mod ingest;
 pub mod quarantine;
 pub mod server;
 pub mod source;
-pub mod state;
 pub mod tasks;
 pub mod universe;
 pub mod validate;

@@ -7,8 +7,8 @@ use dms_common::SeriesKey;
 use dms_common::journal::Origin;
 use rusqlite::params;
 
-use crate::state::{StateError, StateTables};
 use crate::validate::Rejection;
+use dms_common::state::{StateError, StateTables};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS quarantine (

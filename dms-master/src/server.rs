@@ -8,14 +8,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 use dms_common::journal::Journal;
-use dms_common::store::SharedStore;
-use dms_common::store::sqlite::{SqliteOptions, SqliteStore};
+use dms_common::store::config::open_store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::applier::{self, ApplierOptions};
 use crate::catalog::Catalog;
-use crate::config::{MasterConfig, SourceConfig, SqliteStoreConfig, StoreConfig};
+use crate::config::{MasterConfig, SourceConfig};
 use crate::http::{self, ApiState, BarsCache};
 use crate::import::{self, ImportSummary};
 use crate::ingest::Ingestor;
@@ -24,21 +23,6 @@ use crate::source::csv::CsvSource;
 use crate::tasks::manager::{TaskContext, TaskManager};
 use crate::tasks::store::TaskStore;
 use crate::universe::Universe;
-
-/// Opens the configured bar store.
-pub fn open_store(config: &StoreConfig) -> anyhow::Result<SharedStore> {
-    match config {
-        StoreConfig::Sqlite(SqliteStoreConfig { path, cache }) => {
-            let options = SqliteOptions {
-                cache_kib: (cache.0 / 1024).clamp(1024, u32::MAX as u64) as u32,
-                ..SqliteOptions::default()
-            };
-            let store = SqliteStore::open_with(path, options)
-                .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
-            Ok(Arc::new(store))
-        }
-    }
-}
 
 /// Runs the master on an already-bound listener until `shutdown` fires. `universe` is the
 /// series list built from `config` (built by the caller, which checks it with the config).

@@ -1,17 +1,16 @@
 //! The `BarStore` conformance suite: the behaviour every backend must show, as one public list of
-//! cases. A backend's test calls [`run_all`] with a factory that makes a fresh, empty store for
-//! each case (the case name is passed along, e.g. to name a file or a database).
+//! cases. A backend's test file invokes [`store_conformance_tests!`](crate::store_conformance_tests)
+//! with a factory that makes a fresh, empty store for a case (the case name is passed along, e.g.
+//! to name a file or a database) and returns it with a guard that cleans up when dropped. Every
+//! case becomes its own test, so a failure names the case and the others still run:
 //!
 //! ```text
-//! #[tokio::test(flavor = "multi_thread")]
-//! async fn sqlite_store_passes_conformance() {
+//! async fn make(case: &'static str) -> (SharedStore, tempfile::TempDir) {
 //!     let dir = tempfile::tempdir().unwrap();
-//!     conformance::run_all(|case| {
-//!         let path = dir.path().join(format!("{case}.db"));
-//!         async move { Arc::new(SqliteStore::open(path).unwrap()) as SharedStore }
-//!     })
-//!     .await;
+//!     let store = SqliteStore::open(dir.path().join(format!("{case}.db"))).unwrap();
+//!     (Arc::new(store), dir)
 //! }
+//! dms_common::store_conformance_tests!(make);
 //! ```
 
 use std::future::Future;
@@ -20,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::TryStreamExt;
 
-use super::{BarStore, DigestBucketing, SharedStore, UpsertStats};
+use super::{BarStore, DigestBucketing, SharedStore, UpsertStats, compute_bucket_digests};
 use crate::bar::{Bar, SeriesBars, SeriesKey};
 use crate::interval::Interval;
 use crate::symbol::Symbol;
@@ -42,6 +41,44 @@ pub const CASES: &[&str] = &[
     "series_are_kept_apart",
     "a_repeated_time_in_one_batch_keeps_the_later_bar",
 ];
+
+/// One test per conformance case, each on a fresh store from `$make` (an async fn taking the
+/// case name and returning `(SharedStore, guard)`), plus a test that the list is complete.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:path) => {
+        $crate::store_conformance_tests!(@cases $make;
+            reupsert_is_idempotent,
+            changed_bars_are_reported_updated,
+            ranges_are_half_open,
+            reads_are_ordered_by_ts,
+            empty_ranges_and_unknown_series_read_nothing,
+            delete_removes_exactly_the_range,
+            overview_is_exact_after_resent_bars,
+            optional_fields_round_trip,
+            digests_match_equal_data_and_catch_any_change,
+            large_batch_is_stored_whole_and_paged,
+            readers_see_whole_batches_while_a_writer_writes,
+            series_are_kept_apart,
+            a_repeated_time_in_one_batch_keeps_the_later_bar,
+        );
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $make(stringify!($case)).await;
+                $crate::store::conformance::run_case(stringify!($case), store).await;
+            }
+        )*
+
+        #[test]
+        fn every_conformance_case_is_a_test() {
+            let listed: &[&str] = &[$(stringify!($case)),*];
+            assert_eq!(listed, $crate::store::conformance::CASES);
+        }
+    };
+}
 
 /// Runs every case against fresh stores from `make`, panicking on the first failure with the
 /// case's name.
@@ -283,7 +320,7 @@ async fn empty_ranges_and_unknown_series_read_nothing(store: SharedStore) {
     assert_eq!(store.upsert(&[]).await.unwrap(), UpsertStats::default());
     assert!(
         store
-            .digests(&unknown, TimeRange::all(), DigestBucketing::new(DAY))
+            .bucket_digests(&unknown, TimeRange::all())
             .await
             .unwrap()
             .is_empty()
@@ -347,6 +384,7 @@ async fn overview_is_exact_after_resent_bars(store: SharedStore) {
     assert_eq!(ov[0].count, 105);
     assert_eq!((ov[0].first, ov[0].last), (daily(0), daily(104)));
     assert_eq!(read_all(&*store, &k, TimeRange::all()).await.len(), 105);
+    assert_digests_current(&*store, &k, "after overlapping windows").await;
 }
 
 async fn optional_fields_round_trip(store: SharedStore) {
@@ -377,29 +415,42 @@ async fn optional_fields_round_trip(store: SharedStore) {
         &cleared,
         "cleared field",
     );
+    assert_digests_current(&*store, &k, "after clearing a field").await;
+}
+
+/// The store's digests (bucket by bucket and the whole series in the overview) equal those
+/// computed from the bars it returns.
+async fn assert_digests_current(store: &dyn BarStore, k: &SeriesKey, what: &str) {
+    let kept = store.bucket_digests(k, TimeRange::all()).await.unwrap();
+    let computed = compute_bucket_digests(store, k, TimeRange::all())
+        .await
+        .unwrap();
+    assert_eq!(kept, computed, "{what}: bucket digests are current");
+    let ov = store.overview().await.unwrap();
+    let series = ov.iter().find(|o| &o.key == k);
+    let total = super::digest::total(&computed);
+    match series {
+        Some(o) => assert_eq!(o.digest, total, "{what}: series digest is current"),
+        None => assert_eq!(total.count, 0, "{what}: series without bars"),
+    }
 }
 
 async fn digests_match_equal_data_and_catch_any_change(store: SharedStore) {
     let a = key("AAA", Interval::D1);
     let b = key("BBB", Interval::D1);
-    let data = bars(0..60, 75.0);
-    let bucketing = DigestBucketing::new(10 * DAY);
+    let data = bars(0..400, 75.0);
+    let bucketing = DigestBucketing::for_interval(Interval::D1);
     upsert(&*store, &a, data.clone()).await;
     // Same data written differently: reversed, in two batches.
     let mut rev = data.clone();
     rev.reverse();
-    upsert(&*store, &b, rev[..30].to_vec()).await;
-    upsert(&*store, &b, rev[30..].to_vec()).await;
-    let da = store
-        .digests(&a, TimeRange::all(), bucketing)
-        .await
-        .unwrap();
-    let db = store
-        .digests(&b, TimeRange::all(), bucketing)
-        .await
-        .unwrap();
+    upsert(&*store, &b, rev[..150].to_vec()).await;
+    upsert(&*store, &b, rev[150..].to_vec()).await;
+    let da = store.bucket_digests(&a, TimeRange::all()).await.unwrap();
+    let db = store.bucket_digests(&b, TimeRange::all()).await.unwrap();
     assert_eq!(da, db, "equal data, equal digests");
-    assert_eq!(da.iter().map(|d| d.count).sum::<u64>(), 60);
+    assert!(da.len() >= 4, "{} buckets", da.len());
+    assert_eq!(da.iter().map(|d| d.digest.count).sum::<u64>(), 400);
     // The store's digests equal those computed from the bars themselves.
     let mut reference = super::digest::DigestBuilder::new(bucketing);
     data.iter().for_each(|x| reference.push(x));
@@ -408,6 +459,8 @@ async fn digests_match_equal_data_and_catch_any_change(store: SharedStore) {
         reference.finish(),
         "digests follow the canonical encoding"
     );
+    assert_digests_current(&*store, &a, "after insert").await;
+    assert_digests_current(&*store, &b, "after two batches").await;
 
     let changes: [fn(&mut Bar); 8] = [
         |x| x.open += 0.01,
@@ -420,39 +473,57 @@ async fn digests_match_equal_data_and_catch_any_change(store: SharedStore) {
         |x| x.open_interest = Some(3.0),
     ];
     for (n, change) in changes.iter().enumerate() {
-        let mut changed = data[20..30].to_vec();
+        let mut changed = data[200..210].to_vec();
         change(&mut changed[5]);
         upsert(&*store, &b, changed).await;
-        let db = store
-            .digests(&b, TimeRange::all(), bucketing)
-            .await
-            .unwrap();
+        let db = store.bucket_digests(&b, TimeRange::all()).await.unwrap();
         let differing: Vec<_> = da.iter().zip(&db).filter(|(x, y)| x != y).collect();
         assert_eq!(
             differing.len(),
             1,
             "change #{n} shows in exactly one bucket"
         );
-        assert_eq!(differing[0].0.start, bucketing.bucket_of(daily(25)));
-        upsert(&*store, &b, data[20..30].to_vec()).await;
+        assert_eq!(differing[0].0.start, bucketing.bucket_of(daily(205)));
+        assert_digests_current(&*store, &b, "after an update").await;
+        upsert(&*store, &b, data[200..210].to_vec()).await;
     }
+    assert_eq!(
+        store.bucket_digests(&b, TimeRange::all()).await.unwrap(),
+        da,
+        "restored values restore the digests"
+    );
     // A missing bar changes the count.
     store
         .delete(&b, TimeRange::new(daily(42), daily(43)))
         .await
         .unwrap();
-    let db = store
-        .digests(&b, TimeRange::all(), bucketing)
+    let db = store.bucket_digests(&b, TimeRange::all()).await.unwrap();
+    let i = da
+        .iter()
+        .position(|d| d.start == bucketing.bucket_of(daily(42)))
+        .unwrap();
+    assert_eq!(db[i].digest.count, da[i].digest.count - 1);
+    assert_ne!(db[i].digest.hash, da[i].digest.hash);
+    assert_digests_current(&*store, &b, "after a delete").await;
+    // Deleting a whole bucket removes its digest.
+    store
+        .delete(&b, bucketing.range_of(da[2].start))
         .await
         .unwrap();
-    assert_eq!(db[4].count, 9);
-    assert_ne!(db[4].hash, da[4].hash);
-    // A sub-range on bucket bounds gives the digests of just those buckets.
+    let db = store.bucket_digests(&b, TimeRange::all()).await.unwrap();
+    assert!(db.iter().all(|d| d.start != da[2].start));
+    assert_digests_current(&*store, &b, "after deleting a bucket").await;
+    // A range inside buckets gives the digests of the whole buckets it touches.
     let part = store
-        .digests(&a, TimeRange::new(da[1].start, da[3].start), bucketing)
+        .bucket_digests(
+            &a,
+            TimeRange::new(Timestamp(da[1].start.0 + DAY), da[3].start),
+        )
         .await
         .unwrap();
     assert_eq!(part, da[1..3].to_vec());
+    store.delete(&b, TimeRange::all()).await.unwrap();
+    assert_digests_current(&*store, &b, "after deleting everything").await;
 }
 
 async fn large_batch_is_stored_whole_and_paged(store: SharedStore) {
@@ -621,4 +692,5 @@ async fn a_repeated_time_in_one_batch_keeps_the_later_bar(store: SharedStore) {
     let stored = read_all(&*store, &k, TimeRange::all()).await;
     assert_eq!(stored.len(), 9);
     assert_eq!(stored[8].volume, last.volume + 1.0);
+    assert_digests_current(&*store, &k, "after repeated times").await;
 }

@@ -11,9 +11,14 @@
 //!   never holds a whole series in memory.
 //! - [`BarStore::overview`] is exact: its counts equal the bars stored, however often bars were
 //!   re-sent.
-//! - [`BarStore::digests`] hashes the same canonical encoding ([`digest`]) on every backend, so a
-//!   master and a replica with different backends can compare their data bucket by bucket.
+//! - [`BarStore::bucket_digests`] and the digest in [`SeriesOverview`] follow the same canonical
+//!   encoding ([`digest`]) on every backend, so a master and a replica with different backends
+//!   can compare their data series by series and bucket by bucket. A backend keeps them current
+//!   as it writes (the SQLite store does, in the same transaction as the bars), so comparing
+//!   costs a few reads per series rather than re-reading every bar; the default methods compute
+//!   them from the bars for backends that cannot.
 
+pub mod config;
 pub mod conformance;
 pub mod digest;
 pub mod sqlite;
@@ -26,7 +31,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::bar::{Bar, SeriesBars, SeriesKey};
 use crate::time::{TimeRange, Timestamp};
-pub use digest::{BucketDigest, DigestBucketing};
+pub use digest::{BucketDigest, Digest, DigestBucketing};
 
 /// Default number of bars in one page of a streamed read.
 pub const DEFAULT_PAGE_SIZE: usize = 10_000;
@@ -63,6 +68,9 @@ pub struct SeriesOverview {
     pub count: u64,
     pub first: Timestamp,
     pub last: Timestamp,
+    /// The digest of every bar of the series (the sum of its bucket digests).
+    #[serde(skip)]
+    pub digest: Digest,
 }
 
 /// A page of bars of one series, from [`BarStore::read_many`].
@@ -151,23 +159,16 @@ pub trait BarStore: Send + Sync + std::fmt::Debug + 'static {
     /// Removes the bars of `series` in `range`; returns how many were removed.
     async fn delete(&self, series: &SeriesKey, range: TimeRange) -> Result<u64>;
 
-    /// Per bucket of `range`: the count and hash of the bars of `series`. Buckets without bars
-    /// are left out. The default reads the bars and hashes them; a backend may do it closer to
-    /// the data as long as the result is the same.
-    async fn digests(
+    /// The digests of the buckets of `series` that overlap `range` (whole buckets, as cut by
+    /// [`DigestBucketing::for_interval`]), in order. Buckets without bars are left out. The
+    /// default reads the bars and hashes them; a backend that keeps digests current answers
+    /// from them, with the same result.
+    async fn bucket_digests(
         &self,
         series: &SeriesKey,
         range: TimeRange,
-        bucketing: DigestBucketing,
     ) -> Result<Vec<BucketDigest>> {
-        let mut builder = digest::DigestBuilder::new(bucketing);
-        let mut pages = self.read(series, range);
-        while let Some(page) = pages.try_next().await? {
-            for bar in &page {
-                builder.push(bar);
-            }
-        }
-        Ok(builder.finish())
+        compute_bucket_digests(self, series, range).await
     }
 
     /// Checks that the store answers (for readiness probes).
@@ -176,3 +177,21 @@ pub trait BarStore: Send + Sync + std::fmt::Debug + 'static {
 
 /// A shared handle to some store.
 pub type SharedStore = Arc<dyn BarStore>;
+
+/// The bucket digests of `series` over `range`, computed from the bars `store` returns: the
+/// reference every backend's [`BarStore::bucket_digests`] must equal.
+pub async fn compute_bucket_digests<S: BarStore + ?Sized>(
+    store: &S,
+    series: &SeriesKey,
+    range: TimeRange,
+) -> Result<Vec<BucketDigest>> {
+    let bucketing = DigestBucketing::for_interval(series.interval);
+    let mut builder = digest::DigestBuilder::new(bucketing);
+    let mut pages = store.read(series, bucketing.widen(range));
+    while let Some(page) = pages.try_next().await? {
+        for bar in &page {
+            builder.push(bar);
+        }
+    }
+    Ok(builder.finish())
+}

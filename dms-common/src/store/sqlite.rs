@@ -6,10 +6,16 @@
 //! count and first/last ts, updated in the same transaction as the bars, so the overview never
 //! scans bars.
 //!
+//! Digests are kept current the same way: `bucket_digests` holds the count and hash sum of each
+//! bucket (see [`super::digest`]) and `series` the sum over the whole series, both updated in
+//! the transaction that changes the bars. A replaced bar is read first so that its old hash can
+//! be taken out. A file written before digests were kept (no `digest_version` in `store_meta`)
+//! has them rebuilt from its bars once, when it is opened.
+//!
 //! Writes go through one connection behind a mutex; reads use a pool of read-only connections,
 //! which WAL lets run while a write is in progress. All SQLite calls run on tokio's blocking pool.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +23,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
+use super::digest::{self, BucketDigest, Digest, DigestBucketing, DigestDelta};
 use super::{
     Bar, BarStore, BarStream, Result, SeriesBars, SeriesKey, SeriesOverview, StoreError, TimeRange,
     Timestamp, UpsertStats,
@@ -34,6 +41,8 @@ CREATE TABLE IF NOT EXISTS series (
     bar_count INTEGER NOT NULL DEFAULT 0,
     first_ts  INTEGER,
     last_ts   INTEGER,
+    hash_lo   INTEGER NOT NULL DEFAULT 0,
+    hash_hi   INTEGER NOT NULL DEFAULT 0,
     UNIQUE (symbol, interval)
 );
 CREATE TABLE IF NOT EXISTS bars (
@@ -49,6 +58,18 @@ CREATE TABLE IF NOT EXISTS bars (
     open_interest REAL,
     PRIMARY KEY (series_id, ts)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bucket_digests (
+    series_id INTEGER NOT NULL,
+    bucket    INTEGER NOT NULL,
+    bar_count INTEGER NOT NULL,
+    hash_lo   INTEGER NOT NULL,
+    hash_hi   INTEGER NOT NULL,
+    PRIMARY KEY (series_id, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS store_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
 
 const INSERT_BAR: &str = "INSERT INTO bars
@@ -56,12 +77,10 @@ const INSERT_BAR: &str = "INSERT INTO bars
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
     ON CONFLICT (series_id, ts) DO NOTHING";
 
-const UPDATE_CHANGED_BAR: &str = "UPDATE bars SET
+const UPDATE_BAR: &str = "UPDATE bars SET
     open = ?3, high = ?4, low = ?5, close = ?6, volume = ?7,
     adj_close = ?8, turnover = ?9, open_interest = ?10
-    WHERE series_id = ?1 AND ts = ?2 AND (
-        open IS NOT ?3 OR high IS NOT ?4 OR low IS NOT ?5 OR close IS NOT ?6 OR volume IS NOT ?7
-        OR adj_close IS NOT ?8 OR turnover IS NOT ?9 OR open_interest IS NOT ?10)";
+    WHERE series_id = ?1 AND ts = ?2";
 
 const BAR_COLUMNS: &str = "ts, open, high, low, close, volume, adj_close, turnover, open_interest";
 
@@ -164,9 +183,10 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let conn = Connection::open(&path)?;
+        let mut conn = Connection::open(&path)?;
         apply_pragmas(&conn, &options)?;
         conn.execute_batch(SCHEMA)?;
+        migrate_digests(&mut conn)?;
         let mut series = HashMap::new();
         {
             let mut stmt = conn.prepare("SELECT id, symbol, interval, last_ts FROM series")?;
@@ -293,7 +313,9 @@ impl Writer {
                     last_ts: None,
                 },
             };
-            let (s, last_ts) = upsert_series(&tx, meta, &series.bars)?;
+            let mut deltas = BucketDeltas::new(series.key.interval);
+            let (s, last_ts) = upsert_series(&tx, meta, &series.bars, &mut deltas)?;
+            deltas.apply(&tx, meta.id)?;
             stats.add(s);
             changed.insert(
                 series.key.clone(),
@@ -316,10 +338,23 @@ impl Writer {
             return Ok(0);
         }
         let tx = self.conn.transaction()?;
+        // The removed bars' hashes come out of their buckets' digests.
+        let mut deltas = BucketDeltas::new(key.interval);
+        {
+            let sql = format!(
+                "SELECT {BAR_COLUMNS} FROM bars WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3"
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![id, range.start.0, range.end.0])?;
+            while let Some(row) = rows.next()? {
+                deltas.remove(&bar_from_row(row)?);
+            }
+        }
         let n = tx.execute(
             "DELETE FROM bars WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3",
             params![id, range.start.0, range.end.0],
         )?;
+        deltas.apply(&tx, id)?;
         if n > 0 {
             tx.execute(
                 "UPDATE series SET bar_count = bar_count - ?2,
@@ -359,6 +394,7 @@ fn upsert_series(
     tx: &Transaction<'_>,
     meta: SeriesMeta,
     bars: &[Bar],
+    deltas: &mut BucketDeltas,
 ) -> Result<(UpsertStats, Option<i64>)> {
     let after_last = |b: &Bar| meta.last_ts.is_none_or(|last| b.ts.0 > last);
     // The longest suffix that is strictly increasing and entirely after the stored bars.
@@ -376,8 +412,9 @@ fn upsert_series(
         split += 1;
     }
     let (old, new) = bars.split_at(split);
-    let mut stats = upsert_one_by_one(tx, meta.id, old)?;
+    let mut stats = upsert_one_by_one(tx, meta.id, old, deltas)?;
     stats.inserted += insert_appended(tx, meta.id, new)?;
+    new.iter().for_each(|b| deltas.add(b));
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     for b in old.iter().chain(new) {
         first = first.min(b.ts.0);
@@ -450,28 +487,172 @@ fn insert_appended(tx: &Transaction<'_>, id: i64, bars: &[Bar]) -> Result<u64> {
     Ok(inserted as u64)
 }
 
-/// Upserts bars one by one, telling inserted, updated and unchanged apart.
-fn upsert_one_by_one(tx: &Transaction<'_>, id: i64, bars: &[Bar]) -> Result<UpsertStats> {
+/// Upserts bars one by one, telling inserted, updated and unchanged apart. A bar already
+/// stored is read first: unchanged if equal, else replaced, its old hash taken out of the digest.
+fn upsert_one_by_one(
+    tx: &Transaction<'_>,
+    id: i64,
+    bars: &[Bar],
+    deltas: &mut BucketDeltas,
+) -> Result<UpsertStats> {
     let mut stats = UpsertStats::default();
     if bars.is_empty() {
         return Ok(stats);
     }
     let mut insert = tx.prepare_cached(INSERT_BAR)?;
-    let mut update = tx.prepare_cached(UPDATE_CHANGED_BAR)?;
+    let mut select = tx.prepare_cached(&format!(
+        "SELECT {BAR_COLUMNS} FROM bars WHERE series_id = ?1 AND ts = ?2"
+    ))?;
+    let mut update = tx.prepare_cached(UPDATE_BAR)?;
     for b in bars {
         bind_bar(&mut insert, 1, id, b)?;
         if insert.raw_execute()? == 1 {
             stats.inserted += 1;
+            deltas.add(b);
+            continue;
+        }
+        let old = select.query_row(params![id, b.ts.0], bar_from_row)?;
+        if digest::same_bar(&old, b) {
+            stats.unchanged += 1;
             continue;
         }
         bind_bar(&mut update, 1, id, b)?;
-        if update.raw_execute()? == 1 {
-            stats.updated += 1;
-        } else {
-            stats.unchanged += 1;
-        }
+        update.raw_execute()?;
+        stats.updated += 1;
+        deltas.remove(&old);
+        deltas.add(b);
     }
     Ok(stats)
+}
+
+/// Digest changes of one series in one transaction, by bucket.
+#[derive(Debug)]
+struct BucketDeltas {
+    bucketing: DigestBucketing,
+    buckets: BTreeMap<i64, DigestDelta>,
+}
+
+impl BucketDeltas {
+    fn new(interval: Interval) -> Self {
+        BucketDeltas {
+            bucketing: DigestBucketing::for_interval(interval),
+            buckets: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, bar: &Bar) {
+        let b = self.bucketing.bucket_of(bar.ts).0;
+        self.buckets.entry(b).or_default().add(bar);
+    }
+
+    fn remove(&mut self, bar: &Bar) {
+        let b = self.bucketing.bucket_of(bar.ts).0;
+        self.buckets.entry(b).or_default().remove(bar);
+    }
+
+    /// Writes the changes into `bucket_digests` and the series' total.
+    fn apply(self, tx: &Transaction<'_>, id: i64) -> Result<()> {
+        let mut total = DigestDelta::default();
+        let mut select = tx.prepare_cached(
+            "SELECT bar_count, hash_lo, hash_hi FROM bucket_digests
+             WHERE series_id = ?1 AND bucket = ?2",
+        )?;
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO bucket_digests (series_id, bucket, bar_count, hash_lo, hash_hi)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (series_id, bucket) DO UPDATE SET
+                bar_count = excluded.bar_count, hash_lo = excluded.hash_lo,
+                hash_hi = excluded.hash_hi",
+        )?;
+        let mut remove =
+            tx.prepare_cached("DELETE FROM bucket_digests WHERE series_id = ?1 AND bucket = ?2")?;
+        for (bucket, delta) in self.buckets {
+            if delta.is_zero() {
+                continue;
+            }
+            total.merge(delta);
+            let mut d = select
+                .query_row(params![id, bucket], |r| {
+                    Ok(Digest::from_halves(
+                        r.get::<_, i64>(0)? as u64,
+                        r.get(1)?,
+                        r.get(2)?,
+                    ))
+                })
+                .optional()?
+                .unwrap_or_default();
+            d.apply(delta);
+            if d.count == 0 {
+                remove.execute(params![id, bucket])?;
+            } else {
+                let (lo, hi) = d.hash_halves();
+                upsert.execute(params![id, bucket, d.count as i64, lo, hi])?;
+            }
+        }
+        if !total.is_zero() {
+            let (lo, hi): (i64, i64) = tx
+                .prepare_cached("SELECT hash_lo, hash_hi FROM series WHERE id = ?1")?
+                .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let mut d = Digest::from_halves(0, lo, hi);
+            d.apply(total);
+            let (lo, hi) = d.hash_halves();
+            tx.prepare_cached("UPDATE series SET hash_lo = ?2, hash_hi = ?3 WHERE id = ?1")?
+                .execute(params![id, lo, hi])?;
+        }
+        Ok(())
+    }
+}
+
+/// Brings the digest tables of a file up to the current [`digest::DIGEST_VERSION`]: a file
+/// written before digests were kept (or with another version) has them rebuilt from its bars.
+fn migrate_digests(conn: &mut Connection) -> Result<()> {
+    let has_hash: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('series') WHERE name = 'hash_lo'")?
+        .exists([])?;
+    if !has_hash {
+        conn.execute_batch(
+            "ALTER TABLE series ADD COLUMN hash_lo INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE series ADD COLUMN hash_hi INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
+    let version: Option<String> = conn
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = 'digest_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let current = digest::DIGEST_VERSION.to_string();
+    if version.as_deref() == Some(current.as_str()) {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM bucket_digests", [])?;
+    tx.execute("UPDATE series SET hash_lo = 0, hash_hi = 0", [])?;
+    let series: Vec<(i64, String, String)> = tx
+        .prepare("SELECT id, symbol, interval FROM series")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, symbol, interval) in series {
+        let key = parse_key(&symbol, &interval)?;
+        let mut deltas = BucketDeltas::new(key.interval);
+        {
+            let sql = format!("SELECT {BAR_COLUMNS} FROM bars WHERE series_id = ?1");
+            let mut stmt = tx.prepare(&sql)?;
+            let mut rows = stmt.query(params![id])?;
+            while let Some(row) = rows.next()? {
+                deltas.add(&bar_from_row(row)?);
+            }
+        }
+        deltas.apply(&tx, id)?;
+    }
+    tx.execute(
+        "INSERT INTO store_meta (key, value) VALUES ('digest_version', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![current],
+    )?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// One page of bars of series `id` after `after` (exclusive) or from `start` (inclusive).
@@ -595,8 +776,8 @@ impl BarStore for SqliteStore {
     async fn overview(&self) -> Result<Vec<SeriesOverview>> {
         self.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT symbol, interval, bar_count, first_ts, last_ts FROM series
-                 WHERE bar_count > 0 ORDER BY symbol, interval",
+                "SELECT symbol, interval, bar_count, first_ts, last_ts, hash_lo, hash_hi
+                 FROM series WHERE bar_count > 0 ORDER BY symbol, interval",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok((
@@ -605,16 +786,19 @@ impl BarStore for SqliteStore {
                     r.get::<_, i64>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (symbol, interval, count, first, last) = row?;
+                let (symbol, interval, count, first, last, lo, hi) = row?;
                 out.push(SeriesOverview {
                     key: parse_key(&symbol, &interval)?,
                     count: count as u64,
                     first: Timestamp(first),
                     last: Timestamp(last),
+                    digest: Digest::from_halves(count as u64, lo, hi),
                 });
             }
             Ok(out)
@@ -625,6 +809,36 @@ impl BarStore for SqliteStore {
     async fn delete(&self, series: &SeriesKey, range: TimeRange) -> Result<u64> {
         let key = series.clone();
         self.with_writer(move |w| w.delete(&key, range)).await
+    }
+
+    async fn bucket_digests(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<Vec<BucketDigest>> {
+        let key = series.clone();
+        let bucketing = DigestBucketing::for_interval(key.interval);
+        let range = bucketing.widen(range);
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with_reader(move |conn| {
+            let Some(id) = lookup_series_id(conn, &key)? else {
+                return Ok(Vec::new());
+            };
+            let mut stmt = conn.prepare_cached(
+                "SELECT bucket, bar_count, hash_lo, hash_hi FROM bucket_digests
+                 WHERE series_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket",
+            )?;
+            let rows = stmt.query_map(params![id, range.start.0, range.end.0], |r| {
+                Ok(BucketDigest {
+                    start: Timestamp(r.get(0)?),
+                    digest: Digest::from_halves(r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     async fn check(&self) -> Result<()> {

@@ -7,7 +7,7 @@ use dms_common::SeriesKey;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Task, TaskCounters, TaskKind, TaskParams, TaskStatus};
-use crate::state::{StateError, StateTables};
+use dms_common::state::{StateError, StateTables};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tasks (

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use dms_common::journal::open_state_connection;
+use crate::journal::open_state_connection;
 use rusqlite::Connection;
 
 /// Why a state table could not be read or written.
