@@ -1,10 +1,10 @@
 //! `run`: the running master. Opens the state file (journal, quarantine) and the bar store,
-//! starts the store applier, the journal retention loop and the start-up imports, serves HTTP,
-//! and on shutdown stops them in order: HTTP and imports first, then the applier drains the
-//! journal into the store, all within `shutdown_timeout`.
+//! starts the store applier, the journal retention loop, the writer of cursor acknowledgements
+//! and the start-up imports, serves HTTP, and on shutdown stops them in order: HTTP and imports
+//! first, then the applier drains the journal into the store, all within `shutdown_timeout`.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dms_common::journal::Journal;
@@ -23,6 +23,9 @@ use crate::source::csv::CsvSource;
 use crate::tasks::manager::{TaskContext, TaskManager};
 use crate::tasks::store::TaskStore;
 use crate::universe::Universe;
+
+/// How often acknowledged cursor positions are written to the state file.
+const ACK_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Runs the master on an already-bound listener until `shutdown` fires. `universe` is the
 /// series list built from `config` (built by the caller, which checks it with the config).
@@ -59,6 +62,15 @@ pub async fn run(
         config.journal.retention_interval.0,
         work_stop.clone(),
     ));
+
+    let ack_flusher = tokio::spawn({
+        let (journal, stop) = (journal.clone(), work_stop.clone());
+        async move {
+            journal
+                .flush_acks_every(ACK_FLUSH_INTERVAL, stop.cancelled_owned())
+                .await
+        }
+    });
 
     let ingestor = Ingestor::new(journal.clone(), quarantine.clone());
     let universe = Arc::new(universe);
@@ -114,6 +126,7 @@ pub async fn run(
         tracing::warn!("start-up import did not stop in time; its journaled part is kept");
     }
     let _ = retention.await;
+    let _ = ack_flusher.await;
     if tokio::time::timeout(remaining(), task_runner)
         .await
         .is_err()
