@@ -17,8 +17,5 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== build binaries (the end-to-end tests run them as processes)"
-cargo build --workspace --bins --locked
-
 echo "== tests"
 cargo test --workspace --locked

@@ -71,13 +71,10 @@ async fn an_import_killed_halfway_resumes_without_refetching_finished_series() {
         r#"{"start_date": "2024-01-01", "end_date": "2024-04-01"}"#,
     )
     .await;
-    loop {
-        let (_, t) = master.get(&format!("/api/data/tasks/{id}")).await.unwrap();
-        if t["data"]["counters"]["series_done"].as_u64().unwrap_or(0) >= 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    master
+        .wait_series_done(&id, 200, Duration::from_secs(60))
+        .await
+        .unwrap();
     master
         .stop(Signal::SIGKILL, Duration::from_secs(5))
         .unwrap();

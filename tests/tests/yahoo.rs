@@ -379,16 +379,10 @@ async fn a_cancelled_task_stops_within_two_seconds_and_tasks_run_one_at_a_time()
     let first = first["task_id"].as_str().unwrap().to_owned();
     let second = second["task_id"].as_str().unwrap().to_owned();
     // Wait until the import is under way.
-    loop {
-        let (_, t) = master
-            .get(&format!("/api/data/tasks/{first}"))
-            .await
-            .unwrap();
-        if t["data"]["counters"]["series_done"].as_u64().unwrap_or(0) >= 10 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    master
+        .wait_series_done(&first, 10, Duration::from_secs(30))
+        .await
+        .unwrap();
     let (_, t) = master
         .get(&format!("/api/data/tasks/{second}"))
         .await
@@ -468,10 +462,11 @@ async fn data_endpoints_page_bars_as_json_and_csv_and_the_cache_follows_writes()
     )
     .await;
 
-    // Pages of 20 follow `next_start`.
+    // Pages of 20 follow `next_start`: 49 bars are 3 pages.
     let mut seen = Vec::new();
     let mut path = "/api/data/bars?symbol=AAPL&interval=1d&limit=20".to_owned();
-    loop {
+    for pages in 1.. {
+        assert!(pages <= 3, "paging does not end: page {pages} is {path}");
         let (code, page) = master.get(&path).await.unwrap();
         assert_eq!(code, 200, "{page}");
         let data = page["data"].as_array().unwrap();

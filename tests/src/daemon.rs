@@ -1,0 +1,235 @@
+//! [`DaemonProcess`]: one DMS daemon running as a child process, and what every daemon's test
+//! wrapper needs from it: starting it from a fresh build ([`DaemonCommand`]), waiting until its
+//! `/readyz` answers, HTTP on loopback, signals, its log, and killing it on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::{Check, binary, wait_until};
+
+/// How long a daemon may take from spawn to a successful `/readyz`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How [`DaemonProcess::kill`] waits for the process to go.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to start a daemon: a binary of a workspace package, its arguments and environment.
+#[derive(Debug, Clone)]
+pub struct DaemonCommand {
+    package: String,
+    bin: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl DaemonCommand {
+    /// Binary `bin` of workspace package `package`, built as [`binary`] does.
+    pub fn new(package: &str, bin: &str) -> DaemonCommand {
+        DaemonCommand {
+            package: package.to_owned(),
+            bin: bin.to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Adds command-line arguments.
+    pub fn args(mut self, args: &[&str]) -> DaemonCommand {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Adds environment variables (`RUST_LOG` is `info` unless set here).
+    pub fn envs(mut self, env: &[(&str, &str)]) -> DaemonCommand {
+        self.env
+            .extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self
+    }
+
+    /// Starts the daemon in `workdir`, its stderr going to `workdir/<bin>-<port>.log`, and
+    /// returns once `GET /readyz` on `port` answers 2xx. Fails, with the log, if the daemon
+    /// exits first or is not ready within 30 s.
+    pub async fn start(self, workdir: &Path, port: u16) -> Result<DaemonProcess> {
+        let (package, bin) = (self.package.clone(), self.bin.clone());
+        // The first call builds the package: off the runtime's worker threads.
+        let path = tokio::task::spawn_blocking(move || binary(&package, &bin)).await??;
+        let log = workdir.join(format!("{}-{port}.log", self.bin));
+        let child = Command::new(path)
+            .args(&self.args)
+            .current_dir(workdir)
+            .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("spawn {}", self.bin))?;
+        let mut daemon = DaemonProcess {
+            bin: self.bin,
+            child: Some(child),
+            port,
+            workdir: workdir.to_path_buf(),
+            log,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+        };
+        daemon.wait_ready().await?;
+        Ok(daemon)
+    }
+}
+
+/// A running daemon; killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct DaemonProcess {
+    bin: String,
+    child: Option<Child>,
+    /// The HTTP port on loopback.
+    pub port: u16,
+    /// Where it runs.
+    pub workdir: PathBuf,
+    /// Its stderr (the log).
+    pub log: PathBuf,
+    client: reqwest::Client,
+}
+
+impl DaemonProcess {
+    async fn wait_ready(&mut self) -> Result<()> {
+        let (bin, child, client) = (&self.bin, &mut self.child, &self.client);
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        let ready = wait_until(&format!("{bin} to be ready"), READY_TIMEOUT, async || {
+            if let Some(status) = child.as_mut().map(Child::try_wait).transpose()?.flatten() {
+                bail!("{bin} exited with {status} before it was ready");
+            }
+            Ok(match client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => Check::Ready(()),
+                Ok(r) => Check::Waiting(format!(
+                    "/readyz answered {}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                )),
+                Err(e) => Check::Waiting(format!("/readyz: {e}")),
+            })
+        })
+        .await;
+        ready.map_err(|e| self.with_log(&e))
+    }
+
+    /// The binary's name.
+    pub fn name(&self) -> &str {
+        &self.bin
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// GET `path`; returns the status code and the JSON body.
+    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
+        let r = self.client.get(self.url(path)).send().await?;
+        let code = r.status().as_u16();
+        let body = r
+            .json()
+            .await
+            .with_context(|| format!("GET {path} answered {code} without a JSON body"))?;
+        Ok((code, body))
+    }
+
+    /// POST `path` with a JSON body (raw text, to test bad input too).
+    pub async fn post(&self, path: &str, body: &str) -> Result<(u16, Value)> {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await?;
+        let code = r.status().as_u16();
+        let body = r
+            .json()
+            .await
+            .with_context(|| format!("POST {path} answered {code} without a JSON body"))?;
+        Ok((code, body))
+    }
+
+    /// GET `path` as text.
+    pub async fn get_text(&self, path: &str) -> Result<(u16, String)> {
+        let r = self.client.get(self.url(path)).send().await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
+    /// [`wait_until`] with this daemon's log added to a failure.
+    pub async fn wait_until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        probe: impl AsyncFnMut() -> Result<Check<T>>,
+    ) -> Result<T> {
+        let waited = wait_until(what, timeout, probe).await;
+        waited.map_err(|e| self.with_log(&e))
+    }
+
+    /// Sends `signal` and waits for the process to exit; returns its status and how long it
+    /// took. Fails, with the log, if it still runs after `timeout`.
+    pub fn stop(&mut self, signal: Signal, timeout: Duration) -> Result<(ExitStatus, Duration)> {
+        let child = self
+            .child
+            .as_mut()
+            .with_context(|| format!("{} already stopped", self.bin))?;
+        let pid = Pid::from_raw(i32::try_from(child.id())?);
+        let started = Instant::now();
+        kill(pid, signal)?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok((status, started.elapsed()));
+            }
+            if started.elapsed() > timeout {
+                let e = anyhow!("{} still running {timeout:?} after {signal}", self.bin);
+                return Err(self.with_log(&e));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: the process dies at once, with no chance to clean up; returns its status.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        Ok(self.stop(Signal::SIGKILL, KILL_TIMEOUT)?.0)
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `e` followed by the log, which usually says why.
+    fn with_log(&self, e: &anyhow::Error) -> anyhow::Error {
+        anyhow!(
+            "{e:#}\n--- {} log ({}) ---\n{}",
+            self.bin,
+            self.log.display(),
+            self.log_text()
+        )
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
