@@ -292,6 +292,83 @@ fn apply_override(root: &mut Value, var: &str, raw: &str) -> Result<String, Stri
     Ok(key)
 }
 
+/// A secret (token, password) from the config: never printed. Its `Debug` and its serialized
+/// form (what `check-config` prints) are `"<redacted>"`.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// A bearer token given inline (`token`, e.g. from `DMS_..._TOKEN` overrides) or in a file
+/// (`token_file`, the file's content without surrounding whitespace).
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The token itself. Prefer `token_file`; never printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// A file holding the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl TokenConfig {
+    /// The token, reading `token_file` if set; `None` when neither is given. `key` names the
+    /// config section in errors.
+    pub fn resolve(&self, key: &str) -> Result<Option<Secret>, ConfigIssue> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => Err(ConfigIssue::new(
+                key,
+                "give either `token` or `token_file`, not both",
+            )),
+            (Some(t), None) if t.0.trim().is_empty() => Err(ConfigIssue::new(
+                format!("{key}.token"),
+                "must not be empty",
+            )),
+            (Some(t), None) => Ok(Some(Secret(t.0.trim().to_owned()))),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigIssue::new(
+                        format!("{key}.token_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let t = text.trim();
+                if t.is_empty() {
+                    return Err(ConfigIssue::new(
+                        format!("{key}.token_file"),
+                        format!("{} is empty", path.display()),
+                    ));
+                }
+                Ok(Some(Secret(t.to_owned())))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 /// A duration written as `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`, or a plain
 /// number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

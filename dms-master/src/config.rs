@@ -46,6 +46,58 @@ pub struct MasterConfig {
     /// How long shutdown waits for in-flight work (the store applier draining the journal).
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: ConfigDuration,
+    /// Replication to replicas over gRPC (served on `http.listen`).
+    #[serde(default)]
+    pub replication: ReplicationConfig,
+}
+
+/// Replication settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// The bearer token replicas must present (prefer `token_file`; also settable as
+    /// `DMS_REPLICATION__TOKEN`). Without a token, any client may replicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<config::Secret>,
+    /// A file holding the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// A heartbeat goes to an idle replica this often; replicas notice a dead link by their
+    /// absence.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_interval: ConfigDuration,
+    /// Most journal payload sent to one replica and not yet acknowledged (flow control).
+    #[serde(default = "default_unacked")]
+    pub max_unacked_bytes: ByteSize,
+}
+
+fn default_heartbeat() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(1))
+}
+fn default_unacked() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            token: None,
+            token_file: None,
+            heartbeat_interval: default_heartbeat(),
+            max_unacked_bytes: default_unacked(),
+        }
+    }
+}
+
+impl ReplicationConfig {
+    /// The token replicas must present, if one is configured.
+    pub fn resolve_token(&self) -> Result<Option<config::Secret>, ConfigIssue> {
+        config::TokenConfig {
+            token: self.token.clone(),
+            token_file: self.token_file.clone(),
+        }
+        .resolve("replication")
+    }
 }
 
 fn default_shutdown_timeout() -> ConfigDuration {
@@ -303,6 +355,7 @@ impl Default for MasterConfig {
             watchlists: Vec::new(),
             tasks: TasksConfig::default(),
             shutdown_timeout: default_shutdown_timeout(),
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -342,6 +395,15 @@ impl Validate for MasterConfig {
         }
         if self.shutdown_timeout.0.is_zero() {
             issues.push(ConfigIssue::new("shutdown_timeout", "must be more than 0s"));
+        }
+        if let Err(issue) = self.replication.resolve_token() {
+            issues.push(issue);
+        }
+        if self.replication.heartbeat_interval.0.is_zero() {
+            issues.push(ConfigIssue::new(
+                "replication.heartbeat_interval",
+                "must be more than 0s",
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, source) in self.sources.iter().enumerate() {

@@ -132,7 +132,9 @@ impl BarsCache {
 }
 
 /// The router with every endpoint.
-pub fn router(state: ApiState) -> Router {
+/// The REST routes merged with `extra` (gRPC services, the node API), which must have no
+/// fallback of their own.
+pub fn router(state: ApiState, extra: Router) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -150,6 +152,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/data/actions", get(actions))
         .fallback(not_found)
         .with_state(state)
+        .merge(extra)
 }
 
 /// An error response in the API envelope.

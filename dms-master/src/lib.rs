@@ -19,6 +19,8 @@
 //! - [`ingest`]: [`ingest::Ingestor`], validate then journal.
 //! - [`applier`]: the store applier that follows the journal into the bar store.
 //! - [`import`]: importing a whole source once.
+//! - [`replication`]: the `dms.v1.Replication` gRPC service, replica sessions and the node
+//!   registry with its sync history.
 //! - [`http`]: health, readiness and the REST API.
 //! - [`server`]: wiring all of it into a running master with one shutdown.
 
@@ -31,6 +33,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod quarantine;
+pub mod replication;
 pub mod server;
 pub mod source;
 pub mod tasks;

@@ -19,6 +19,9 @@ use crate::http::{self, ApiState, BarsCache};
 use crate::import::{self, ImportSummary};
 use crate::ingest::Ingestor;
 use crate::quarantine::Quarantine;
+use crate::replication::api::NodesApi;
+use crate::replication::nodes::NodeRegistry;
+use crate::replication::{self, ReplicationContext, ReplicationService, StreamOptions};
 use crate::source::csv::CsvSource;
 use crate::tasks::manager::{TaskContext, TaskManager};
 use crate::tasks::store::TaskStore;
@@ -108,9 +111,35 @@ pub async fn run(
         tasks,
         bars_cache: Arc::new(BarsCache::new(256, 64 << 20)),
     };
+    let nodes = NodeRegistry::open(&config.state.path)?;
+    let token = config
+        .replication
+        .resolve_token()
+        .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
+    let replication = ReplicationService::new(ReplicationContext {
+        journal: journal.clone(),
+        store: store.clone(),
+        store_applied: applier.applied(),
+        nodes: nodes.clone(),
+        token: token.map(|t| Arc::from(t.expose())),
+        options: StreamOptions {
+            heartbeat: config.replication.heartbeat_interval.0,
+            max_unacked_bytes: config.replication.max_unacked_bytes.0,
+            ..StreamOptions::default()
+        },
+        shutdown: shutdown.clone(),
+    });
+    let extra = replication::grpc_router(replication)
+        .await?
+        .merge(replication::api::router(NodesApi {
+            nodes,
+            journal: journal.clone(),
+            store: store.clone(),
+            store_applied: applier.applied(),
+        }));
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "HTTP listening");
-    let serve = axum::serve(listener, http::router(state))
+    tracing::info!(%addr, "HTTP and gRPC listening");
+    let serve = axum::serve(listener, http::router(state, extra))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let serve_result = serve.await;
     let started = Instant::now();

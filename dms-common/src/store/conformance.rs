@@ -40,6 +40,7 @@ pub const CASES: &[&str] = &[
     "readers_see_whole_batches_while_a_writer_writes",
     "series_are_kept_apart",
     "a_repeated_time_in_one_batch_keeps_the_later_bar",
+    "replace_range_leaves_exactly_the_given_bars",
 ];
 
 /// One test per conformance case, each on a fresh store from `$make` (an async fn taking the
@@ -61,6 +62,7 @@ macro_rules! store_conformance_tests {
             readers_see_whole_batches_while_a_writer_writes,
             series_are_kept_apart,
             a_repeated_time_in_one_batch_keeps_the_later_bar,
+            replace_range_leaves_exactly_the_given_bars,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -119,6 +121,9 @@ pub async fn run_case(case: &str, store: SharedStore) {
         "series_are_kept_apart" => series_are_kept_apart(store).await,
         "a_repeated_time_in_one_batch_keeps_the_later_bar" => {
             a_repeated_time_in_one_batch_keeps_the_later_bar(store).await
+        }
+        "replace_range_leaves_exactly_the_given_bars" => {
+            replace_range_leaves_exactly_the_given_bars(store).await
         }
         other => panic!("unknown conformance case {other}"),
     }
@@ -693,4 +698,53 @@ async fn a_repeated_time_in_one_batch_keeps_the_later_bar(store: SharedStore) {
     assert_eq!(stored.len(), 9);
     assert_eq!(stored[8].volume, last.volume + 1.0);
     assert_digests_current(&*store, &k, "after repeated times").await;
+}
+
+/// "Delete a range then write bars" leaves exactly those bars: stale bars and stale optional
+/// fields go, bars outside the range stay, and digests stay current.
+async fn replace_range_leaves_exactly_the_given_bars(store: SharedStore) {
+    let k = key("REPL", Interval::D1);
+    let mut stored = bars(0..30, 50.0);
+    stored[12].adj_close = Some(49.0);
+    upsert(&*store, &k, stored.clone()).await;
+    let range = TimeRange::new(daily(10), daily(20));
+    // The replacement: day 11 and 15 missing, day 12 without its adj_close, day 13 changed.
+    let mut replacement: Vec<Bar> = stored[10..20]
+        .iter()
+        .filter(|b| b.ts != daily(11) && b.ts != daily(15))
+        .copied()
+        .collect();
+    replacement[1].adj_close = None;
+    replacement[2].close += 0.5;
+    replacement[2].high += 0.5;
+    store
+        .replace_range(&k, range, replacement.clone())
+        .await
+        .expect("replace succeeds");
+    let mut expected: Vec<Bar> = stored[..10].to_vec();
+    expected.extend(replacement.iter().copied());
+    expected.extend(stored[20..].iter().copied());
+    assert_same_bars(
+        &read_all(&*store, &k, TimeRange::all()).await,
+        &expected,
+        "replaced",
+    );
+    assert_eq!(store.overview().await.unwrap()[0].count, 28);
+    assert_digests_current(&*store, &k, "after a replace").await;
+    // A bar outside the range is refused and changes nothing.
+    let outside = vec![bar(25, 1.0)];
+    assert!(store.replace_range(&k, range, outside).await.is_err());
+    assert_same_bars(
+        &read_all(&*store, &k, TimeRange::all()).await,
+        &expected,
+        "refused",
+    );
+    // Replacing into a series that does not exist yet creates it.
+    let fresh = key("FRESH", Interval::D1);
+    store
+        .replace_range(&fresh, TimeRange::all(), bars(0..5, 5.0))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&*store, &fresh, TimeRange::all()).await.len(), 5);
+    assert_digests_current(&*store, &fresh, "after a replace into a new series").await;
 }

@@ -251,6 +251,30 @@ impl DigestBuilder {
     }
 }
 
+/// Pairs two bucket lists by start; a bucket missing on one side has an empty digest there.
+pub fn compare_buckets(
+    ours: &[BucketDigest],
+    theirs: &[BucketDigest],
+) -> std::collections::BTreeMap<Timestamp, (Digest, Digest)> {
+    let mut all: std::collections::BTreeMap<Timestamp, (Digest, Digest)> = Default::default();
+    for b in ours {
+        all.entry(b.start).or_default().0 = b.digest;
+    }
+    for b in theirs {
+        all.entry(b.start).or_default().1 = b.digest;
+    }
+    all
+}
+
+/// The starts of the buckets whose digests differ between two lists.
+pub fn differing_buckets(ours: &[BucketDigest], theirs: &[BucketDigest]) -> Vec<Timestamp> {
+    compare_buckets(ours, theirs)
+        .into_iter()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(start, _)| start)
+        .collect()
+}
+
 /// The digest of a whole series: the sum of its buckets.
 pub fn total(buckets: &[BucketDigest]) -> Digest {
     let mut d = Digest::default();

@@ -159,6 +159,21 @@ pub trait BarStore: Send + Sync + std::fmt::Debug + 'static {
     /// Removes the bars of `series` in `range`; returns how many were removed.
     async fn delete(&self, series: &SeriesKey, range: TimeRange) -> Result<u64>;
 
+    /// Makes `bars` exactly what `series` holds in `range`: bars in the range that are not in
+    /// `bars` go, the others are upserted. Bars outside the range are an error. A backend with
+    /// transactions does it in one, so readers never see the range empty; the default deletes
+    /// then upserts.
+    async fn replace_range(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+        bars: Vec<Bar>,
+    ) -> Result<UpsertStats> {
+        check_in_range(series, range, &bars)?;
+        self.delete(series, range).await?;
+        self.upsert(&[SeriesBars::new(series.clone(), bars)]).await
+    }
+
     /// The digests of the buckets of `series` that overlap `range` (whole buckets, as cut by
     /// [`DigestBucketing::for_interval`]), in order. Buckets without bars are left out. The
     /// default reads the bars and hashes them; a backend that keeps digests current answers
@@ -194,4 +209,15 @@ pub async fn compute_bucket_digests<S: BarStore + ?Sized>(
         }
     }
     Ok(builder.finish())
+}
+
+/// Checks that every bar of a [`BarStore::replace_range`] lies in its range.
+pub fn check_in_range(series: &SeriesKey, range: TimeRange, bars: &[Bar]) -> Result<()> {
+    match bars.iter().find(|b| !range.contains(b.ts)) {
+        Some(b) => Err(StoreError::Invalid(format!(
+            "replace of {series} in {range}: bar at {} is outside the range",
+            b.ts
+        ))),
+        None => Ok(()),
+    }
 }

@@ -338,41 +338,68 @@ impl Writer {
             return Ok(0);
         }
         let tx = self.conn.transaction()?;
-        // The removed bars' hashes come out of their buckets' digests.
-        let mut deltas = BucketDeltas::new(key.interval);
-        {
-            let sql = format!(
-                "SELECT {BAR_COLUMNS} FROM bars WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3"
-            );
-            let mut stmt = tx.prepare_cached(&sql)?;
-            let mut rows = stmt.query(params![id, range.start.0, range.end.0])?;
-            while let Some(row) = rows.next()? {
-                deltas.remove(&bar_from_row(row)?);
-            }
-        }
-        let n = tx.execute(
-            "DELETE FROM bars WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3",
-            params![id, range.start.0, range.end.0],
-        )?;
-        deltas.apply(&tx, id)?;
-        if n > 0 {
-            tx.execute(
-                "UPDATE series SET bar_count = bar_count - ?2,
-                    first_ts = (SELECT min(ts) FROM bars WHERE series_id = ?1),
-                    last_ts = (SELECT max(ts) FROM bars WHERE series_id = ?1)
-                 WHERE id = ?1",
-                params![id, n as i64],
-            )?;
-        }
-        let last_ts: Option<i64> = tx.query_row(
-            "SELECT last_ts FROM series WHERE id = ?1",
-            params![id],
-            |r| r.get(0),
-        )?;
+        let (n, last_ts) = delete_in(&tx, id, key.interval, range)?;
         tx.commit()?;
         self.series.insert(key.clone(), SeriesMeta { id, last_ts });
-        Ok(n as u64)
+        Ok(n)
     }
+
+    /// Deletes `range` and upserts `bars` in one transaction.
+    fn replace(&mut self, key: &SeriesKey, range: TimeRange, bars: &[Bar]) -> Result<UpsertStats> {
+        let tx = self.conn.transaction()?;
+        let id = match self.series.get(key) {
+            Some(meta) => meta.id,
+            None => create_series(&tx, key)?,
+        };
+        let (_, last_ts) = delete_in(&tx, id, key.interval, range)?;
+        let mut deltas = BucketDeltas::new(key.interval);
+        let (stats, last_ts) = upsert_series(&tx, SeriesMeta { id, last_ts }, bars, &mut deltas)?;
+        deltas.apply(&tx, id)?;
+        tx.commit()?;
+        self.series.insert(key.clone(), SeriesMeta { id, last_ts });
+        Ok(stats)
+    }
+}
+
+/// Deletes the bars of series `id` in `range` inside `tx`, keeping counts, bounds and digests;
+/// returns how many went and the series' last ts afterwards.
+fn delete_in(
+    tx: &Transaction<'_>,
+    id: i64,
+    interval: Interval,
+    range: TimeRange,
+) -> Result<(u64, Option<i64>)> {
+    // The removed bars' hashes come out of their buckets' digests.
+    let mut deltas = BucketDeltas::new(interval);
+    if !range.is_empty() {
+        let sql =
+            format!("SELECT {BAR_COLUMNS} FROM bars WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3");
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![id, range.start.0, range.end.0])?;
+        while let Some(row) = rows.next()? {
+            deltas.remove(&bar_from_row(row)?);
+        }
+    }
+    let n = tx.execute(
+        "DELETE FROM bars WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3",
+        params![id, range.start.0, range.end.0],
+    )?;
+    deltas.apply(tx, id)?;
+    if n > 0 {
+        tx.execute(
+            "UPDATE series SET bar_count = bar_count - ?2,
+                first_ts = (SELECT min(ts) FROM bars WHERE series_id = ?1),
+                last_ts = (SELECT max(ts) FROM bars WHERE series_id = ?1)
+             WHERE id = ?1",
+            params![id, n as i64],
+        )?;
+    }
+    let last_ts: Option<i64> = tx.query_row(
+        "SELECT last_ts FROM series WHERE id = ?1",
+        params![id],
+        |r| r.get(0),
+    )?;
+    Ok((n as u64, last_ts))
 }
 
 fn create_series(tx: &Transaction<'_>, key: &SeriesKey) -> Result<i64> {
@@ -839,6 +866,18 @@ impl BarStore for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
+    }
+
+    async fn replace_range(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+        bars: Vec<Bar>,
+    ) -> Result<UpsertStats> {
+        super::check_in_range(series, range, &bars)?;
+        let key = series.clone();
+        self.with_writer(move |w| w.replace(&key, range, &bars))
+            .await
     }
 
     async fn check(&self) -> Result<()> {

@@ -1,0 +1,289 @@
+//! The master's side of replication: the `dms.v1.Replication` gRPC service.
+//!
+//! - [`ReplicationService`] answers `Subscribe` with a [`session`] per replica that streams the
+//!   journal from the replica's cursor, and serves repair: `ListSeries` (every series with its
+//!   digest), `Digests` (bucket digests of many series) and `PullRange` (bars of a range).
+//! - [`nodes`]: [`nodes::NodeRegistry`], the replicas the master knows, their live state and
+//!   their sync history.
+//! - [`verify`]: compares a replica's digests with the master's.
+//! - [`api`]: the REST view, `/api/nodes`.
+//! - [`grpc_router`]: this service, gRPC health and reflection as routes beside the REST API.
+//!
+//! Every call needs `authorization: Bearer <token>` when a token is configured. Each replica
+//! follows the journal with its own cursor (`replica:<node id>`), moved by its acks, so the
+//! journal keeps what a replica still needs up to the retention limits.
+
+pub mod api;
+pub mod nodes;
+pub mod session;
+pub mod verify;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dms_common::journal::{Journal, Seq};
+use dms_common::pb::replication_server::{Replication, ReplicationServer};
+use dms_common::pb::{self, replica_message};
+use dms_common::store::digest::DIGEST_VERSION;
+use dms_common::store::{DigestBucketing, SharedStore, StoreError};
+use dms_common::{SeriesKey, TimeRange};
+use futures::{Stream, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status, Streaming};
+
+use self::nodes::{NodeRegistry, validate_node_id};
+use self::session::Session;
+
+/// Limits of the change stream.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamOptions {
+    /// A heartbeat is sent after this long without other messages.
+    pub heartbeat: Duration,
+    /// Most journal entries sent and not yet acknowledged.
+    pub max_unacked_entries: u64,
+    /// About the most journal payload bytes sent and not yet acknowledged.
+    pub max_unacked_bytes: u64,
+    /// About the most payload bytes in one message.
+    pub message_bytes: u64,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            heartbeat: Duration::from_secs(1),
+            max_unacked_entries: 4_096,
+            max_unacked_bytes: 64 << 20,
+            message_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Most bars in one `PullRange` page.
+const MAX_PAGE: usize = 50_000;
+/// Most series in one `Digests` call.
+const MAX_DIGEST_SERIES: usize = 10_000;
+
+/// What the service needs from the running master.
+#[derive(Debug, Clone)]
+pub struct ReplicationContext {
+    pub journal: Journal,
+    pub store: SharedStore,
+    /// The last journal seq the primary store applied.
+    pub store_applied: watch::Receiver<Seq>,
+    pub nodes: NodeRegistry,
+    /// The bearer token replicas must present, if any.
+    pub token: Option<Arc<str>>,
+    pub options: StreamOptions,
+    /// Fires when the master shuts down: open sessions end.
+    pub shutdown: CancellationToken,
+}
+
+/// The `dms.v1.Replication` service.
+#[derive(Debug, Clone)]
+pub struct ReplicationService {
+    ctx: ReplicationContext,
+}
+
+impl ReplicationService {
+    pub fn new(ctx: ReplicationContext) -> Self {
+        ReplicationService { ctx }
+    }
+
+    /// The tonic server for this service, with compression on.
+    pub fn into_server(self) -> ReplicationServer<ReplicationService> {
+        ReplicationServer::new(self)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(16 << 20)
+    }
+
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        authorize(self.ctx.token.as_deref(), req.metadata())
+    }
+}
+
+/// Checks `authorization: Bearer <token>` against `token` (nothing to check when `None`).
+pub fn authorize(token: Option<&str>, md: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+    let Some(token) = token else { return Ok(()) };
+    let presented = md
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => Err(Status::unauthenticated(
+            "a bearer token is required (authorization: Bearer <token>)",
+        )),
+        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(Status::unauthenticated("the bearer token is not valid")),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn store_status(e: &StoreError) -> Status {
+    if e.is_transient() {
+        Status::unavailable(format!("the master's store is unavailable: {e}"))
+    } else {
+        Status::internal(format!("the master's store failed: {e}"))
+    }
+}
+
+fn series_key(k: Option<&pb::SeriesKey>) -> Result<SeriesKey, Status> {
+    let k = k.ok_or_else(|| Status::invalid_argument("field `series` is missing"))?;
+    SeriesKey::try_from(k).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Replication for ReplicationService {
+    type SubscribeStream = BoxStream<pb::MasterMessage>;
+    type PullRangeStream = BoxStream<pb::BarPage>;
+
+    async fn subscribe(
+        &self,
+        req: Request<Streaming<pb::ReplicaMessage>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.authorize(&req)?;
+        let mut inbound = req.into_inner();
+        let hello = match inbound.message().await? {
+            Some(pb::ReplicaMessage {
+                msg: Some(replica_message::Msg::Hello(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of Subscribe must be a Hello",
+                ));
+            }
+        };
+        validate_node_id(&hello.node_id).map_err(Status::invalid_argument)?;
+        if hello.digest_version != u32::from(DIGEST_VERSION) {
+            return Err(Status::failed_precondition(format!(
+                "the replica computes digest version {}, the master {DIGEST_VERSION}; upgrade the older one",
+                hello.digest_version
+            )));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let session = Session::new(self.ctx.clone(), hello, inbound, tx);
+        tokio::spawn(session.run());
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn pull_range(
+        &self,
+        req: Request<pb::PullRangeRequest>,
+    ) -> Result<Response<Self::PullRangeStream>, Status> {
+        self.authorize(&req)?;
+        let req = req.into_inner();
+        let key = series_key(req.series.as_ref())?;
+        let range = req
+            .range
+            .as_ref()
+            .map(TimeRange::from)
+            .ok_or_else(|| Status::invalid_argument("field `range` is missing"))?;
+        let page = match req.page_size as usize {
+            0 => dms_common::store::DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE),
+        };
+        let pages = self.ctx.store.read_paged(&key, range, page).map(|page| {
+            page.map(|bars| pb::BarPage {
+                bars: bars.iter().map(pb::Bar::from).collect(),
+            })
+            .map_err(|e| store_status(&e))
+        });
+        Ok(Response::new(Box::pin(pages)))
+    }
+
+    async fn digests(
+        &self,
+        req: Request<pb::DigestsRequest>,
+    ) -> Result<Response<pb::DigestsResponse>, Status> {
+        self.authorize(&req)?;
+        let req = req.into_inner();
+        if req.series.len() > MAX_DIGEST_SERIES {
+            return Err(Status::invalid_argument(format!(
+                "field `series`: at most {MAX_DIGEST_SERIES} series per call, got {}",
+                req.series.len()
+            )));
+        }
+        let range = req.range.as_ref().map_or(TimeRange::all(), TimeRange::from);
+        let mut out = Vec::with_capacity(req.series.len());
+        for k in &req.series {
+            let key = series_key(Some(k))?;
+            let buckets = self
+                .ctx
+                .store
+                .bucket_digests(&key, range)
+                .await
+                .map_err(|e| store_status(&e))?;
+            out.push(series_digests(&key, &buckets));
+        }
+        Ok(Response::new(pb::DigestsResponse {
+            series: out,
+            digest_version: DIGEST_VERSION.into(),
+        }))
+    }
+
+    async fn list_series(
+        &self,
+        req: Request<pb::ListSeriesRequest>,
+    ) -> Result<Response<pb::ListSeriesResponse>, Status> {
+        self.authorize(&req)?;
+        // Read before the listing: the store holds at least this much when it is read.
+        let store_applied = *self.ctx.store_applied.borrow();
+        let overview = self
+            .ctx
+            .store
+            .overview()
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(Response::new(pb::ListSeriesResponse {
+            series: overview.iter().map(pb::SeriesSummary::from).collect(),
+            history_id: self.ctx.journal.history_id().0.clone(),
+            store_applied: store_applied.0,
+            head: self.ctx.journal.head().0,
+            digest_version: DIGEST_VERSION.into(),
+        }))
+    }
+}
+
+/// The protobuf form of the bucket digests of one series.
+pub fn series_digests(
+    key: &SeriesKey,
+    buckets: &[dms_common::store::BucketDigest],
+) -> pb::SeriesDigests {
+    pb::SeriesDigests {
+        series: Some(key.into()),
+        bucket_secs: DigestBucketing::for_interval(key.interval).width_secs,
+        buckets: buckets.iter().map(pb::BucketDigest::from).collect(),
+    }
+}
+
+/// The gRPC services as axum routes (one per service path, no fallback), to merge with the REST
+/// router on the same listener: replication, `grpc.health.v1` and server reflection.
+pub async fn grpc_router(service: ReplicationService) -> anyhow::Result<axum::Router> {
+    use tonic::server::NamedService;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ReplicationServer<ReplicationService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    fn path<S: NamedService>(_: &S) -> String {
+        format!("/{}/{{*method}}", S::NAME)
+    }
+    let server = service.into_server();
+    Ok(axum::Router::new()
+        .route_service(&path(&server), server)
+        .route_service(&path(&health_service), health_service)
+        .route_service(&path(&reflection), reflection))
+}
