@@ -14,6 +14,7 @@
 //!   conformance suite every backend passes.
 //! - [`journal`]: the durable change log with cursors and retention.
 //! - [`state`]: [`state::StateTables`], a connection to a group of tables in the local state file.
+//! - [`read_api`]: parsing and answering the bar reads both daemons serve over HTTP.
 //! - [`config`]: YAML + environment config loading with errors that name the key.
 //! - [`telemetry`]: log setup.
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod interval;
 pub mod journal;
 pub mod pb;
+pub mod read_api;
 pub mod state;
 pub mod store;
 pub mod symbol;

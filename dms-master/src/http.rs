@@ -19,11 +19,10 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::NaiveDate;
 use dms_common::journal::Journal;
+use dms_common::read_api::{self, SeriesQuery};
 use dms_common::store::SharedStore;
-use dms_common::{Bar, Interval, SeriesKey, Symbol, TimeRange, Timestamp};
-use futures::TryStreamExt;
+use dms_common::{Interval, SeriesKey, Symbol, Timestamp};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -36,7 +35,7 @@ use crate::tasks::manager::{SubmitError, TaskManager};
 use crate::tasks::{TaskKind, TaskParams, TaskStatus};
 
 /// Most bars one `/api/data/bars` page returns.
-pub const MAX_PAGE_BARS: usize = 100_000;
+pub use dms_common::read_api::MAX_PAGE_BARS;
 /// Most series one request may select with `limit`.
 pub const MAX_TASK_LIMIT: usize = 1_000_000;
 
@@ -277,15 +276,7 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
 
 /// A date (`2024-01-31`) or a date-time (RFC 3339) in a request.
 fn parse_when(field: &str, raw: &str) -> Result<Timestamp, Response> {
-    if let Ok(d) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        return Ok(Timestamp::from_date(d));
-    }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
-        return Ok(Timestamp(t.timestamp()));
-    }
-    Err(bad_request(format!(
-        "field `{field}`: {raw:?} is not a date (YYYY-MM-DD) or an RFC 3339 date-time"
-    )))
+    read_api::parse_when(field, raw).map_err(bad_request)
 }
 
 fn parse_symbols(raw: Option<Vec<String>>) -> Result<Option<Vec<Symbol>>, Response> {
@@ -574,31 +565,8 @@ async fn cancel_task(State(s): State<ApiState>, Path(id): Path<String>) -> Respo
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct SeriesQuery {
-    symbol: Option<String>,
-    interval: Option<String>,
-    start: Option<String>,
-    end: Option<String>,
-    limit: Option<String>,
-    format: Option<String>,
-}
-
 fn series_key(q: &SeriesQuery) -> Result<SeriesKey, Response> {
-    let raw = q
-        .symbol
-        .as_deref()
-        .ok_or_else(|| bad_request("parameter `symbol` is required"))?;
-    let symbol = Symbol::new(raw).map_err(|e| bad_request(format!("parameter `symbol`: {e}")))?;
-    let interval = parse_interval("interval", q.interval.as_deref())
-        .map_err(|_| {
-            bad_request(format!(
-                "parameter `interval`: {:?} is not one of 1m 5m 15m 30m 1h 1d 1wk 1mo",
-                q.interval.as_deref().unwrap_or("")
-            ))
-        })?
-        .unwrap_or(Interval::D1);
-    Ok(SeriesKey::new(symbol, interval))
+    q.series_key().map_err(bad_request)
 }
 
 async fn gaps(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Response {
@@ -685,103 +653,33 @@ async fn actions(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Res
 }
 
 async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Response {
-    let key = match series_key(&q) {
-        Ok(k) => k,
-        Err(e) => return e,
+    let req = match q.bars_request() {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
     };
-    let start = match q
-        .start
-        .as_deref()
-        .map(|d| parse_when("start", d))
-        .transpose()
-    {
-        Ok(t) => t.unwrap_or(Timestamp(i64::MIN)),
-        Err(e) => return e,
-    };
-    let end = match q.end.as_deref().map(|d| parse_when("end", d)).transpose() {
-        Ok(t) => t.unwrap_or(Timestamp(i64::MAX)),
-        Err(e) => return e,
-    };
-    if end <= start {
-        return bad_request("parameter `end` must be after `start`");
-    }
-    let limit = match q.limit.as_deref() {
-        None => 10_000,
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(l) if (1..=MAX_PAGE_BARS).contains(&l) => l,
-            _ => {
-                return bad_request(format!(
-                    "parameter `limit`: {raw:?} is not a number from 1 to {MAX_PAGE_BARS}"
-                ));
-            }
-        },
-    };
-    let csv = match q.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return bad_request(format!("parameter `format`: {other:?}; use json or csv"));
-        }
-    };
-    let cache_key = format!("{key}|{}|{}|{limit}|{csv}", start.0, end.0);
-    let version = s.versions.get(&key);
+    let (key, csv) = (&req.key, req.csv);
+    let cache_key = format!(
+        "{key}|{}|{}|{}|{csv}",
+        req.range.start.0, req.range.end.0, req.limit
+    );
+    let version = s.versions.get(key);
     if let Some(hit) = s.bars_cache.get(&cache_key, version) {
         return cached_response(&hit);
     }
-    // One bar more than the page tells whether another page follows.
-    let mut page: Vec<Bar> = Vec::new();
-    let mut stream = s
-        .store
-        .read_paged(&key, TimeRange::new(start, end), (limit + 1).min(10_000));
-    loop {
-        match stream.try_next().await {
-            Ok(Some(p)) => {
-                page.extend(p);
-                if page.len() > limit {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => return internal(e),
-        }
-    }
-    let next = (page.len() > limit).then(|| page[limit].ts);
-    page.truncate(limit);
+    let (page, next) = match read_api::read_page(&*s.store, &req).await {
+        Ok(p) => p,
+        Err(e) => return internal(e),
+    };
     let response = if csv {
-        let mut out =
-            String::from("ts,open,high,low,close,volume,adj_close,turnover,open_interest\n");
-        let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-        for b in &page {
-            out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{}\n",
-                b.ts.to_rfc3339(),
-                b.open,
-                b.high,
-                b.low,
-                b.close,
-                b.volume,
-                opt(b.adj_close),
-                opt(b.turnover),
-                opt(b.open_interest)
-            ));
-        }
         CachedAnswer {
             content_type: "text/csv; charset=utf-8",
-            body: Bytes::from(out),
+            body: Bytes::from(read_api::bars_csv(&page)),
             next_start: next,
         }
     } else {
-        let body = json!({
-            "success": true,
-            "symbol": key.symbol,
-            "interval": key.interval,
-            "count": page.len(),
-            "next_start": next.map(|t| t.to_rfc3339()),
-            "data": page.iter().map(Bar::to_json).collect::<Vec<_>>(),
-        });
         CachedAnswer {
             content_type: "application/json",
-            body: Bytes::from(body.to_string()),
+            body: Bytes::from(read_api::bars_json(key, &page, next).to_string()),
             next_start: next,
         }
     };

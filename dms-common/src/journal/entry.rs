@@ -32,13 +32,29 @@ pub(super) fn encode_entry(seq: Seq, history: &HistoryId, c: &NewChange, at_ms: 
     .encode_to_vec()
 }
 
-/// Decodes a stored or streamed `dms.v1.ChangeBatch`.
+/// Decodes a stored or streamed `dms.v1.ChangeBatch` that must carry `seq`.
 pub fn decode_entry(seq: Seq, bytes: &[u8]) -> Result<ChangeBatch> {
     let corrupt = |reason: String| JournalError::Corrupt { seq: seq.0, reason };
     let msg = pb::ChangeBatch::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
     if msg.seq != seq.0 {
         return Err(corrupt(format!("payload carries seq {}", msg.seq)));
     }
+    from_message(msg)
+}
+
+/// Decodes a streamed `dms.v1.ChangeBatch`, taking its seq from the payload (the receiver
+/// checks that seqs follow each other).
+pub fn decode_streamed(bytes: &[u8]) -> Result<ChangeBatch> {
+    let msg = pb::ChangeBatch::decode(bytes).map_err(|e| JournalError::Corrupt {
+        seq: 0,
+        reason: format!("undecodable streamed entry: {e}"),
+    })?;
+    from_message(msg)
+}
+
+fn from_message(msg: pb::ChangeBatch) -> Result<ChangeBatch> {
+    let seq = Seq(msg.seq);
+    let corrupt = |reason: String| JournalError::Corrupt { seq: seq.0, reason };
     let series = msg
         .series
         .as_ref()

@@ -300,7 +300,10 @@ impl Session {
                             if let Err(e) = journal.ack_cursor(&name, acked) {
                                 return End::failed(format!("cannot move the replica's cursor: {e}"));
                             }
-                            self.ctx.nodes.update(&node, |s| s.last_acked_seq = acked.0);
+                            self.ctx.nodes.update(&node, |s| {
+                                s.last_acked_seq = acked.0;
+                                s.bars += a.bars;
+                            });
                         }
                     }
                     Ok(Some(pb::ReplicaMessage { msg: Some(replica_message::Msg::Verify(r)) })) => {

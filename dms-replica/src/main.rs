@@ -1,0 +1,105 @@
+//! `dms-replica`: parse options, load the config, bind the listener, run until SIGINT or
+//! SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dms_common::telemetry::{self, LogFormat};
+use dms_replica::config::{DEFAULT_CONFIG_PATH, ReplicaConfig};
+use tokio_util::sync::CancellationToken;
+
+/// The DMS replica: keeps a full copy of a master's bars, in sync over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "dms-replica", version, about)]
+struct Cli {
+    /// Config file.
+    #[arg(long, short, global = true, env = "DMS_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Log format: human or json.
+    #[arg(long, global = true, env = "DMS_LOG_FORMAT", default_value = "human")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the replica (the default).
+    Run,
+    /// Check the config file and print the effective config, or every problem found.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let config = match ReplicaConfig::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            println!("{}: ok", cli.config.display());
+            match serde_json::to_string_pretty(&config) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("cannot print the config: {e}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run => run(config),
+    }
+}
+
+fn run(config: ReplicaConfig) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(config.http.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot listen on {} (http.listen): {e}", config.http.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        match dms_replica::server::run(config, listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}
