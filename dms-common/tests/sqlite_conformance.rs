@@ -87,3 +87,61 @@ async fn sqlite_store_keeps_its_data_across_reopen() {
     assert_eq!((stats.inserted, stats.unchanged), (0, 50));
     assert_eq!(store.overview().await.unwrap()[0].count, 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrub_finds_bars_changed_behind_the_stores_back() {
+    use dms_common::store::{BarStore, DigestBucketing, compute_bucket_digests};
+    use dms_common::{Bar, Interval, SeriesBars, SeriesKey, Symbol, TimeRange, Timestamp};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bars.db");
+    let key = SeriesKey::new(Symbol::new("MSFT").unwrap(), Interval::D1);
+    let day = 86_400;
+    let bars: Vec<Bar> = (0..1000)
+        .map(|i| Bar::ohlcv(Timestamp(i * day), 1.0, 2.0, 0.5, 1.5, i as f64))
+        .collect();
+    let store = SqliteStore::open(&path).unwrap();
+    store
+        .upsert(&[SeriesBars::new(key.clone(), bars)])
+        .await
+        .unwrap();
+    assert!(
+        store.scrub().await.unwrap().is_empty(),
+        "nothing to correct"
+    );
+    // One bar changed, one deleted, one added, in three different buckets, by another program.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(&format!(
+        "UPDATE bars SET close = 1.25 WHERE ts = {};
+         DELETE FROM bars WHERE ts = {};
+         INSERT INTO bars (series_id, ts, open, high, low, close, volume)
+            SELECT series_id, {}, 1, 2, 0.5, 1.5, 7 FROM bars LIMIT 1;",
+        100 * day,
+        500 * day,
+        900 * day + 3600
+    ))
+    .unwrap();
+    drop(conn);
+    let bucketing = DigestBucketing::for_interval(Interval::D1);
+    let mut fixed: Vec<Timestamp> = store
+        .scrub()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    fixed.sort();
+    let expected: Vec<Timestamp> = [100 * day, 500 * day, 900 * day]
+        .iter()
+        .map(|t| bucketing.bucket_of(Timestamp(*t)))
+        .collect();
+    assert_eq!(fixed, expected);
+    assert_eq!(
+        store.bucket_digests(&key, TimeRange::all()).await.unwrap(),
+        compute_bucket_digests(&store, &key, TimeRange::all())
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.overview().await.unwrap()[0].count, 1000);
+    assert!(store.scrub().await.unwrap().is_empty(), "corrected once");
+}

@@ -12,7 +12,9 @@
 //! the stream is closed, the digests are compared with the master's and differing buckets
 //! pulled; the cursor stays where it was, so the stream then re-applies whatever came after it.
 //! It runs only while the master's store has applied at least the replica's cursor, so what it
-//! pulls is never older than what the replica holds.
+//! pulls is never older than what the replica holds. It first re-reads the local bars
+//! ([`BarStore::scrub`](dms_common::store::BarStore::scrub)) so that bars changed behind the
+//! store's back (a damaged or edited file) show in the digests it compares.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -484,6 +486,14 @@ impl Replicator {
             return Ok(());
         }
         self.status.update(|s| s.state = LinkState::Repairing);
+        // The store's digests must describe its bars before they are compared: re-read them.
+        let scrubbed = self.store.scrub().await?;
+        if !scrubbed.is_empty() {
+            tracing::warn!(
+                buckets = scrubbed.len(),
+                "the store's bars had changed behind its back; their digests were corrected"
+            );
+        }
         let outcome = repair::repair(&mut client, &self.store, "anti-entropy", stop).await?;
         if outcome.record.buckets_pulled > 0 || outcome.record.series_removed > 0 {
             tracing::warn!(

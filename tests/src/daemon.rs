@@ -26,6 +26,7 @@ pub struct DaemonCommand {
     bin: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    ready_path: String,
 }
 
 impl DaemonCommand {
@@ -36,7 +37,15 @@ impl DaemonCommand {
             bin: bin.to_owned(),
             args: Vec::new(),
             env: Vec::new(),
+            ready_path: "/readyz".into(),
         }
+    }
+
+    /// The path that must answer 2xx before [`DaemonCommand::start`] returns (`/readyz`
+    /// unless set; a replica started while its master is away is only `/healthz`-alive).
+    pub fn ready_path(mut self, path: &str) -> DaemonCommand {
+        self.ready_path = path.to_owned();
+        self
     }
 
     /// Adds command-line arguments.
@@ -80,7 +89,7 @@ impl DaemonCommand {
                 .timeout(Duration::from_secs(10))
                 .build()?,
         };
-        daemon.wait_ready().await?;
+        daemon.wait_ready(&self.ready_path).await?;
         Ok(daemon)
     }
 }
@@ -100,9 +109,9 @@ pub struct DaemonProcess {
 }
 
 impl DaemonProcess {
-    async fn wait_ready(&mut self) -> Result<()> {
+    async fn wait_ready(&mut self, path: &str) -> Result<()> {
         let (bin, child, client) = (&self.bin, &mut self.child, &self.client);
-        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
         let ready = wait_until(&format!("{bin} to be ready"), READY_TIMEOUT, async || {
             if let Some(status) = child.as_mut().map(Child::try_wait).transpose()?.flatten() {
                 bail!("{bin} exited with {status} before it was ready");
@@ -110,11 +119,11 @@ impl DaemonProcess {
             Ok(match client.get(&url).send().await {
                 Ok(r) if r.status().is_success() => Check::Ready(()),
                 Ok(r) => Check::Waiting(format!(
-                    "/readyz answered {}: {}",
+                    "{path} answered {}: {}",
                     r.status(),
                     r.text().await.unwrap_or_default()
                 )),
-                Err(e) => Check::Waiting(format!("/readyz: {e}")),
+                Err(e) => Check::Waiting(format!("{path}: {e}")),
             })
         })
         .await;

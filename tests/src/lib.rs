@@ -16,6 +16,9 @@
 //!   on drop.
 //! - [`MasterProcess`]: `dms-master` as a `DaemonProcess`, with waits for tasks, imports and the
 //!   journal; [`run_master_command`] for its one-shot commands.
+//! - [`ReplicaProcess`]: `dms-replica` as a `DaemonProcess`, with a wait until it is in sync
+//!   with a master; [`replica_config`] writes its config.
+//! - [`LinkProxy`]: a TCP proxy that cuts, throttles and flaps a replica's link to its master.
 //! - [`provider::FakeYahoo`] serves Yahoo's chart API on loopback from recorded responses or a
 //!   deterministic generator, and can be scripted to fail.
 
@@ -23,11 +26,15 @@ mod binary;
 mod daemon;
 mod master;
 pub mod provider;
+mod proxy;
+mod replica;
 mod wait;
 
 pub use binary::{binary, run_binary};
 pub use daemon::{DaemonCommand, DaemonProcess};
 pub use master::{MasterProcess, run_master_command};
+pub use proxy::{LinkMode, LinkProxy};
+pub use replica::{ReplicaProcess, replica_config};
 pub use wait::{Check, wait_until};
 
 use std::path::{Path, PathBuf};
@@ -55,4 +62,44 @@ pub fn copy_sample_data(dir: &Path) {
         let path = entry.unwrap().path();
         std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
     }
+}
+
+/// Writes `symbols` daily OHLCV CSV files of `bars` weekday bars each into `dir` (symbols
+/// `S0000`, `S0001`, …; a deterministic random walk from 2000-01-03); returns the bars written.
+pub fn write_daily_csvs(dir: &Path, symbols: usize, bars: usize) -> u64 {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).unwrap();
+    let start = chrono::NaiveDate::from_ymd_opt(2000, 1, 3).unwrap();
+    for s in 0..symbols {
+        let file = std::fs::File::create(dir.join(format!("S{s:04}.csv"))).unwrap();
+        let mut out = std::io::BufWriter::new(file);
+        writeln!(out, "date,open,high,low,close,volume").unwrap();
+        let (mut day, mut price, mut written) = (start, 50.0 + s as f64, 0);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (s as u64).wrapping_mul(0x1000_0000_01b3);
+        while written < bars {
+            if !matches!(
+                chrono::Datelike::weekday(&day),
+                chrono::Weekday::Sat | chrono::Weekday::Sun
+            ) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let step = (state % 2001) as f64 / 1000.0 - 1.0;
+                let open = price;
+                let close = (price * (1.0 + step * 0.02)).max(1.0);
+                let high = open.max(close) * 1.01;
+                let low = open.min(close) * 0.99;
+                writeln!(
+                    out,
+                    "{day},{open:.4},{high:.4},{low:.4},{close:.4},{}",
+                    1000 + state % 100_000
+                )
+                .unwrap();
+                price = close;
+                written += 1;
+            }
+            day = day.succ_opt().unwrap();
+        }
+    }
+    (symbols * bars) as u64
 }

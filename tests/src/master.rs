@@ -48,7 +48,17 @@ impl MasterProcess {
         config: &str,
         env: &[(&str, &str)],
     ) -> Result<MasterProcess> {
-        let port = free_port();
+        Self::start_on(workdir, config, env, free_port()).await
+    }
+
+    /// Like [`MasterProcess::start_with_env`] on a given port (a restart where replicas
+    /// expect it).
+    pub async fn start_on(
+        workdir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        port: u16,
+    ) -> Result<MasterProcess> {
         let config = config.replace("{port}", &port.to_string());
         std::fs::write(workdir.join("dms-master.yaml"), config)?;
         let daemon = DaemonCommand::new("dms-master", "dms-master")

@@ -186,6 +186,14 @@ pub trait BarStore: Send + Sync + std::fmt::Debug + 'static {
         compute_bucket_digests(self, series, range).await
     }
 
+    /// Re-reads every bar and recomputes the counts, bounds and digests the store keeps,
+    /// correcting those that no longer match the bars (a file changed behind the store's back,
+    /// a lost write). Returns the buckets corrected. Backends that compute digests from the bars
+    /// on every call have nothing to correct.
+    async fn scrub(&self) -> Result<Vec<(SeriesKey, Timestamp)>> {
+        Ok(Vec::new())
+    }
+
     /// Checks that the store answers (for readiness probes).
     async fn check(&self) -> Result<()>;
 }

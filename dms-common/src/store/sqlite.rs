@@ -344,6 +344,82 @@ impl Writer {
         Ok(n)
     }
 
+    /// Recomputes every series' count, bounds and bucket digests from its bars and corrects the
+    /// rows that differ; returns the corrected buckets.
+    fn scrub(&mut self) -> Result<Vec<(SeriesKey, Timestamp)>> {
+        let tx = self.conn.transaction()?;
+        let series: Vec<(i64, String, String)> = tx
+            .prepare("SELECT id, symbol, interval FROM series")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut fixed = Vec::new();
+        let mut corrected = Vec::new();
+        for (id, symbol, interval) in series {
+            let key = parse_key(&symbol, &interval)?;
+            let mut builder =
+                digest::DigestBuilder::new(DigestBucketing::for_interval(key.interval));
+            let (mut count, mut first, mut last) = (0i64, None::<i64>, None::<i64>);
+            {
+                let sql =
+                    format!("SELECT {BAR_COLUMNS} FROM bars WHERE series_id = ?1 ORDER BY ts");
+                let mut stmt = tx.prepare_cached(&sql)?;
+                let mut rows = stmt.query(params![id])?;
+                while let Some(row) = rows.next()? {
+                    let bar = bar_from_row(row)?;
+                    count += 1;
+                    first.get_or_insert(bar.ts.0);
+                    last = Some(bar.ts.0);
+                    builder.push(&bar);
+                }
+            }
+            let computed = builder.finish();
+            let kept: Vec<BucketDigest> = tx
+                .prepare_cached(
+                    "SELECT bucket, bar_count, hash_lo, hash_hi FROM bucket_digests
+                     WHERE series_id = ?1 ORDER BY bucket",
+                )?
+                .query_map(params![id], |r| {
+                    Ok(BucketDigest {
+                        start: Timestamp(r.get(0)?),
+                        digest: Digest::from_halves(
+                            r.get::<_, i64>(1)? as u64,
+                            r.get(2)?,
+                            r.get(3)?,
+                        ),
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let wrong = digest::differing_buckets(&computed, &kept);
+            if wrong.is_empty() {
+                continue;
+            }
+            tracing::warn!(series = %key, buckets = wrong.len(), "stored digests did not match the bars; corrected");
+            tx.execute(
+                "DELETE FROM bucket_digests WHERE series_id = ?1",
+                params![id],
+            )?;
+            for b in &computed {
+                let (lo, hi) = b.digest.hash_halves();
+                tx.execute(
+                    "INSERT INTO bucket_digests (series_id, bucket, bar_count, hash_lo, hash_hi)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, b.start.0, b.digest.count as i64, lo, hi],
+                )?;
+            }
+            let (lo, hi) = digest::total(&computed).hash_halves();
+            tx.execute(
+                "UPDATE series SET bar_count = ?2, first_ts = ?3, last_ts = ?4, hash_lo = ?5,
+                    hash_hi = ?6 WHERE id = ?1",
+                params![id, count, first, last, lo, hi],
+            )?;
+            corrected.push((key.clone(), SeriesMeta { id, last_ts: last }));
+            fixed.extend(wrong.into_iter().map(|b| (key.clone(), b)));
+        }
+        tx.commit()?;
+        self.series.extend(corrected);
+        Ok(fixed)
+    }
+
     /// Deletes `range` and upserts `bars` in one transaction.
     fn replace(&mut self, key: &SeriesKey, range: TimeRange, bars: &[Bar]) -> Result<UpsertStats> {
         let tx = self.conn.transaction()?;
@@ -866,6 +942,10 @@ impl BarStore for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
+    }
+
+    async fn scrub(&self) -> Result<Vec<(SeriesKey, Timestamp)>> {
+        self.with_writer(|w| w.scrub()).await
     }
 
     async fn replace_range(
