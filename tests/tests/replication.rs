@@ -357,3 +357,360 @@ async fn a_wrong_token_is_refused_and_a_replica_from_another_history_converges_b
     assert_eq!(repairs[0]["buckets_pulled"], 0, "{repairs:?}");
     assert_equal(&verify(&master, "a").await);
 }
+
+/// A master on `symbols` generated daily series of `bars` bars, imported at start.
+async fn generated_master(dir: &Path, symbols: usize, bars: usize, extra: &str) -> MasterProcess {
+    write_daily_csvs(&dir.join("gen"), symbols, bars);
+    MasterProcess::start(dir, &master_config(&format!("{GENERATED_SOURCE}{extra}")))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_while_a_million_bars_stream_converges_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = generated_master(dir.path(), 400, 2_500, "").await;
+    let started = std::time::Instant::now();
+    let status = master
+        .wait_imported(Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(status["total_records"], 1_000_000, "{status}");
+    eprintln!("master imported 1M bars in {:?}", started.elapsed());
+    // Through a slow link, so that the kill lands mid-stream.
+    let proxy = LinkProxy::start(master.port).await;
+    proxy.set(LinkMode::Throttled(4 << 20));
+    let rdir = dir.path().join("replica-a");
+    let config = replica_config("replica-a", proxy.port, "");
+    let mut a = ReplicaProcess::start(&rdir, "replica-a", &config)
+        .await
+        .unwrap();
+    let head = status["journal"]["head"].as_u64().unwrap();
+    let seen = a
+        .wait_until("the replica to be part way through", SYNC, async || {
+            let s = a.status().await?;
+            let c = s["cursor"].as_u64().unwrap_or(0);
+            Ok(if c > 0 && c < head {
+                Check::Ready(c)
+            } else {
+                Check::Waiting(s.to_string())
+            })
+        })
+        .await
+        .unwrap();
+    let killed = a.kill().unwrap();
+    assert!(!killed.success());
+    proxy.set(LinkMode::Open);
+    let a = ReplicaProcess::start(&rdir, "replica-a", &config)
+        .await
+        .unwrap();
+    let status = a
+        .wait_in_sync(&master, Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert!(status["cursor"].as_u64().unwrap() >= seen);
+    assert!(
+        a.repairs().await.unwrap().is_empty(),
+        "resumed from its cursor, no repair"
+    );
+    assert_equal(&verify(&master, "replica-a").await);
+    // No duplicate rows: the store's count is the number of distinct bars.
+    let conn = rusqlite::Connection::open(rdir.join("replica-bars.db")).unwrap();
+    let (rows, distinct): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT series_id, ts FROM bars)) FROM bars",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, distinct), (1_000_000, 1_000_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_resume_from_their_cursors_after_the_master_is_killed_during_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    write_daily_csvs(&dir.path().join("gen"), 400, 2_500);
+    let config = master_config(GENERATED_SOURCE);
+    let port = free_port();
+    let mut master = MasterProcess::start_on(dir.path(), &config, &[], port)
+        .await
+        .unwrap();
+    let a = replica(dir.path(), "replica-a", port, "").await;
+    let b = replica(dir.path(), "replica-b", port, "").await;
+    // Kill the master once replicas have applied part of the ingest.
+    let before = master
+        .wait_until("replicas to apply part of the ingest", SYNC, async || {
+            let (sa, sb) = (a.status().await?, b.status().await?);
+            let ca = sa["cursor"].as_u64().unwrap_or(0);
+            let cb = sb["cursor"].as_u64().unwrap_or(0);
+            Ok(if ca >= 20 && cb >= 20 {
+                Check::Ready((ca, cb))
+            } else {
+                Check::Waiting(format!("a {sa} b {sb}"))
+            })
+        })
+        .await
+        .unwrap();
+    let journaled = master.status().await.unwrap()["journal"]["head"]
+        .as_u64()
+        .unwrap();
+    master.kill().unwrap();
+    let history = a.status().await.unwrap()["history_id"].clone();
+    let master = MasterProcess::start_on(dir.path(), &config, &[], port)
+        .await
+        .unwrap();
+    let status = master
+        .wait_imported(Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(status["total_records"], 1_000_000, "{status}");
+    assert!(status["journal"]["head"].as_u64().unwrap() >= journaled);
+    for (r, cursor) in [(&a, before.0), (&b, before.1)] {
+        let s = r
+            .wait_in_sync(&master, Duration::from_secs(300))
+            .await
+            .unwrap();
+        assert_eq!(s["history_id"], history, "the same history: no repair");
+        assert!(s["cursor"].as_u64().unwrap() > cursor);
+        assert!(r.repairs().await.unwrap().is_empty());
+        assert_equal(&verify(&master, &r.node_id).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_then_flapping_link_reconnects_converges_and_is_in_the_sync_history() {
+    let dir = tempfile::tempdir().unwrap();
+    write_daily_csvs(&dir.path().join("gen"), 40, 2_500);
+    let config = master_config(&format!(
+        "{GENERATED_SOURCE}replication:\n  heartbeat_interval: 200ms\n"
+    ));
+    let port = free_port();
+    let mut master = MasterProcess::start_on(dir.path(), &config, &[], port)
+        .await
+        .unwrap();
+    master.wait_imported(SYNC).await.unwrap();
+    let proxy = LinkProxy::start(port).await;
+    let a = replica(dir.path(), "replica-a", proxy.port, "").await;
+    a.wait_in_sync(&master, SYNC).await.unwrap();
+
+    // Cut for 10 s while the master restarts with more data (the start-up import runs again,
+    // so the journal grows while the link is down).
+    proxy.set(LinkMode::Cut);
+    master
+        .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .unwrap();
+    write_daily_csvs(&dir.path().join("gen"), 60, 2_500);
+    let master = MasterProcess::start_on(dir.path(), &config, &[], port)
+        .await
+        .unwrap();
+    master.wait_imported(SYNC).await.unwrap();
+    a.wait_until("the replica to notice the cut", SYNC, async || {
+        let s = a.status().await?;
+        Ok(if s["state"] == "disconnected" {
+            Check::Ready(())
+        } else {
+            Check::Waiting(s.to_string())
+        })
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(a.status().await.unwrap()["state"], "disconnected");
+    proxy.set(LinkMode::Open);
+    a.wait_in_sync(&master, SYNC).await.unwrap();
+
+    // Flapping every 500 ms for 10 s.
+    proxy
+        .flap(Duration::from_millis(500), Duration::from_secs(10))
+        .await;
+    let status = a.wait_in_sync(&master, SYNC).await.unwrap();
+    assert!(status["sessions"].as_u64().unwrap() >= 3, "{status}");
+    assert_equal(&verify(&master, "replica-a").await);
+    let (_, history) = master
+        .get("/api/nodes/replica-a/history?limit=1000")
+        .await
+        .unwrap();
+    let sessions = history["data"].as_array().unwrap();
+    assert!(sessions.len() >= 2, "{history}");
+    // Every session but the open one ended with a reason: the restart, then broken links.
+    let open = sessions
+        .iter()
+        .filter(|s| s["disconnected_ms"].is_null())
+        .count();
+    assert_eq!(open, 1, "{history}");
+    let ended: Vec<&str> = sessions
+        .iter()
+        .filter_map(|s| s["end_reason"].as_str())
+        .collect();
+    assert_eq!(ended.len(), sessions.len() - 1, "{history}");
+    assert!(ended.contains(&"the master is shutting down"), "{ended:?}");
+    assert!(
+        ended.iter().filter(|r| r.contains("link broke")).count() >= 2,
+        "{ended:?}"
+    );
+    let n = node(&master, "replica-a").await;
+    assert_eq!(n["state"], "in_sync", "{n}");
+    assert_eq!(n["lag_seq"], 0, "{n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_replica_does_not_hold_back_a_fast_one_and_repairs_once_past_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    write_daily_csvs(&dir.path().join("gen"), 5, 500);
+    let config = master_config(&format!(
+        "{GENERATED_SOURCE}journal:\n  max_bytes: 1MiB\n  retention_interval: 1s\n"
+    ));
+    let port = free_port();
+    let mut master = MasterProcess::start_on(dir.path(), &config, &[], port)
+        .await
+        .unwrap();
+    master.wait_imported(SYNC).await.unwrap();
+    let proxy = LinkProxy::start(port).await;
+    let fast = replica(dir.path(), "fast", port, "").await;
+    let slow = replica(dir.path(), "slow", proxy.port, "").await;
+    fast.wait_in_sync(&master, SYNC).await.unwrap();
+    slow.wait_in_sync(&master, SYNC).await.unwrap();
+
+    // The slow replica is cut off while the master takes a little more (well within 1 MiB):
+    // the fast one keeps up, the journal keeps what the slow one needs.
+    proxy.set(LinkMode::Cut);
+    write_daily_csvs(&dir.path().join("gen"), 5, 1_000);
+    let (code, body) = master.post("/api/data/update", "{}").await.unwrap();
+    assert_eq!(code, 202, "{body}");
+    let id = body["task_id"].as_str().unwrap().to_owned();
+    master.wait_task(&id, SYNC).await.unwrap();
+    fast.wait_in_sync(&master, SYNC).await.unwrap();
+    let n = node(&master, "fast").await;
+    assert_eq!(
+        (n["state"].as_str(), n["lag_seq"].as_u64()),
+        (Some("in_sync"), Some(0)),
+        "{n}"
+    );
+    let s = node(&master, "slow").await;
+    assert!(s["lag_seq"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["needs_repair"], false, "{s}");
+    proxy.set(LinkMode::Open);
+    slow.wait_in_sync(&master, SYNC).await.unwrap();
+    assert!(
+        slow.repairs().await.unwrap().is_empty(),
+        "streamed from its cursor"
+    );
+
+    // Cut again, and the master takes far more than the journal keeps (a restart re-imports
+    // 40 series): retention drops what the slow one needs and marks it.
+    proxy.set(LinkMode::Cut);
+    master
+        .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .unwrap();
+    write_daily_csvs(&dir.path().join("gen"), 40, 1_000);
+    let master = MasterProcess::start_on(dir.path(), &config, &[], port)
+        .await
+        .unwrap();
+    master.wait_imported(SYNC).await.unwrap();
+    fast.wait_in_sync(&master, SYNC).await.unwrap();
+    let s = master
+        .wait_until("retention to mark the slow replica", SYNC, async || {
+            let (_, n) = master.get("/api/nodes/slow").await?;
+            Ok(if n["data"]["needs_repair"] == true {
+                Check::Ready(n["data"].clone())
+            } else {
+                Check::Waiting(n.to_string())
+            })
+        })
+        .await
+        .unwrap();
+    assert!(
+        s["repair_reason"].as_str().unwrap().contains("retention"),
+        "{s}"
+    );
+    let (_, status) = master.get("/api/data/status").await.unwrap();
+    let journal_bytes = status["data"]["journal"]["bytes"].as_u64();
+    assert!(journal_bytes.is_none_or(|b| b <= 2 << 20), "{status}");
+    proxy.set(LinkMode::Open);
+    slow.wait_in_sync(&master, SYNC).await.unwrap();
+    let repairs = slow.repairs().await.unwrap();
+    assert_eq!(repairs.len(), 1, "{repairs:?}");
+    assert!(
+        repairs[0]["reason"].as_str().unwrap().contains("retention"),
+        "{repairs:?}"
+    );
+    // It pulled the 35 new series and the new half of the first 5, nothing else.
+    assert_eq!(
+        repairs[0]["bars_pulled"].as_u64().unwrap() <= 40_000,
+        true,
+        "{repairs:?}"
+    );
+    assert_eq!(repairs[0]["series_differing"], 35, "{repairs:?}");
+    assert_equal(&verify(&master, "slow").await);
+    assert_equal(&verify(&master, "fast").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_a_new_master_on_a_replicas_store_and_the_other_replica_pulls_only_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let m1_dir = dir.path().join("m1");
+    write_daily_csvs(&m1_dir.join("gen"), 20, 1_000);
+    let config = master_config(GENERATED_SOURCE);
+    let port = free_port();
+    let mut m1 = MasterProcess::start_on(&m1_dir, &config, &[], port)
+        .await
+        .unwrap();
+    m1.wait_imported(SYNC).await.unwrap();
+    let adir = dir.path().join("a");
+    let bdir = dir.path().join("b");
+    let mut a = ReplicaProcess::start(&adir, "a", &replica_config("a", port, ""))
+        .await
+        .unwrap();
+    let mut b = ReplicaProcess::start(&bdir, "b", &replica_config("b", port, ""))
+        .await
+        .unwrap();
+    a.wait_in_sync(&m1, SYNC).await.unwrap();
+    b.wait_in_sync(&m1, SYNC).await.unwrap();
+    // B goes down; the master takes 10 more series, which A receives.
+    b.stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .unwrap();
+    m1.stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .unwrap();
+    write_daily_csvs(&m1_dir.join("gen"), 30, 1_000);
+    let mut m1 = MasterProcess::start_on(&m1_dir, &config, &[], port)
+        .await
+        .unwrap();
+    m1.wait_imported(SYNC).await.unwrap();
+    a.wait_in_sync(&m1, SYNC).await.unwrap();
+    let old_history = a.status().await.unwrap()["history_id"].clone();
+
+    // The master is lost with its state. A new master starts on A's store with a new state.
+    m1.kill().unwrap();
+    a.stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .unwrap();
+    let m2_dir = dir.path().join("m2");
+    std::fs::create_dir_all(m2_dir.join("data")).unwrap();
+    // The store is the file and its write-ahead log.
+    for (from, to) in [
+        ("replica-bars.db", "bars.db"),
+        ("replica-bars.db-wal", "bars.db-wal"),
+    ] {
+        if adir.join(from).exists() {
+            std::fs::copy(adir.join(from), m2_dir.join("data").join(to)).unwrap();
+        }
+    }
+    let m2 = MasterProcess::start(&m2_dir, &master_config(""))
+        .await
+        .unwrap();
+    let status = m2.status().await.unwrap();
+    assert_eq!(status["total_records"], 30_000, "{status}");
+    assert_eq!(status["total_series"], 30, "{status}");
+
+    // B is pointed at the new master: another history, so it repairs by digests.
+    let b = ReplicaProcess::start(&bdir, "b", &replica_config("b", m2.port, ""))
+        .await
+        .unwrap();
+    let s = b.wait_in_sync(&m2, SYNC).await.unwrap();
+    assert_ne!(s["history_id"], old_history);
+    let repairs = b.repairs().await.unwrap();
+    assert_eq!(repairs.len(), 1, "{repairs:?}");
+    assert_eq!(repairs[0]["series_compared"], 30, "{repairs:?}");
+    assert_eq!(repairs[0]["series_differing"], 10, "{repairs:?}");
+    assert_eq!(repairs[0]["bars_pulled"], 10_000, "{repairs:?}");
+    assert_equal(&verify(&m2, "b").await);
+}

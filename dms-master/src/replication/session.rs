@@ -313,7 +313,7 @@ impl Session {
                     }
                     Ok(Some(_)) => return End::failed("the replica sent an unexpected message"),
                     Ok(None) => return End::disconnected("the replica closed the stream"),
-                    Err(status) => return End::disconnected(format!("stream broken: {}", status.message())),
+                    Err(status) => return End::disconnected(format!("the link broke: {}", status.message())),
                 },
                 permit = self.tx.reserve(), if pending.is_some() => match permit {
                     Ok(p) => {
