@@ -635,9 +635,8 @@ async fn a_slow_replica_does_not_hold_back_a_fast_one_and_repairs_once_past_rete
         "{repairs:?}"
     );
     // It pulled the 35 new series and the new half of the first 5, nothing else.
-    assert_eq!(
+    assert!(
         repairs[0]["bars_pulled"].as_u64().unwrap() <= 40_000,
-        true,
         "{repairs:?}"
     );
     assert_eq!(repairs[0]["series_differing"], 35, "{repairs:?}");
