@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use dms_common::read_api::{self, SeriesQuery};
-use dms_common::store::UpsertStats;
+use dms_common::store::ReplaceStats;
 use dms_common::{TimeRange, pb};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -167,7 +167,7 @@ async fn pull(State(r): State<Replicator>, body: Bytes) -> Response {
         Err(e) => return error(StatusCode::BAD_GATEWAY, e.to_string()),
     };
     let n = bars.len() as u64;
-    let stats: UpsertStats = match r.store.replace_range(&key, range, bars).await {
+    let stats: ReplaceStats = match r.store.replace_range(&key, range, bars).await {
         Ok(s) => s,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
@@ -185,8 +185,9 @@ async fn pull(State(r): State<Replicator>, body: Bytes) -> Response {
     Json(json!({
         "success": true,
         "data": {"symbol": key.symbol, "interval": key.interval, "range": range_json(range),
-                 "bars_pulled": n, "inserted": stats.inserted, "updated": stats.updated,
-                 "unchanged": stats.unchanged},
+                 "bars_pulled": n, "inserted": stats.written.inserted,
+                 "updated": stats.written.updated, "unchanged": stats.written.unchanged,
+                 "removed": stats.removed},
     }))
     .into_response()
 }

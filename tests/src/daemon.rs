@@ -173,6 +173,17 @@ impl DaemonProcess {
         Ok((code, body))
     }
 
+    /// DELETE `path`; returns the status code and the JSON body.
+    pub async fn delete(&self, path: &str) -> Result<(u16, Value)> {
+        let r = self.client.delete(self.url(path)).send().await?;
+        let code = r.status().as_u16();
+        let body = r
+            .json()
+            .await
+            .with_context(|| format!("DELETE {path} answered {code} without a JSON body"))?;
+        Ok((code, body))
+    }
+
     /// GET `path` as text.
     pub async fn get_text(&self, path: &str) -> Result<(u16, String)> {
         let r = self.client.get(self.url(path)).send().await?;

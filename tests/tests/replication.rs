@@ -116,6 +116,38 @@ async fn two_replicas_reach_the_masters_exact_counts_and_verify_equal() {
     }
     let (code, ready) = a.get("/readyz").await.unwrap();
     assert_eq!(code, 200, "{ready}");
+    // A range pulled on demand changes nothing on a replica in sync.
+    let (code, pulled) = a
+        .post(
+            "/api/replica/pull",
+            r#"{"symbol": "GOOG", "start": "2010-01-01", "end": "2011-01-01"}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{pulled}");
+    assert_eq!(pulled["data"]["bars_pulled"], 252, "{pulled}");
+    assert_eq!(pulled["data"]["unchanged"], 252, "{pulled}");
+    let (code, bad) = a
+        .post("/api/replica/pull", r#"{"symbol": "GO OG"}"#)
+        .await
+        .unwrap();
+    assert_eq!(code, 400, "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("symbol"), "{bad}");
+    // A node that is gone for good is forgotten, with its journal cursor.
+    drop(b);
+    let (code, body) = master.delete("/api/nodes/replica-b").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = master.get("/api/nodes/replica-b").await.unwrap();
+    assert_eq!(code, 404);
+    let cursors = master.status().await.unwrap()["journal"]["cursors"].clone();
+    assert!(
+        cursors
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["name"] != "replica:replica-b"),
+        "{cursors}"
+    );
     // Unknown nodes are named in the error.
     let (code, body) = master.post("/api/nodes/nobody/verify", "").await.unwrap();
     assert_eq!(code, 404, "{body}");

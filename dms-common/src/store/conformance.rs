@@ -717,10 +717,15 @@ async fn replace_range_leaves_exactly_the_given_bars(store: SharedStore) {
     replacement[1].adj_close = None;
     replacement[2].close += 0.5;
     replacement[2].high += 0.5;
-    store
+    let stats = store
         .replace_range(&k, range, replacement.clone())
         .await
         .expect("replace succeeds");
+    assert_eq!(stats.written.total(), 8, "{stats:?}");
+    // A backend that reports exactly: 2 removed, 2 updated (12 and 13), 6 unchanged.
+    if stats.written.inserted == 0 {
+        assert_eq!((stats.removed, stats.written.updated), (2, 2), "{stats:?}");
+    }
     let mut expected: Vec<Bar> = stored[..10].to_vec();
     expected.extend(replacement.iter().copied());
     expected.extend(stored[20..].iter().copied());

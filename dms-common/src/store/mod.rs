@@ -61,6 +61,15 @@ impl UpsertStats {
     }
 }
 
+/// What a [`BarStore::replace_range`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReplaceStats {
+    /// The given bars, as an upsert reports them.
+    pub written: UpsertStats,
+    /// Bars in the range that were not among the given ones, removed.
+    pub removed: u64,
+}
+
 /// What the store holds for one series.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SeriesOverview {
@@ -161,17 +170,23 @@ pub trait BarStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Makes `bars` exactly what `series` holds in `range`: bars in the range that are not in
     /// `bars` go, the others are upserted. Bars outside the range are an error. A backend with
-    /// transactions does it in one, so readers never see the range empty; the default deletes
-    /// then upserts.
+    /// transactions does it in one, so readers never see the range empty, and reports exactly
+    /// what changed; the default deletes then upserts (every bar counts as inserted).
     async fn replace_range(
         &self,
         series: &SeriesKey,
         range: TimeRange,
         bars: Vec<Bar>,
-    ) -> Result<UpsertStats> {
+    ) -> Result<ReplaceStats> {
         check_in_range(series, range, &bars)?;
-        self.delete(series, range).await?;
-        self.upsert(&[SeriesBars::new(series.clone(), bars)]).await
+        let removed = self.delete(series, range).await?;
+        let written = self
+            .upsert(&[SeriesBars::new(series.clone(), bars)])
+            .await?;
+        Ok(ReplaceStats {
+            written,
+            removed: removed.saturating_sub(written.total()),
+        })
     }
 
     /// The digests of the buckets of `series` that overlap `range` (whole buckets, as cut by

@@ -25,8 +25,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::digest::{self, BucketDigest, Digest, DigestBucketing, DigestDelta};
 use super::{
-    Bar, BarStore, BarStream, Result, SeriesBars, SeriesKey, SeriesOverview, StoreError, TimeRange,
-    Timestamp, UpsertStats,
+    Bar, BarStore, BarStream, ReplaceStats, Result, SeriesBars, SeriesKey, SeriesOverview,
+    StoreError, TimeRange, Timestamp, UpsertStats,
 };
 use crate::interval::Interval;
 use crate::symbol::Symbol;
@@ -420,20 +420,60 @@ impl Writer {
         Ok(fixed)
     }
 
-    /// Deletes `range` and upserts `bars` in one transaction.
-    fn replace(&mut self, key: &SeriesKey, range: TimeRange, bars: &[Bar]) -> Result<UpsertStats> {
+    /// Removes the bars of `range` that are not in `bars` and upserts `bars`, in one
+    /// transaction.
+    fn replace(&mut self, key: &SeriesKey, range: TimeRange, bars: &[Bar]) -> Result<ReplaceStats> {
         let tx = self.conn.transaction()?;
         let id = match self.series.get(key) {
             Some(meta) => meta.id,
             None => create_series(&tx, key)?,
         };
-        let (_, last_ts) = delete_in(&tx, id, key.interval, range)?;
+        let keep: std::collections::HashSet<i64> = bars.iter().map(|b| b.ts.0).collect();
         let mut deltas = BucketDeltas::new(key.interval);
-        let (stats, last_ts) = upsert_series(&tx, SeriesMeta { id, last_ts }, bars, &mut deltas)?;
+        let mut gone = Vec::new();
+        if !range.is_empty() {
+            let sql = format!(
+                "SELECT {BAR_COLUMNS} FROM bars WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3"
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![id, range.start.0, range.end.0])?;
+            while let Some(row) = rows.next()? {
+                let bar = bar_from_row(row)?;
+                if !keep.contains(&bar.ts.0) {
+                    deltas.remove(&bar);
+                    gone.push(bar.ts.0);
+                }
+            }
+        }
+        {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM bars WHERE series_id = ?1 AND ts = ?2")?;
+            for ts in &gone {
+                delete.execute(params![id, ts])?;
+            }
+        }
+        if !gone.is_empty() {
+            tx.execute(
+                "UPDATE series SET bar_count = bar_count - ?2,
+                    first_ts = (SELECT min(ts) FROM bars WHERE series_id = ?1),
+                    last_ts = (SELECT max(ts) FROM bars WHERE series_id = ?1)
+                 WHERE id = ?1",
+                params![id, gone.len() as i64],
+            )?;
+        }
+        let last_ts: Option<i64> = tx.query_row(
+            "SELECT last_ts FROM series WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        let (written, last_ts) = upsert_series(&tx, SeriesMeta { id, last_ts }, bars, &mut deltas)?;
         deltas.apply(&tx, id)?;
         tx.commit()?;
         self.series.insert(key.clone(), SeriesMeta { id, last_ts });
-        Ok(stats)
+        Ok(ReplaceStats {
+            written,
+            removed: gone.len() as u64,
+        })
     }
 }
 
@@ -953,7 +993,7 @@ impl BarStore for SqliteStore {
         series: &SeriesKey,
         range: TimeRange,
         bars: Vec<Bar>,
-    ) -> Result<UpsertStats> {
+    ) -> Result<ReplaceStats> {
         super::check_in_range(series, range, &bars)?;
         let key = series.clone();
         self.with_writer(move |w| w.replace(&key, range, &bars))
