@@ -7,11 +7,13 @@
 //!   in large transactions: the reference for `ingest`.
 //! - `store-raw-multirow`: the same with 64 rows per upsert statement, the technique the SQLite
 //!   store uses for bars after a series' end: the engine's ceiling for it.
+//! - `replicate`: a master and a replica over loopback gRPC (see [`replicate`]).
 //! - `all`: runs each scenario in its own process (so peak RSS is per scenario) and prints a
 //!   table with bars/s, the ratio of `ingest` to `store-raw`, and peak RSS.
 
 mod fetch;
 mod generator;
+mod replicate;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -39,6 +41,19 @@ enum Cmd {
     All(Size),
     /// Incremental update from a local provider with latency, under a rate limit.
     Fetch(fetch::FetchArgs),
+    /// Replication to an in-process replica over loopback gRPC: catch-up, verify, lag under
+    /// steady ingest, repair of one bucket, bytes per bar.
+    Replicate(ReplicateArgs),
+}
+
+/// Options of the `replicate` scenario.
+#[derive(Debug, Clone, Args)]
+struct ReplicateArgs {
+    #[command(flatten)]
+    size: Size,
+    /// How long the steady ingest runs for the lag measurement, in seconds.
+    #[arg(long, default_value_t = 20)]
+    steady_secs: u64,
 }
 
 /// Data set size and where the files go.
@@ -77,6 +92,7 @@ fn main() -> Result<()> {
         Cmd::StoreRawMultirow(size) => print(&scenarios::store_raw_multirow(&size)?),
         Cmd::All(size) => all(&size),
         Cmd::Fetch(args) => print(&fetch::fetch(&args)?),
+        Cmd::Replicate(args) => replicate::replicate(&args.size, args.steady_secs),
     }
 }
 

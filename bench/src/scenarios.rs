@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::generator::BarGenerator;
 use crate::{Outcome, Size};
 
-fn workdir(size: &Size) -> Result<tempfile::TempDir> {
+pub(crate) fn workdir(size: &Size) -> Result<tempfile::TempDir> {
     let base = size.dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base)?;
     Ok(tempfile::Builder::new()
