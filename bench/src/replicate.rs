@@ -165,6 +165,7 @@ async fn run(dir: &std::path::Path, size: &Size, steady_secs: u64) -> Result<Num
         store_applied: applier.applied(),
         nodes: nodes.clone(),
         token: None,
+        journal_covers_store: true,
         options: StreamOptions::default(),
         shutdown: stop.clone(),
     });

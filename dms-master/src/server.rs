@@ -42,6 +42,16 @@ pub async fn run(
         .with_context(|| format!("cannot open the state file {}", config.state.path.display()))?;
     let quarantine = Quarantine::open(&config.state.path)?;
     let store = open_store(&config.store)?;
+    // Before anything is journaled: does this journal hold every change of the store?
+    let nodes = NodeRegistry::open(&config.state.path)?;
+    let journal_covers_store = {
+        let stats = journal.stats().await?;
+        let fresh = stats.head.0 == 0 && stats.pruned_through.0 == 0;
+        let store_empty = store.overview().await?.is_empty();
+        nodes
+            .record_journal_coverage(&journal.history_id().0, fresh, store_empty)
+            .await?
+    };
     tracing::info!(
         state = %config.state.path.display(),
         store = store.backend(),
@@ -111,7 +121,6 @@ pub async fn run(
         tasks,
         bars_cache: Arc::new(BarsCache::new(256, 64 << 20)),
     };
-    let nodes = NodeRegistry::open(&config.state.path)?;
     let token = config
         .replication
         .resolve_token()
@@ -122,6 +131,7 @@ pub async fn run(
         store_applied: applier.applied(),
         nodes: nodes.clone(),
         token: token.map(|t| Arc::from(t.expose())),
+        journal_covers_store,
         options: StreamOptions {
             heartbeat: config.replication.heartbeat_interval.0,
             max_unacked_bytes: config.replication.max_unacked_bytes.0,

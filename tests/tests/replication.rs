@@ -148,6 +148,25 @@ async fn two_replicas_reach_the_masters_exact_counts_and_verify_equal() {
             .all(|c| c["name"] != "replica:replica-b"),
         "{cursors}"
     );
+    // gRPC health answers on the same port for the replication service.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", master.port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "dms.v1.Replication".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     // Unknown nodes are named in the error.
     let (code, body) = master.post("/api/nodes/nobody/verify", "").await.unwrap();
     assert_eq!(code, 404, "{body}");
@@ -744,4 +763,17 @@ async fn failover_a_new_master_on_a_replicas_store_and_the_other_replica_pulls_o
     assert_eq!(repairs[0]["series_differing"], 10, "{repairs:?}");
     assert_eq!(repairs[0]["bars_pulled"], 10_000, "{repairs:?}");
     assert_equal(&verify(&m2, "b").await);
+    // A brand-new replica of the new master gets the bars that predate its journal.
+    let c = replica(dir.path(), "c", m2.port, "").await;
+    c.wait_in_sync(&m2, SYNC).await.unwrap();
+    let repairs = c.repairs().await.unwrap();
+    assert!(
+        repairs[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("before its journal began"),
+        "{repairs:?}"
+    );
+    assert_eq!(repairs[0]["bars_pulled"], 30_000, "{repairs:?}");
+    assert_equal(&verify(&m2, "c").await);
 }

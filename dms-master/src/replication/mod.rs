@@ -77,6 +77,9 @@ pub struct ReplicationContext {
     pub nodes: NodeRegistry,
     /// The bearer token replicas must present, if any.
     pub token: Option<Arc<str>>,
+    /// Whether the journal holds every change of the store since its first entry (see
+    /// [`NodeRegistry::record_journal_coverage`]); if not, new replicas start with a repair.
+    pub journal_covers_store: bool,
     pub options: StreamOptions,
     /// Fires when the master shuts down: open sessions end.
     pub shutdown: CancellationToken,

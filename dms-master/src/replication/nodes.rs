@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS replica_sessions (
     end_reason       TEXT
 );
 CREATE INDEX IF NOT EXISTS replica_sessions_by_node ON replica_sessions (node_id, id);
+CREATE TABLE IF NOT EXISTS replication_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
 
 /// How a replica stands, as the master sees it.
@@ -422,6 +426,51 @@ impl NodeRegistry {
                 Ok(n > 0)
             })
             .await
+    }
+
+    /// Whether the journal of `history` holds every change the store holds (recorded once per
+    /// history by [`NodeRegistry::record_journal_coverage`]).
+    pub async fn journal_covers_store(&self, history: &str) -> Result<Option<bool>, StateError> {
+        let key = format!("journal_covers_store:{history}");
+        self.tables
+            .with(move |conn| {
+                conn.query_row(
+                    "SELECT value FROM replication_meta WHERE key = ?1",
+                    params![key],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+                .map(|v| v.map(|v| v == "true"))
+            })
+            .await
+    }
+
+    /// Records, the first time a history is seen, whether its journal holds every change of
+    /// the store: true for a journal that began with an empty store (or one that predates this
+    /// record), false for a fresh journal over a store that already held bars (a master
+    /// started on a replica's store). A new replica may stream such a journal from its start
+    /// only when it covers the store; otherwise it repairs from the store's digests.
+    pub async fn record_journal_coverage(
+        &self,
+        history: &str,
+        fresh_journal: bool,
+        store_empty: bool,
+    ) -> Result<bool, StateError> {
+        if let Some(known) = self.journal_covers_store(history).await? {
+            return Ok(known);
+        }
+        let covers = !fresh_journal || store_empty;
+        let key = format!("journal_covers_store:{history}");
+        self.tables
+            .with(move |conn| {
+                conn.execute(
+                    "INSERT INTO replication_meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO NOTHING",
+                    params![key, covers.to_string()],
+                )
+            })
+            .await?;
+        Ok(covers)
     }
 
     /// The channel to ask a connected node for its digests.

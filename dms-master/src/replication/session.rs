@@ -155,12 +155,19 @@ impl Session {
         let reason = if h.needs_repair {
             Some("the replica reports that its store does not match its cursor".to_owned())
         } else if h.history_id.is_empty() {
-            (stats.pruned_through.0 > 0 || h.cursor > 0).then(|| {
-                format!(
-                    "new replica; the journal no longer holds entries 1..={}",
-                    stats.pruned_through
+            if !self.ctx.journal_covers_store {
+                Some(
+                    "new replica; the master's store holds bars from before its journal began"
+                        .to_owned(),
                 )
-            })
+            } else {
+                (stats.pruned_through.0 > 0 || h.cursor > 0).then(|| {
+                    format!(
+                        "new replica; the journal no longer holds entries 1..={}",
+                        stats.pruned_through
+                    )
+                })
+            }
         } else if &h.history_id != ours {
             Some(format!(
                 "the replica follows history {}, the master's is {ours}",
