@@ -17,9 +17,11 @@
 //! - [`read_api`]: parsing and answering the bar reads both daemons serve over HTTP.
 //! - [`config`]: YAML + environment config loading with errors that name the key.
 //! - [`telemetry`]: log setup.
+//! - [`daemon`]: runtime, listener and signal handling around a daemon's server.
 
 pub mod bar;
 pub mod config;
+pub mod daemon;
 pub mod interval;
 pub mod journal;
 pub mod pb;

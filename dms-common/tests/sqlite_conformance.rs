@@ -144,4 +144,18 @@ async fn scrub_finds_bars_changed_behind_the_stores_back() {
     );
     assert_eq!(store.overview().await.unwrap()[0].count, 1000);
     assert!(store.scrub().await.unwrap().is_empty(), "corrected once");
+    // A series row alone gone wrong (its count and digest) is corrected too.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("UPDATE series SET bar_count = 3, hash_lo = 42")
+        .unwrap();
+    drop(conn);
+    store.scrub().await.unwrap();
+    let ov = store.overview().await.unwrap();
+    assert_eq!(ov[0].count, 1000);
+    assert_eq!(
+        ov[0].digest,
+        dms_common::store::digest::total(
+            &store.bucket_digests(&key, TimeRange::all()).await.unwrap()
+        )
+    );
 }

@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 use dms_common::telemetry::{self, LogFormat};
 use dms_master::config::{DEFAULT_CONFIG_PATH, MasterConfig};
 use dms_master::universe::Universe;
-use tokio_util::sync::CancellationToken;
 
 /// The DMS master: keeps a market-data store complete, correct and replicated.
 #[derive(Debug, Parser)]
@@ -64,51 +63,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: MasterConfig, universe: Universe) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(config.http.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("cannot listen on {} (http.listen): {e}", config.http.listen);
-                return ExitCode::FAILURE;
-            }
-        };
-        let shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signal(shutdown.clone()));
-        match dms_master::server::run(config, universe, listener, shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e:#}");
-                ExitCode::FAILURE
-            }
-        }
+    dms_common::daemon::serve(config.http.listen, "http.listen", |listener, shutdown| {
+        dms_master::server::run(config, universe, listener, shutdown)
     })
-}
-
-async fn wait_for_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("cannot install signal handlers");
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    shutdown.cancel();
 }

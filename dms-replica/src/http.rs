@@ -116,6 +116,9 @@ async fn repairs(State(r): State<Replicator>, Query(q): Query<LimitQuery>) -> Re
     }
 }
 
+/// Most bars one `POST /api/replica/pull` may move.
+const MAX_PULL_BARS: usize = 1_000_000;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PullRequest {
@@ -147,8 +150,19 @@ async fn pull(State(r): State<Replicator>, body: Bytes) -> Response {
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_GATEWAY, e.to_string()),
     };
-    // A range older than what this replica holds must not be written over newer data.
-    let cursor = r.status.get().cursor;
+    // Nothing is applied from the stream while the pull runs, and the master's store must hold
+    // at least what this replica does: a pulled range never overwrites newer data.
+    let _applying = r.apply_lock.lock().await;
+    let cursor = match r.state.position().await {
+        Ok(p) if p.needs_repair => {
+            return error(
+                StatusCode::CONFLICT,
+                "the replica is repairing; pull once it is in sync again",
+            );
+        }
+        Ok(p) => p.cursor,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
     match client.list_series(pb::ListSeriesRequest {}).await {
         Ok(l) if l.get_ref().store_applied < cursor => {
             return error(
@@ -162,8 +176,11 @@ async fn pull(State(r): State<Replicator>, body: Bytes) -> Response {
         Ok(_) => {}
         Err(s) => return error(StatusCode::BAD_GATEWAY, s.message().to_owned()),
     }
-    let bars = match repair::pull(&mut client, &key, range).await {
+    let bars = match repair::pull(&mut client, &key, range, MAX_PULL_BARS).await {
         Ok(b) => b,
+        Err(e @ repair::RepairError::TooLarge { .. }) => {
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
         Err(e) => return error(StatusCode::BAD_GATEWAY, e.to_string()),
     };
     let n = bars.len() as u64;

@@ -41,6 +41,8 @@ pub enum RepairError {
     Protocol(String),
     #[error("stopped by shutdown")]
     Stopped,
+    #[error("{range} holds more than {max_bars} bars; pull a shorter range")]
+    TooLarge { range: String, max_bars: usize },
 }
 
 /// What a repair did and where the master stood when it began.
@@ -135,7 +137,7 @@ pub async fn repair(
                 if stop.is_cancelled() {
                     return Err(RepairError::Stopped);
                 }
-                let bars = pull(client, &key, range).await?;
+                let bars = pull(client, &key, range, MAX_PULL_BARS as usize * 2).await?;
                 record.bars_pulled += bars.len() as u64;
                 store.replace_range(&key, range, bars).await?;
             }
@@ -181,11 +183,13 @@ fn merge_runs(
     out.into_iter().map(|(r, _)| r).collect()
 }
 
-/// Every bar the master holds for `key` in `range`.
+/// Every bar the master holds for `key` in `range`; more than `max_bars` is an error (the
+/// caller asked for too large a range to hold in memory at once).
 pub async fn pull(
     client: &mut MasterClient,
     key: &SeriesKey,
     range: TimeRange,
+    max_bars: usize,
 ) -> Result<Vec<Bar>, RepairError> {
     let mut stream = client
         .pull_range(pb::PullRangeRequest {
@@ -198,6 +202,12 @@ pub async fn pull(
     let mut bars = Vec::new();
     while let Some(page) = stream.message().await? {
         bars.extend(page.bars.iter().map(Bar::from));
+        if bars.len() > max_bars {
+            return Err(RepairError::TooLarge {
+                range: format!("{key} in {range}"),
+                max_bars,
+            });
+        }
     }
     if let Some(b) = bars.iter().find(|b| !range.contains(b.ts)) {
         return Err(RepairError::Protocol(format!(

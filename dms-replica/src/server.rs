@@ -2,6 +2,7 @@
 //! serves HTTP; on shutdown stops HTTP, then lets the loop finish the batch it is applying,
 //! within `shutdown_timeout`.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,14 +47,21 @@ pub async fn run(
         state,
         status: StatusCell::default(),
         anti_entropy_now: Arc::new(Notify::new()),
+        apply_lock: Arc::default(),
         http_address: addr.to_string(),
     };
     let sync_stop = CancellationToken::new();
     let sync = tokio::spawn(replicator.clone().run(sync_stop.clone()));
     tracing::info!(%addr, "HTTP listening");
-    let serve_result = axum::serve(listener, http::router(replicator.clone()))
+    let serve = axum::serve(listener, http::router(replicator.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+        .into_future();
+    let serve_result = dms_common::daemon::serve_until_deadline(
+        serve,
+        &shutdown,
+        replicator.config.shutdown_timeout.0,
+    )
+    .await;
     let started = Instant::now();
     tracing::info!("shutting down");
     sync_stop.cancel();

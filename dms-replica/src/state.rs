@@ -202,32 +202,35 @@ impl ReplicaState {
             .await
     }
 
-    /// The newest repair the master has not been told of yet; marks it told. The master
-    /// records it in this node's sync history when the next session starts.
-    pub async fn take_unreported_repair(&self) -> Result<Option<RepairRecord>, StateError> {
-        let last = self
+    /// The newest repair the master has not been told of yet (it records it in this node's
+    /// sync history when the next session starts).
+    pub async fn unreported_repair(&self) -> Result<Option<RepairRecord>, StateError> {
+        let unreported = self
             .tables
             .with(|conn| {
-                let tx = conn.transaction()?;
-                let id: Option<i64> = tx
-                    .query_row(
-                        "SELECT max(id) FROM replica_repairs WHERE reported = 0",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .flatten();
-                tx.execute(
-                    "UPDATE replica_repairs SET reported = 1 WHERE reported = 0",
+                conn.query_row(
+                    "SELECT count(*) FROM replica_repairs WHERE reported = 0",
                     [],
-                )?;
-                tx.commit()?;
-                Ok(id)
+                    |r| r.get::<_, i64>(0),
+                )
             })
             .await?;
-        match last {
-            Some(_) => Ok(self.repairs(1).await?.into_iter().next()),
-            None => Ok(None),
+        if unreported == 0 {
+            return Ok(None);
         }
+        Ok(self.repairs(1).await?.into_iter().next())
+    }
+
+    /// Marks every repair as told to the master (after a session began with the report).
+    pub async fn mark_repairs_reported(&self) -> Result<(), StateError> {
+        self.tables
+            .with(|conn| {
+                conn.execute(
+                    "UPDATE replica_repairs SET reported = 1 WHERE reported = 0",
+                    [],
+                )
+                .map(|_| ())
+            })
+            .await
     }
 }

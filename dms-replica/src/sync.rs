@@ -131,6 +131,9 @@ pub struct Replicator {
     pub status: StatusCell,
     /// Notified to run anti-entropy now.
     pub anti_entropy_now: Arc<Notify>,
+    /// Held while a batch is applied and its cursor stored, and by a pull requested over HTTP
+    /// for its whole run, so a pulled range never overwrites entries applied meanwhile.
+    pub apply_lock: Arc<tokio::sync::Mutex<()>>,
     pub http_address: String,
 }
 
@@ -249,7 +252,7 @@ impl Replicator {
         self.status.update(|s| s.state = LinkState::Connecting);
         let mut client = self.connect().await?;
         let mut pos = self.state.position().await?;
-        let last_repair = self.state.take_unreported_repair().await?;
+        let last_repair = self.state.unreported_repair().await?;
         let hello = pb::Hello {
             node_id: self.config.node_id.clone(),
             history_id: pos.history_id.clone(),
@@ -287,7 +290,9 @@ impl Replicator {
             }
             None => return Err(SyncError::Stream("the master closed the stream".into())),
         };
-        *delay = self.config.master.reconnect_min_delay.0;
+        if last_repair.is_some() {
+            self.state.mark_repairs_reported().await?;
+        }
         if welcome.start_after != pos.cursor
             || (!pos.history_id.is_empty() && pos.history_id != welcome.history_id)
         {
@@ -347,10 +352,26 @@ impl Replicator {
                             b.seq, b.history_id
                         )));
                     }
-                    let (n, stats) = apply(&self.store, batches).await?;
+                    let guard = self.apply_lock.lock().await;
+                    let (n, stats) = match apply(&self.store, batches).await {
+                        Ok(applied) => applied,
+                        Err(e) => {
+                            if !e.is_transient() {
+                                // Retrying the same entry cannot help: repair from digests.
+                                pos.needs_repair = true;
+                                pos.repair_reason =
+                                    Some(format!("applying entries after {cursor} failed: {e}"));
+                                self.state.set_position(&pos).await?;
+                            }
+                            return Err(e.into());
+                        }
+                    };
                     cursor = last_seq;
                     pos.cursor = cursor.0;
                     self.state.set_position(&pos).await?;
+                    drop(guard);
+                    // The link works: the next reconnect starts from the shortest delay.
+                    *delay = self.config.master.reconnect_min_delay.0;
                     let _ = out_tx.send(pb::ReplicaMessage {
                         msg: Some(replica_message::Msg::Ack(pb::Ack {
                             seq: cursor.0,
@@ -377,7 +398,17 @@ impl Replicator {
                     });
                 }
                 Some(Incoming::Heartbeat(h)) => {
+                    // Answering each heartbeat tells the master this replica is alive.
+                    let _ = out_tx.send(pb::ReplicaMessage {
+                        msg: Some(replica_message::Msg::Ack(pb::Ack {
+                            seq: cursor.0,
+                            bars: 0,
+                        })),
+                    });
                     master_head = h.head;
+                    if cursor.0 >= master_head {
+                        *delay = self.config.master.reconnect_min_delay.0;
+                    }
                     self.status.update(|s| {
                         s.master_head = master_head;
                         s.lag_seq = master_head.saturating_sub(cursor.0);

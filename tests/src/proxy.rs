@@ -76,14 +76,18 @@ impl LinkProxy {
     pub fn set(&self, mode: LinkMode) {
         self.mode.send_replace(mode);
         if mode == LinkMode::Cut {
-            for t in self
-                .connections
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain(..)
-            {
-                t.abort();
-            }
+            self.drop_connections();
+        }
+    }
+
+    fn drop_connections(&self) {
+        for t in self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
         }
     }
 
@@ -103,14 +107,7 @@ impl LinkProxy {
 impl Drop for LinkProxy {
     fn drop(&mut self) {
         self.accept.abort();
-        for t in self
-            .connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            t.abort();
-        }
+        self.drop_connections();
     }
 }
 

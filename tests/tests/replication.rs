@@ -148,6 +148,22 @@ async fn two_replicas_reach_the_masters_exact_counts_and_verify_equal() {
             .all(|c| c["name"] != "replica:replica-b"),
         "{cursors}"
     );
+    // Forgetting a connected replica ends its session; it reconnects and is known again.
+    let (code, body) = master.delete("/api/nodes/replica-a").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    a.wait_in_sync(&master, SYNC).await.unwrap();
+    master
+        .wait_until("replica-a to be known again", SYNC, async || {
+            let (code, n) = master.get("/api/nodes/replica-a").await?;
+            Ok(if code == 200 && n["data"]["state"] == "in_sync" {
+                Check::Ready(())
+            } else {
+                Check::Waiting(n.to_string())
+            })
+        })
+        .await
+        .unwrap();
+    assert_equal(&verify(&master, "replica-a").await);
     // gRPC health answers on the same port for the replication service.
     let mut health = tonic_health::pb::health_client::HealthClient::new(
         tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", master.port))

@@ -390,10 +390,21 @@ impl Writer {
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let wrong = digest::differing_buckets(&computed, &kept);
-            if wrong.is_empty() {
+            let total = digest::total(&computed);
+            let (lo, hi) = total.hash_halves();
+            let row: (i64, Option<i64>, Option<i64>, i64, i64) = tx.query_row(
+                "SELECT bar_count, first_ts, last_ts, hash_lo, hash_hi FROM series WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?;
+            if wrong.is_empty() && row == (count, first, last, lo, hi) {
                 continue;
             }
-            tracing::warn!(series = %key, buckets = wrong.len(), "stored digests did not match the bars; corrected");
+            tracing::warn!(
+                series = %key,
+                buckets = wrong.len(),
+                "stored counts or digests did not match the bars; corrected"
+            );
             tx.execute(
                 "DELETE FROM bucket_digests WHERE series_id = ?1",
                 params![id],
@@ -406,7 +417,6 @@ impl Writer {
                     params![id, b.start.0, b.digest.count as i64, lo, hi],
                 )?;
             }
-            let (lo, hi) = digest::total(&computed).hash_halves();
             tx.execute(
                 "UPDATE series SET bar_count = ?2, first_ts = ?3, last_ts = ?4, hash_lo = ?5,
                     hash_hi = ?6 WHERE id = ?1",
@@ -452,20 +462,7 @@ impl Writer {
                 delete.execute(params![id, ts])?;
             }
         }
-        if !gone.is_empty() {
-            tx.execute(
-                "UPDATE series SET bar_count = bar_count - ?2,
-                    first_ts = (SELECT min(ts) FROM bars WHERE series_id = ?1),
-                    last_ts = (SELECT max(ts) FROM bars WHERE series_id = ?1)
-                 WHERE id = ?1",
-                params![id, gone.len() as i64],
-            )?;
-        }
-        let last_ts: Option<i64> = tx.query_row(
-            "SELECT last_ts FROM series WHERE id = ?1",
-            params![id],
-            |r| r.get(0),
-        )?;
+        let last_ts = shrink_series(&tx, id, gone.len() as u64)?;
         let (written, last_ts) = upsert_series(&tx, SeriesMeta { id, last_ts }, bars, &mut deltas)?;
         deltas.apply(&tx, id)?;
         tx.commit()?;
@@ -501,21 +498,26 @@ fn delete_in(
         params![id, range.start.0, range.end.0],
     )?;
     deltas.apply(tx, id)?;
-    if n > 0 {
+    let last_ts = shrink_series(tx, id, n as u64)?;
+    Ok((n as u64, last_ts))
+}
+
+/// Takes `removed` bars off series `id`'s count and recomputes its bounds; returns its last ts.
+fn shrink_series(tx: &Transaction<'_>, id: i64, removed: u64) -> Result<Option<i64>> {
+    if removed > 0 {
         tx.execute(
             "UPDATE series SET bar_count = bar_count - ?2,
                 first_ts = (SELECT min(ts) FROM bars WHERE series_id = ?1),
                 last_ts = (SELECT max(ts) FROM bars WHERE series_id = ?1)
              WHERE id = ?1",
-            params![id, n as i64],
+            params![id, removed as i64],
         )?;
     }
-    let last_ts: Option<i64> = tx.query_row(
+    Ok(tx.query_row(
         "SELECT last_ts FROM series WHERE id = ?1",
         params![id],
         |r| r.get(0),
-    )?;
-    Ok((n as u64, last_ts))
+    )?)
 }
 
 fn create_series(tx: &Transaction<'_>, key: &SeriesKey) -> Result<i64> {

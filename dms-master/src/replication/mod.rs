@@ -62,6 +62,8 @@ impl Default for StreamOptions {
     }
 }
 
+/// How long a subscriber has to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bars in one `PullRange` page.
 const MAX_PAGE: usize = 50_000;
 /// Most series in one `Digests` call.
@@ -157,7 +159,15 @@ impl Replication for ReplicationService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         self.authorize(&req)?;
         let mut inbound = req.into_inner();
-        let hello = match inbound.message().await? {
+        let first = tokio::select! {
+            m = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => m.map_err(|_| {
+                Status::deadline_exceeded(format!("no Hello within {HELLO_TIMEOUT:?}"))
+            })??,
+            _ = self.ctx.shutdown.cancelled() => {
+                return Err(Status::unavailable("the master is shutting down"));
+            }
+        };
+        let hello = match first {
             Some(pb::ReplicaMessage {
                 msg: Some(replica_message::Msg::Hello(h)),
             }) => h,

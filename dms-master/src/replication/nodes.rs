@@ -4,8 +4,10 @@
 //! an operator forgets it. Each subscribe session is a row of `replica_sessions`: when it began
 //! and ended, the seq range sent and acknowledged, batches, bars and bytes, repairs the replica
 //! reported, and why it ended. The live part (state, lag, the open session's counters, the
-//! channel to ask the replica for a verify) is kept in memory and written to the session row
-//! when it changes state and when the session ends.
+//! channel to ask the replica for a verify) is kept in memory, published by the session that
+//! owns it; a session only ever touches the live entry while it is the node's current session.
+//! A new session of a node ends the one before it (a replica that reconnected before the
+//! master noticed its old link died), and forgetting a node ends its session.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,6 +18,7 @@ use dms_common::state::{StateError, StateTables};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS replica_nodes (
@@ -124,9 +127,11 @@ pub struct NodeInfo {
 struct Live {
     state: NodeState,
     session: Option<SessionStats>,
-    /// When the oldest unacknowledged entry was committed (Unix ms), if any.
-    oldest_unacked_ms: Option<i64>,
+    /// Since when the node has been behind the journal head (Unix ms), if it is.
+    behind_since_ms: Option<i64>,
     verify: Option<mpsc::Sender<VerifyCall>>,
+    /// Ends the open session.
+    cancel: Option<CancellationToken>,
 }
 
 /// The registry. Cheap to clone.
@@ -149,7 +154,8 @@ impl NodeRegistry {
         })
     }
 
-    /// Registers (or refreshes) a node and opens a session for it; returns the session id.
+    /// Registers (or refreshes) a node and opens a session for it, ending the node's previous
+    /// session if one is still open; returns the new session's stats (with its id).
     pub async fn session_started(
         &self,
         node_id: &str,
@@ -157,7 +163,8 @@ impl NodeRegistry {
         start_seq: u64,
         repair: Option<serde_json::Value>,
         verify: mpsc::Sender<VerifyCall>,
-    ) -> Result<i64, StateError> {
+        cancel: CancellationToken,
+    ) -> Result<SessionStats, StateError> {
         let (id, addr, now) = (node_id.to_owned(), http_address.to_owned(), now_ms());
         let repair_json = repair.as_ref().map(|r| r.to_string());
         let session_id = self
@@ -181,75 +188,87 @@ impl NodeRegistry {
                 Ok(sid)
             })
             .await?;
+        let stats = SessionStats {
+            id: session_id,
+            connected_ms: now,
+            start_seq,
+            last_sent_seq: start_seq,
+            last_acked_seq: start_seq,
+            repair,
+            ..SessionStats::default()
+        };
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.insert(
+        let previous = live.insert(
             node_id.to_owned(),
             Live {
                 state: NodeState::CatchingUp,
-                session: Some(SessionStats {
-                    id: session_id,
-                    connected_ms: now_ms(),
-                    start_seq,
-                    last_sent_seq: start_seq,
-                    last_acked_seq: start_seq,
-                    repair,
-                    ..SessionStats::default()
-                }),
-                oldest_unacked_ms: None,
+                session: Some(stats.clone()),
+                behind_since_ms: None,
                 verify: Some(verify),
+                cancel: Some(cancel),
             },
         );
-        Ok(session_id)
-    }
-
-    /// Updates the open session of `node_id`.
-    pub fn update(&self, node_id: &str, f: impl FnOnce(&mut SessionStats)) {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = live.get_mut(node_id).and_then(|l| l.session.as_mut()) {
-            f(s);
+        if let Some(c) = previous.and_then(|p| p.cancel) {
+            c.cancel();
         }
+        Ok(stats)
     }
 
-    /// Sets the live state and the commit time of the oldest unacknowledged entry.
-    pub fn set_progress(&self, node_id: &str, state: NodeState, oldest_unacked_ms: Option<i64>) {
+    /// Publishes the counters and state of session `stats.id` of `node_id`, if it is still the
+    /// node's current session.
+    pub fn publish(
+        &self,
+        node_id: &str,
+        stats: &SessionStats,
+        state: NodeState,
+        behind_since_ms: Option<i64>,
+    ) {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = live.get_mut(node_id) {
+        if let Some(l) = live.get_mut(node_id)
+            && l.session.as_ref().is_some_and(|s| s.id == stats.id)
+        {
             l.state = state;
-            l.oldest_unacked_ms = oldest_unacked_ms;
+            l.behind_since_ms = behind_since_ms;
+            l.session = Some(stats.clone());
         }
     }
 
-    /// Closes the open session of `node_id` with `end_reason` (and the node's state after it).
+    /// Closes session `stats.id` of `node_id` with `end_reason` (and the node's state after it,
+    /// unless a newer session took over).
     pub async fn session_ended(
         &self,
         node_id: &str,
+        stats: SessionStats,
         end_reason: &str,
         state: NodeState,
         repair_reason: Option<String>,
         error: Option<String>,
     ) {
-        let session = {
+        let current = {
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-            let l = live.entry(node_id.to_owned()).or_insert(Live {
-                state,
-                session: None,
-                oldest_unacked_ms: None,
-                verify: None,
-            });
-            l.state = state;
-            l.verify = None;
-            l.oldest_unacked_ms = None;
-            l.session.take()
+            match live.get_mut(node_id) {
+                Some(l) if l.session.as_ref().is_some_and(|s| s.id == stats.id) => {
+                    l.state = state;
+                    l.verify = None;
+                    l.cancel = None;
+                    l.behind_since_ms = None;
+                    l.session = None;
+                    true
+                }
+                _ => false,
+            }
         };
+        let session = Some(stats);
         let (id, end, now) = (node_id.to_owned(), end_reason.to_owned(), now_ms());
+        let state = if current { Some(state.as_str()) } else { None };
         let result = self
             .tables
             .with(move |conn| {
                 let tx = conn.transaction()?;
                 tx.execute(
-                    "UPDATE replica_nodes SET last_contact_ms = ?2, state = ?3,
+                    "UPDATE replica_nodes SET last_contact_ms = ?2, state = coalesce(?3, state),
                         last_error = coalesce(?4, last_error) WHERE node_id = ?1",
-                    params![id, now, state.as_str(), error],
+                    params![id, now, state, error],
                 )?;
                 if let Some(s) = session {
                     tx.execute(
@@ -275,20 +294,6 @@ impl NodeRegistry {
         if let Err(e) = result {
             tracing::error!(node = node_id, error = %e, "cannot record the end of a replica session");
         }
-    }
-
-    /// Records an error seen from a node outside a session (e.g. a refused Hello).
-    pub async fn record_error(&self, node_id: &str, error: &str) {
-        let (id, e, now) = (node_id.to_owned(), error.to_owned(), now_ms());
-        let _ = self
-            .tables
-            .with(move |conn| {
-                conn.execute(
-                    "UPDATE replica_nodes SET last_error = ?2, last_contact_ms = ?3 WHERE node_id = ?1",
-                    params![id, e, now],
-                )
-            })
-            .await;
     }
 
     /// Every known node with its persisted row, overlaid with the live state.
@@ -324,7 +329,7 @@ impl NodeRegistry {
                     _ => NodeState::Disconnected,
                 });
                 let lag_seconds = l
-                    .and_then(|l| l.oldest_unacked_ms)
+                    .and_then(|l| l.behind_since_ms)
                     .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
                 NodeInfo {
                     node_id,
@@ -407,12 +412,17 @@ impl NodeRegistry {
         }))
     }
 
-    /// Forgets a node: its row and its history. Returns whether it was known.
+    /// Forgets a node: its row and its history, and ends its open session. Returns whether it
+    /// was known.
     pub async fn forget(&self, node_id: &str) -> Result<bool, StateError> {
-        self.live
+        let live = self
+            .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(node_id);
+        if let Some(c) = live.and_then(|l| l.cancel) {
+            c.cancel();
+        }
         let id = node_id.to_owned();
         self.tables
             .with(move |conn| {

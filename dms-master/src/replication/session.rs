@@ -17,10 +17,15 @@ use dms_common::pb::{self, master_message, replica_message};
 use dms_common::store::digest::DIGEST_VERSION;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 use super::ReplicationContext;
-use super::nodes::{NodeState, VerifyCall, cursor_name};
+use super::nodes::{NodeState, SessionStats, VerifyCall, cursor_name};
+
+/// A replica sends at least an acknowledgement per heartbeat; after this long without any
+/// message (or without taking a message from the master) it is taken as gone.
+const REPLICA_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 type Outbound = mpsc::Sender<Result<pb::MasterMessage, Status>>;
 
@@ -31,6 +36,10 @@ pub struct Session {
     hello: pb::Hello,
     inbound: Streaming<pb::ReplicaMessage>,
     tx: Outbound,
+    /// This session's counters, published to the node registry.
+    stats: SessionStats,
+    /// Ends this session: master shutdown, a newer session of the node, or the node forgotten.
+    cancel: CancellationToken,
 }
 
 /// Why a session ended, and the node's state after it.
@@ -99,11 +108,32 @@ impl Session {
         inbound: Streaming<pb::ReplicaMessage>,
         tx: Outbound,
     ) -> Session {
+        let cancel = ctx.shutdown.child_token();
         Session {
             ctx,
             hello,
             inbound,
             tx,
+            stats: SessionStats::default(),
+            cancel,
+        }
+    }
+
+    /// Why `cancel` fired.
+    fn cancelled(&self) -> End {
+        if self.ctx.shutdown.is_cancelled() {
+            End::disconnected("the master is shutting down")
+        } else {
+            End::disconnected("ended by a newer session of this node, or the node was forgotten")
+        }
+    }
+
+    /// Sends `m` unless the session is cancelled first or the replica does not take it within
+    /// the idle timeout (a stalled replica); returns whether it was sent.
+    async fn send(&self, m: pb::MasterMessage) -> bool {
+        tokio::select! {
+            sent = self.tx.send_timeout(Ok(m), REPLICA_IDLE) => sent.is_ok(),
+            _ = self.cancel.cancelled() => false,
         }
     }
 
@@ -112,7 +142,7 @@ impl Session {
         let node = self.hello.node_id.clone();
         let repair = self.hello.last_repair.as_ref().map(repair_json);
         let (verify_tx, verify_rx) = mpsc::channel(4);
-        if let Err(e) = self
+        match self
             .ctx
             .nodes
             .session_started(
@@ -121,17 +151,18 @@ impl Session {
                 self.hello.cursor,
                 repair,
                 verify_tx,
+                self.cancel.clone(),
             )
             .await
         {
-            tracing::error!(node = %node, error = %e, "cannot record a replica session");
-            let _ = self
-                .tx
-                .send(Err(Status::unavailable(format!(
+            Ok(stats) => self.stats = stats,
+            Err(e) => {
+                tracing::error!(node = %node, error = %e, "cannot record a replica session");
+                let _ = self.tx.try_send(Err(Status::unavailable(format!(
                     "the master cannot record the session: {e}"
-                ))))
-                .await;
-            return;
+                ))));
+                return;
+            }
         }
         let end = match self.admit().await {
             Ok(None) => self.stream(verify_rx).await,
@@ -141,7 +172,14 @@ impl Session {
         tracing::info!(node = %node, reason = %end.reason, "replica session ended");
         self.ctx
             .nodes
-            .session_ended(&node, &end.reason, end.state, end.repair_reason, end.error)
+            .session_ended(
+                &node,
+                self.stats.clone(),
+                &end.reason,
+                end.state,
+                end.repair_reason,
+                end.error,
+            )
             .await;
     }
 
@@ -212,7 +250,13 @@ impl Session {
             history_id: self.ctx.journal.history_id().0.clone(),
             resume_after: resume_after.0,
         }));
-        let _ = self.tx.send(Ok(m)).await;
+        if !self.send(m).await {
+            return if self.cancel.is_cancelled() {
+                self.cancelled()
+            } else {
+                End::disconnected("the replica did not take the repair request")
+            };
+        }
         End::repair(reason)
     }
 
@@ -239,7 +283,9 @@ impl Session {
         let mut behind_since: Option<i64> = None;
         let mut verifies: HashMap<u64, oneshot::Sender<pb::VerifyReport>> = HashMap::new();
         let mut next_verify_id = 1u64;
+        let mut verify_open = true;
         let mut last_send = Instant::now();
+        let mut last_inbound = Instant::now();
         loop {
             let head = *head_rx.borrow_and_update();
             if acked >= head {
@@ -252,7 +298,9 @@ impl Session {
             } else {
                 NodeState::CatchingUp
             };
-            self.ctx.nodes.set_progress(&node, state, behind_since);
+            self.ctx
+                .nodes
+                .publish(&node, &self.stats, state, behind_since);
             let window_open = (sent.0 - acked.0) < opts.max_unacked_entries
                 && inflight_bytes < opts.max_unacked_bytes;
             if pending.is_none() && window_open && head > sent {
@@ -276,21 +324,23 @@ impl Session {
                     inflight.push_back((*last, bytes));
                     inflight_bytes += bytes;
                 }
-                let n = entries.len() as u64;
-                self.ctx.nodes.update(&node, |s| {
-                    s.last_sent_seq = sent.0;
-                    s.batches += n;
-                    s.bytes += bytes;
-                });
+                self.stats.last_sent_seq = sent.0;
+                self.stats.batches += entries.len() as u64;
+                self.stats.bytes += bytes;
                 pending = Some(msg(master_message::Msg::Entries(pb::Entries {
                     entries: entries.into_iter().map(|(_, b)| b).collect(),
                 })));
             }
             let heartbeat_at = last_send + opts.heartbeat;
+            let idle_at = last_inbound + REPLICA_IDLE.max(opts.heartbeat * 5);
             tokio::select! {
                 biased;
-                _ = self.ctx.shutdown.cancelled() => {
-                    return End::disconnected("the master is shutting down");
+                _ = self.cancel.cancelled() => return self.cancelled(),
+                _ = tokio::time::sleep_until(idle_at) => {
+                    return End::disconnected(format!(
+                        "no message from the replica for {:?}",
+                        REPLICA_IDLE.max(opts.heartbeat * 5)
+                    ));
                 }
                 m = self.inbound.message() => match m {
                     Ok(Some(pb::ReplicaMessage { msg: Some(replica_message::Msg::Ack(a)) })) => {
@@ -307,13 +357,13 @@ impl Session {
                             if let Err(e) = journal.ack_cursor(&name, acked) {
                                 return End::failed(format!("cannot move the replica's cursor: {e}"));
                             }
-                            self.ctx.nodes.update(&node, |s| {
-                                s.last_acked_seq = acked.0;
-                                s.bars += a.bars;
-                            });
+                            self.stats.last_acked_seq = acked.0;
                         }
+                        self.stats.bars += a.bars;
+                        last_inbound = Instant::now();
                     }
                     Ok(Some(pb::ReplicaMessage { msg: Some(replica_message::Msg::Verify(r)) })) => {
+                        last_inbound = Instant::now();
                         if let Some(reply) = verifies.remove(&r.request_id) {
                             let _ = reply.send(r);
                         }
@@ -340,14 +390,15 @@ impl Session {
                         at_ms: now_ms(),
                     })));
                 }
-                call = verify_rx.recv(), if pending.is_none() => {
-                    if let Some(mut call) = call {
+                call = verify_rx.recv(), if pending.is_none() && verify_open => match call {
+                    Some(mut call) => {
                         call.request.request_id = next_verify_id;
                         verifies.insert(next_verify_id, call.reply);
                         next_verify_id += 1;
                         pending = Some(msg(master_message::Msg::Verify(call.request)));
                     }
-                }
+                    None => verify_open = false,
+                },
             }
         }
     }

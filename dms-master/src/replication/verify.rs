@@ -17,7 +17,7 @@ use dms_common::store::digest::compare_buckets;
 use dms_common::store::{BucketDigest, Digest, SeriesOverview, SharedStore};
 use dms_common::{SeriesKey, pb};
 use serde::Serialize;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::nodes::{NodeRegistry, VerifyCall, cursor_name};
 
@@ -121,7 +121,11 @@ pub async fn verify_node(
         replica_cursor: report.cursor,
         master_store_applied,
         caught_up,
-        series_total: master_map.len().max(replica.len()),
+        series_total: master_map
+            .keys()
+            .chain(replica.keys())
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
         series_equal: 0,
         series_diverged: differing.len(),
         buckets_compared: 0,
@@ -225,10 +229,15 @@ async fn ask(
         },
         reply,
     };
-    channel
-        .send(call)
-        .await
-        .map_err(|_| VerifyError::NotConnected(node_id.to_owned()))?;
+    match channel.send_timeout(call, wait).await {
+        Ok(()) => {}
+        Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            return Err(VerifyError::NoAnswer(node_id.to_owned(), wait));
+        }
+        Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+            return Err(VerifyError::NotConnected(node_id.to_owned()));
+        }
+    }
     match tokio::time::timeout(wait, answer).await {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(_)) => Err(VerifyError::NotConnected(node_id.to_owned())),
