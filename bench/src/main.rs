@@ -54,6 +54,9 @@ struct ReplicateArgs {
     /// How long the steady ingest runs for the lag measurement, in seconds.
     #[arg(long, default_value_t = 20)]
     steady_secs: u64,
+    /// Compression of the stream: zstd, gzip or none.
+    #[arg(long, default_value = "zstd")]
+    compression: String,
 }
 
 /// Data set size and where the files go.
@@ -92,7 +95,9 @@ fn main() -> Result<()> {
         Cmd::StoreRawMultirow(size) => print(&scenarios::store_raw_multirow(&size)?),
         Cmd::All(size) => all(&size),
         Cmd::Fetch(args) => print(&fetch::fetch(&args)?),
-        Cmd::Replicate(args) => replicate::replicate(&args.size, args.steady_secs),
+        Cmd::Replicate(args) => {
+            replicate::replicate(&args.size, args.steady_secs, &args.compression)
+        }
     }
 }
 

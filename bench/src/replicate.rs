@@ -38,7 +38,7 @@ use crate::{Size, scenarios};
 const NODE: &str = "bench-replica";
 
 /// Runs the scenario and prints a Markdown table of its numbers.
-pub(crate) fn replicate(size: &Size, steady_secs: u64) -> Result<()> {
+pub(crate) fn replicate(size: &Size, steady_secs: u64, compression: &str) -> Result<()> {
     let reference = scenarios::store_raw_multirow(size)?;
     eprintln!(
         "reference store-raw-multirow: {:.0} bars/s",
@@ -49,7 +49,7 @@ pub(crate) fn replicate(size: &Size, steady_secs: u64) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let r = runtime.block_on(run(dir.path(), size, steady_secs))?;
+    let r = runtime.block_on(run(dir.path(), size, steady_secs, compression))?;
     let catch_up_rate = r.bars as f64 / r.catch_up_secs;
     println!("| measure | value | target | notes |");
     println!("| --- | ---: | ---: | --- |");
@@ -68,7 +68,7 @@ pub(crate) fn replicate(size: &Size, steady_secs: u64) -> Result<()> {
         100.0 * catch_up_rate / reference.bars_per_sec
     );
     println!(
-        "| bytes on the wire per bar (zstd) | {:.1} B | | {} bytes through the proxy; journal payload {:.1} B/bar |",
+        "| bytes on the wire per bar ({compression}) | {:.1} B | | {} bytes through the proxy; journal payload {:.1} B/bar |",
         r.wire_bytes as f64 / r.bars as f64,
         r.wire_bytes,
         r.journal_bytes as f64 / r.bars as f64
@@ -109,7 +109,12 @@ struct Numbers {
     repair_bars: u64,
 }
 
-async fn run(dir: &std::path::Path, size: &Size, steady_secs: u64) -> Result<Numbers> {
+async fn run(
+    dir: &std::path::Path,
+    size: &Size,
+    steady_secs: u64,
+    compression: &str,
+) -> Result<Numbers> {
     let mut n = Numbers::default();
     // The master's parts.
     let state = dir.join("master-state.db");
@@ -189,6 +194,7 @@ async fn run(dir: &std::path::Path, size: &Size, steady_secs: u64) -> Result<Num
         "node_id: {NODE}
 master:
   url: http://127.0.0.1:{proxy_port}
+  compression: {compression}
 http:
   listen: 127.0.0.1:0
 state:
@@ -255,7 +261,8 @@ anti_entropy_interval: 0s
     // One changed bar in the replica's store, found and repaired.
     replica_stop.cancel();
     replica.await??;
-    wait_acked(&journal, journal.head(), Duration::from_secs(60)).await?;
+    // The master's store must hold what the replica acknowledged before the two are compared.
+    applier.wait_applied(journal.head()).await;
     let replica_store = SqliteStore::open(&replica_store_path)?;
     let victim = BarGenerator::key(size.symbols / 2);
     let mut bar = replica_store

@@ -106,6 +106,9 @@ pub enum SyncError {
     Protocol(String),
 }
 
+/// About the most bars applied in one store transaction when several messages are waiting.
+const GROUP_BARS: usize = 200_000;
+
 enum Next {
     Reconnect,
     AntiEntropy,
@@ -272,7 +275,7 @@ impl Replicator {
             .map_err(SyncError::Refused)?
             .into_inner();
         let idle = self.config.master.idle_timeout.0;
-        let (in_tx, mut in_rx) = mpsc::channel(4);
+        let (in_tx, mut in_rx) = mpsc::channel(16);
         let reader = tokio::spawn(read_stream(inbound, in_tx, idle));
         let _reader_guard = AbortOnDrop(reader);
         let welcome = match in_rx.recv().await {
@@ -321,6 +324,8 @@ impl Replicator {
             s.lag_seq = master_head.saturating_sub(cursor.0);
         });
         tracing::info!(cursor = %cursor, master_head, "subscribed to the master");
+        // A message taken from the reader while grouping entries, handled next.
+        let mut stash: Option<Incoming> = None;
         loop {
             let anti_entropy = async {
                 match anti_entropy_at {
@@ -328,15 +333,33 @@ impl Replicator {
                     None => std::future::pending().await,
                 }
             };
-            let item = tokio::select! {
-                _ = stop.cancelled() => return Ok(Next::Stop),
-                _ = anti_entropy => return Ok(Next::AntiEntropy),
-                _ = self.anti_entropy_now.notified() => return Ok(Next::AntiEntropy),
-                item = in_rx.recv() => item,
+            let item = match stash.take() {
+                Some(item) => Some(item),
+                None => tokio::select! {
+                    _ = stop.cancelled() => return Ok(Next::Stop),
+                    _ = anti_entropy => return Ok(Next::AntiEntropy),
+                    _ = self.anti_entropy_now.notified() => return Ok(Next::AntiEntropy),
+                    item = in_rx.recv() => item,
+                },
             };
             let now = now_ms();
             match item {
-                Some(Incoming::Entries(batches)) => {
+                Some(Incoming::Entries(mut batches)) => {
+                    // Messages already received go into the same store transaction.
+                    let mut bars: usize = batches.iter().map(ChangeBatch::bar_count).sum();
+                    while bars < GROUP_BARS {
+                        match in_rx.try_recv() {
+                            Ok(Incoming::Entries(more)) => {
+                                bars += more.iter().map(ChangeBatch::bar_count).sum::<usize>();
+                                batches.extend(more);
+                            }
+                            Ok(other) => {
+                                stash = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
                     let Some(last) = batches.last() else { continue };
                     let (last_seq, last_ms) = (last.seq, last.committed_at_ms);
                     if batches[0].seq != cursor.next() {
