@@ -42,7 +42,7 @@ pub async fn run(
     let journal = Journal::open(&config.state.path, config.journal.policy())
         .with_context(|| format!("cannot open the state file {}", config.state.path.display()))?;
     let quarantine = Quarantine::open(&config.state.path)?;
-    let store = open_store(&config.store)?;
+    let store = open_store(&config.store).await?;
     // Before anything is journaled: does this journal hold every change of the store?
     let nodes = NodeRegistry::open(&config.state.path)?;
     let journal_covers_store = {

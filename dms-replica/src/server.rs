@@ -29,7 +29,7 @@ pub async fn run(
         .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
     let state = ReplicaState::open(&config.state.path)
         .with_context(|| format!("cannot open the state file {}", config.state.path.display()))?;
-    let store = open_store(&config.store)?;
+    let store = open_store(&config.store).await?;
     let position = state.position().await?;
     tracing::info!(
         node = %config.node_id,

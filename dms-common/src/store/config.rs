@@ -57,8 +57,8 @@ impl Default for StoreConfig {
     }
 }
 
-/// Opens the configured bar store.
-pub fn open_store(config: &StoreConfig) -> Result<SharedStore, super::StoreError> {
+/// Opens the configured bar store (a network backend connects and prepares its schema).
+pub async fn open_store(config: &StoreConfig) -> Result<SharedStore, super::StoreError> {
     match config {
         StoreConfig::Sqlite(SqliteStoreConfig { path, cache }) => {
             let options = SqliteOptions {

@@ -1,22 +1,36 @@
 //! The `BarStore` seam: where bars live, whatever the backend.
 //!
 //! Every backend (`sqlite` here; InfluxDB, PostgreSQL and MySQL beside it) implements the same
-//! async trait and passes the same [`conformance`] suite. The contract:
+//! async trait and passes the same [`conformance`] suite.
+//!
+//! # What every backend guarantees
 //!
 //! - Bars are keyed by (series, ts). [`BarStore::upsert`] is idempotent: writing the same bars
-//!   twice changes nothing and reports them as `unchanged`.
-//! - [`BarStore::upsert`] returns only after the batch is durable, and applies a batch as a whole
-//!   or not at all where the backend allows it.
-//! - Reads are half-open `[start, end)`, ordered by ts, and streamed in pages so that a reader
+//!   twice changes nothing. It returns only after the batch is durable.
+//! - Reads return exactly what was written (every f64 bit-exact, optional fields present or
+//!   absent as written), half-open `[start, end)`, ordered by ts, streamed in pages so a reader
 //!   never holds a whole series in memory.
+//! - [`BarStore::delete`] removes a range; "delete a range, then write bars" leaves exactly those
+//!   bars, and so does [`BarStore::replace_range`] (a bar rewritten without an optional field
+//!   has no such field afterwards).
 //! - [`BarStore::overview`] is exact: its counts equal the bars stored, however often bars were
-//!   re-sent.
-//! - [`BarStore::bucket_digests`] and the digest in [`SeriesOverview`] follow the same canonical
-//!   encoding ([`digest`]) on every backend, so a master and a replica with different backends
-//!   can compare their data series by series and bucket by bucket. A backend keeps them current
-//!   as it writes (the SQLite store does, in the same transaction as the bars), so comparing
-//!   costs a few reads per series rather than re-reading every bar; the default methods compute
-//!   them from the bars for backends that cannot.
+//!   re-sent; it is answered from counts the backend keeps (or the daemon's catalog), never by a
+//!   full scan per call.
+//! - [`BarStore::bucket_digests`] and the digest in [`SeriesOverview`] equal those of any other
+//!   backend holding the same bars ([`digest`]), so a master and a replica with different
+//!   backends can compare their data series by series and bucket by bucket.
+//! - Errors tell transient from permanent ([`StoreError::is_transient`]): a transient one may
+//!   succeed if retried (the server is down, busy, locked); a permanent one will not (the data or
+//!   the request cannot be handled) and the caller sets the entry aside instead of retrying it.
+//!
+//! # What a backend declares ([`Capabilities`])
+//!
+//! - `exact_upsert_counts`: `upsert` tells inserted, updated and unchanged bars apart. Without
+//!   it, the counts add up to the bars sent but may report changed or unchanged bars as
+//!   inserted.
+//! - `atomic_batches`: a batch of several series is applied all or nothing.
+//! - `maintained_digests`: digests are kept current on write, so reading them is cheap; without
+//!   it they are computed from the bars on every call.
 
 pub mod config;
 pub mod conformance;
@@ -35,6 +49,17 @@ pub use digest::{BucketDigest, Digest, DigestBucketing};
 
 /// Default number of bars in one page of a streamed read.
 pub const DEFAULT_PAGE_SIZE: usize = 10_000;
+
+/// What a backend guarantees beyond the contract every backend keeps (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    /// `upsert` reports inserted / updated / unchanged exactly.
+    pub exact_upsert_counts: bool,
+    /// A multi-series batch is applied all or nothing.
+    pub atomic_batches: bool,
+    /// Digests are kept current on write rather than computed from the bars on each call.
+    pub maintained_digests: bool,
+}
 
 /// What an upsert did, bar by bar.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -100,6 +125,7 @@ pub enum StoreError {
     /// The stored data or the request cannot be handled; retrying will not help.
     #[error("store error: {0}")]
     Invalid(String),
+    /// An error of the embedded SQLite engine (transient when busy, locked, out of disk or I/O).
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("store task failed: {0}")]
@@ -132,6 +158,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub trait BarStore: Send + Sync + std::fmt::Debug + 'static {
     /// A short name of the backend for logs and status (`sqlite`, `influxdb`, ...).
     fn backend(&self) -> &'static str;
+
+    /// What this backend guarantees beyond the common contract.
+    fn capabilities(&self) -> Capabilities;
 
     /// Inserts or replaces bars, all series of the batch in one transaction where the backend
     /// has them. Returns after the batch is durable.

@@ -839,6 +839,14 @@ impl BarStore for SqliteStore {
         "sqlite"
     }
 
+    fn capabilities(&self) -> super::Capabilities {
+        super::Capabilities {
+            exact_upsert_counts: true,
+            atomic_batches: true,
+            maintained_digests: true,
+        }
+    }
+
     async fn upsert(&self, batch: &[SeriesBars]) -> Result<UpsertStats> {
         if batch.iter().all(|s| s.bars.is_empty()) {
             return Ok(UpsertStats::default());
