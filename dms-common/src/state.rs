@@ -25,6 +25,18 @@ pub struct StateTables {
     conn: Arc<Mutex<Connection>>,
 }
 
+impl StateError {
+    /// An error of the `tables` group that is not SQLite's (e.g. a stored value that no longer
+    /// decodes).
+    pub fn new(tables: &'static str, message: impl Into<String>) -> Self {
+        StateError {
+            tables,
+            path: PathBuf::new(),
+            message: message.into(),
+        }
+    }
+}
+
 impl StateTables {
     /// Opens the state file at `path` and creates `schema` (named `tables` in errors).
     pub fn open(path: &Path, tables: &'static str, schema: &str) -> Result<Self, StateError> {

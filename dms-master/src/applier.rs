@@ -3,10 +3,13 @@
 //!
 //! Two tasks form a small pipeline: a reader decodes the next journal entries while the applier
 //! writes the previous ones to the store. Several entries go to the store as one upsert batch
-//! (one transaction), then the cursor moves past them. If the store fails, the same batch is
-//! retried with exponential backoff until it succeeds: the data waits in the journal, and
-//! because upserts are idempotent a batch applied twice (a crash between the store commit and
-//! the cursor update) changes nothing.
+//! (one transaction), then the cursor moves past them. If the store fails with a transient
+//! error (down, busy, out of disk), the same batch is retried with exponential backoff until it
+//! succeeds: the data waits in the journal, and because upserts are idempotent a batch applied
+//! twice (a crash between the store commit and the cursor update) changes nothing. A permanent
+//! error (the store refuses the data itself) cannot be cured by retrying: the batch's entries
+//! are then applied one by one, and each entry the store still refuses is set aside in the
+//! [`DeadLetters`] with the reason, so one bad entry never halts the store.
 //!
 //! On shutdown the applier drains: it applies what was journaled before the shutdown began,
 //! then stops. If the store does not come back in time, the caller's deadline cuts it off and
@@ -18,10 +21,12 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use dms_common::SeriesBars;
 use dms_common::journal::{Change, ChangeBatch, Journal, JournalError, Seq};
-use dms_common::store::{SharedStore, UpsertStats};
+use dms_common::store::{SharedStore, StoreError, UpsertStats};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::dead_letters::DeadLetters;
 
 /// The journal cursor of the primary store.
 pub const STORE_CURSOR: &str = "store";
@@ -64,6 +69,8 @@ pub struct ApplierStatus {
     /// Times the store cursor had to skip entries removed by retention (their bars must be
     /// fetched again).
     pub skipped_gaps: u64,
+    /// Entries the store refused for good, set aside as dead letters since start.
+    pub dead_letters: u64,
 }
 
 /// Shared, readable status of an applier.
@@ -175,6 +182,10 @@ pub async fn start(
     let cursor = journal
         .ensure_protected_cursor(STORE_CURSOR, Seq(0))
         .await?;
+    let dead = DeadLetters::open(journal.path()).map_err(|e| JournalError::Corrupt {
+        seq: 0,
+        reason: format!("cannot open the dead-letter table: {e}"),
+    })?;
     let status = StatusCell::default();
     status.update(|s| s.applied_seq = cursor.seq);
     let (applied_tx, applied_rx) = watch::channel(cursor.seq);
@@ -189,10 +200,13 @@ pub async fn start(
     let versions = SeriesVersions::default();
     let apply = apply_loop(
         journal,
-        store,
-        options,
+        Sink {
+            store,
+            dead,
+            options,
+            status: status.clone(),
+        },
         rx,
-        status.clone(),
         applied_tx,
         versions.clone(),
     );
@@ -276,24 +290,27 @@ fn retry_delays(options: &ApplierOptions) -> impl Iterator<Item = Duration> + us
         .build()
 }
 
+/// Where applied entries go: the store, and the dead letters for what it refuses for good.
+struct Sink {
+    store: SharedStore,
+    dead: DeadLetters,
+    options: ApplierOptions,
+    status: StatusCell,
+}
+
 async fn apply_loop(
     journal: Journal,
-    store: SharedStore,
-    options: ApplierOptions,
+    sink: Sink,
     mut rx: mpsc::Receiver<Item>,
-    status: StatusCell,
     applied: watch::Sender<Seq>,
     versions: SeriesVersions,
 ) {
-    let set = &status;
+    let (options, set) = (&sink.options, &sink.status);
     while let Some(item) = rx.recv().await {
         let last = match item {
             Item::Gap { to, reason } => {
                 tracing::error!(%reason, "store cursor skips a gap; run a backfill to fetch the missing bars again");
-                until_ok(&options, set, || {
-                    journal.skip_gap(STORE_CURSOR, to, &reason)
-                })
-                .await;
+                until_ok(options, set, || journal.skip_gap(STORE_CURSOR, to, &reason)).await;
                 set.update(|s| s.skipped_gaps += 1);
                 to
             }
@@ -301,9 +318,9 @@ async fn apply_loop(
                 let last = entries.last().map(|e| e.seq).unwrap_or_default();
                 let touched: Vec<dms_common::SeriesKey> =
                     entries.iter().map(|e| e.series.clone()).collect();
-                let (stats, count) = apply_entries(&store, &options, set, entries).await;
+                let (stats, count) = sink.apply_entries(entries).await;
                 versions.bump(touched.iter());
-                until_ok(&options, set, || journal.advance_cursor(STORE_CURSOR, last)).await;
+                until_ok(options, set, || journal.advance_cursor(STORE_CURSOR, last)).await;
                 set.update(|s| {
                     s.bars.add(stats);
                     s.entries_applied += count;
@@ -316,33 +333,112 @@ async fn apply_loop(
     }
 }
 
-/// Applies entries in order: consecutive upserts as one batch, deletes one by one between them.
-/// Returns the upsert stats and the number of entries applied.
-async fn apply_entries(
-    store: &SharedStore,
+impl Sink {
+    /// Applies entries in order: consecutive upserts as one batch, deletes one by one between
+    /// them. Returns the upsert stats and the number of entries applied or set aside.
+    async fn apply_entries(&self, entries: Vec<ChangeBatch>) -> (UpsertStats, u64) {
+        let count = entries.len() as u64;
+        let mut stats = UpsertStats::default();
+        let mut pending: Vec<ChangeBatch> = Vec::new();
+        for entry in entries {
+            match &entry.change {
+                Change::Upsert(_) => pending.push(entry),
+                Change::Delete(range) => {
+                    let range = *range;
+                    stats.add(self.upsert(std::mem::take(&mut pending)).await);
+                    let outcome =
+                        retry_transient(&self.options, &self.status, || {
+                            self.store.delete(&entry.series, range)
+                        })
+                        .await;
+                    if let Err(e) = outcome {
+                        self.set_aside(&entry, &e).await;
+                    }
+                }
+            }
+        }
+        stats.add(self.upsert(pending).await);
+        (stats, count)
+    }
+
+    /// Upserts the entries as one batch; on a permanent error, one by one, setting aside those
+    /// the store still refuses.
+    async fn upsert(&self, entries: Vec<ChangeBatch>) -> UpsertStats {
+        if entries.is_empty() {
+            return UpsertStats::default();
+        }
+        let batch: Vec<SeriesBars> = entries
+            .iter()
+            .map(|e| match &e.change {
+                Change::Upsert(bars) => SeriesBars::new(e.series.clone(), bars.clone()),
+                Change::Delete(_) => SeriesBars::new(e.series.clone(), Vec::new()),
+            })
+            .collect();
+        let err = match retry_transient(&self.options, &self.status, || self.store.upsert(&batch))
+            .await
+        {
+            Ok(stats) => return stats,
+            Err(e) => e,
+        };
+        tracing::warn!(error = %err, entries = entries.len(), "the store refused a batch; applying its entries one by one");
+        let mut stats = UpsertStats::default();
+        for (entry, one) in entries.iter().zip(batch.chunks(1)) {
+            match retry_transient(&self.options, &self.status, || self.store.upsert(one)).await {
+                Ok(s) => stats.add(s),
+                Err(e) => self.set_aside(entry, &e).await,
+            }
+        }
+        stats
+    }
+
+    /// Keeps `entry` as a dead letter with the store's error.
+    async fn set_aside(&self, entry: &ChangeBatch, error: &StoreError) {
+        let reason = error.to_string();
+        tracing::error!(seq = %entry.seq, series = %entry.series, error = %reason, "the store refused an entry for good; it is set aside as a dead letter");
+        until_ok(&self.options, &self.status, || self.dead.record(entry, &reason)).await;
+        self.status.update(|s| {
+            s.dead_letters += 1;
+            s.last_error = Some(format!("entry {} set aside: {reason}", entry.seq));
+        });
+    }
+}
+
+/// Runs a store operation until it succeeds or fails with a permanent error, waiting longer
+/// after each transient failure.
+async fn retry_transient<T, F, Fut>(
     options: &ApplierOptions,
     set: &StatusCell,
-    entries: Vec<ChangeBatch>,
-) -> (UpsertStats, u64) {
-    let count = entries.len() as u64;
-    let mut stats = UpsertStats::default();
-    let mut pending: Vec<SeriesBars> = Vec::new();
-    for entry in entries {
-        match entry.change {
-            Change::Upsert(bars) => pending.push(SeriesBars::new(entry.series, bars)),
-            Change::Delete(range) => {
-                if !pending.is_empty() {
-                    let batch = std::mem::take(&mut pending);
-                    stats.add(until_ok(options, set, || store.upsert(&batch)).await);
+    mut op: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut delays = retry_delays(options);
+    let mut attempt = 0u64;
+    loop {
+        match op().await {
+            Ok(v) => {
+                if attempt > 0 {
+                    tracing::info!(attempts = attempt + 1, "store write succeeded after retries");
+                    set.update(|s| s.last_error = None);
                 }
-                until_ok(options, set, || store.delete(&entry.series, range)).await;
+                return Ok(v);
+            }
+            Err(e) if !e.is_transient() => return Err(e),
+            Err(e) => {
+                attempt += 1;
+                let delay = delays.next().unwrap_or(options.max_retry_delay);
+                let msg = e.to_string();
+                tracing::warn!(error = %msg, attempt, retry_in = ?delay, "store write failed; the data waits in the journal");
+                set.update(|s| {
+                    s.retries += 1;
+                    s.last_error = Some(msg.clone());
+                });
+                tokio::time::sleep(delay).await;
             }
         }
     }
-    if !pending.is_empty() {
-        stats.add(until_ok(options, set, || store.upsert(&pending)).await);
-    }
-    (stats, count)
 }
 
 /// Runs `op` until it succeeds, waiting longer after each failure.

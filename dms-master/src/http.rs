@@ -45,6 +45,7 @@ pub struct ApiState {
     pub store: SharedStore,
     pub journal: Journal,
     pub quarantine: Quarantine,
+    pub dead_letters: crate::dead_letters::DeadLetters,
     pub catalog: Catalog,
     pub applier: StatusCell,
     pub versions: SeriesVersions,
@@ -220,6 +221,7 @@ async fn status(State(s): State<ApiState>) -> Response {
     let applier = s.applier.get();
     let journal_head = s.journal.head();
     let quarantined = s.quarantine.count().await.unwrap_or(0);
+    let dead = s.dead_letters.count().await.unwrap_or((0, 0));
     let cursors = s.journal.cursors().await.unwrap_or_default();
     let imports = s.imports.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let (hits, misses) = s.bars_cache.stats();
@@ -242,6 +244,7 @@ async fn status(State(s): State<ApiState>) -> Response {
                 "cursors": cursors,
             },
             "quarantined_bars": quarantined,
+            "dead_letters": {"entries": dead.0, "bars": dead.1},
             "kept_series": s.tasks.universe().len(),
             "imports": imports,
             "bars_cache": {"hits": hits, "misses": misses},

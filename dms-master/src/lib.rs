@@ -18,6 +18,7 @@
 //! - [`quarantine`]: [`quarantine::Quarantine`], rejected bars with their reasons.
 //! - [`ingest`]: [`ingest::Ingestor`], validate then journal.
 //! - [`applier`]: the store applier that follows the journal into the bar store.
+//! - [`dead_letters`]: [`dead_letters::DeadLetters`], entries the store refused for good.
 //! - [`import`]: importing a whole source once.
 //! - [`replication`]: the `dms.v1.Replication` gRPC service, replica sessions and the node
 //!   registry with its sync history.
@@ -28,6 +29,7 @@ pub mod applier;
 pub mod calendar;
 pub mod catalog;
 pub mod config;
+pub mod dead_letters;
 pub mod gaps;
 pub mod http;
 pub mod import;

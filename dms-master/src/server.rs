@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::applier::{self, ApplierOptions};
 use crate::catalog::Catalog;
 use crate::config::{MasterConfig, SourceConfig};
+use crate::dead_letters::{self, DeadLetters};
 use crate::http::{self, ApiState, BarsCache};
 use crate::import::{self, ImportSummary};
 use crate::ingest::Ingestor;
@@ -111,10 +112,12 @@ pub async fn run(
         work_stop.clone(),
     ));
 
+    let dead = DeadLetters::open(&config.state.path)?;
     let state = ApiState {
         store: store.clone(),
         journal: journal.clone(),
         quarantine,
+        dead_letters: dead.clone(),
         catalog,
         applier: applier.status_cell(),
         versions: applier.versions(),
@@ -142,6 +145,7 @@ pub async fn run(
     });
     let extra = replication::grpc_router(replication)
         .await?
+        .merge(dead_letters::router(dead.clone(), journal.clone()))
         .merge(replication::api::router(NodesApi {
             nodes,
             journal: journal.clone(),

@@ -323,3 +323,57 @@ async fn entries_lost_to_retention_are_skipped_and_counted() {
     stop.cancel();
     assert!(applier.join(Duration::from_secs(5)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_the_store_refuses_for_good_is_set_aside_and_the_rest_goes_on() {
+    use dms_common::journal::{Change, NewChange};
+    use dms_master::dead_letters::DeadLetters;
+
+    let r = rig(SqliteOptions::default());
+    let (applier, stop) = start_applier(&r.journal, &r.store).await;
+    // The middle entry bypasses validation: a NaN close, which the store cannot hold (its
+    // column is NOT NULL and SQLite stores NaN as NULL): a permanent error.
+    let mut poison = bars(0, 3);
+    poison[1].close = f64::NAN;
+    let change = |k: &str, b: Vec<Bar>| NewChange {
+        series: key(k),
+        change: Change::Upsert(b),
+        origin: origin(),
+    };
+    let seqs = r
+        .journal
+        .append_all(vec![
+            change("GOOD", bars(0, 5)),
+            change("BAD", poison),
+            change("ALSO", bars(0, 4)),
+        ])
+        .await
+        .unwrap();
+    let more = r.journal.append(change("LATER", bars(0, 2))).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), applier.wait_applied(more))
+        .await
+        .expect("the store applier went past the refused entry");
+    assert_eq!(stored(&r.store, &key("GOOD")).await.len(), 5);
+    assert_eq!(stored(&r.store, &key("ALSO")).await.len(), 4);
+    assert_eq!(stored(&r.store, &key("LATER")).await.len(), 2);
+    assert!(stored(&r.store, &key("BAD")).await.is_empty(), "all or nothing per entry");
+    let status = applier.status();
+    assert_eq!(status.dead_letters, 1, "{status:?}");
+    let dead = DeadLetters::open(r.journal.path()).unwrap();
+    let listed = dead.list(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].seq, seqs[1].0);
+    assert_eq!((listed[0].symbol.as_str(), listed[0].bars), ("BAD", 3));
+    assert!(listed[0].reason.contains("NOT NULL"), "{listed:?}");
+    assert_eq!(dead.count().await.unwrap(), (1, 3));
+    // An operator takes it back out (to journal it again once fixed): the change is intact.
+    let back = dead.take(seqs[1].0).await.unwrap().expect("the dead letter");
+    assert_eq!(back.series, key("BAD"));
+    match back.change {
+        Change::Upsert(b) => assert!(b[1].close.is_nan() && b.len() == 3),
+        Change::Delete(_) => panic!("an upsert was set aside"),
+    }
+    assert!(dead.list(10).await.unwrap().is_empty());
+    assert!(!dead.drop_one(seqs[1].0).await.unwrap());
+    stop.cancel();
+}

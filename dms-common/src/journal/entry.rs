@@ -8,6 +8,16 @@ use crate::bar::{Bar, SeriesKey};
 use crate::pb;
 use crate::time::TimeRange;
 
+/// Encodes an entry read back (e.g. to keep it outside the journal) as the same protobuf.
+pub fn encode_batch(b: &ChangeBatch) -> Vec<u8> {
+    let change = NewChange {
+        series: b.series.clone(),
+        change: b.change.clone(),
+        origin: b.origin.clone(),
+    };
+    encode_entry(b.seq, &b.history_id, &change, b.committed_at_ms)
+}
+
 /// Encodes a change as the protobuf the journal stores.
 pub(super) fn encode_entry(seq: Seq, history: &HistoryId, c: &NewChange, at_ms: i64) -> Vec<u8> {
     let change = match &c.change {

@@ -56,7 +56,7 @@ mod readers;
 mod retention;
 
 pub use cursors::Cursor;
-pub use entry::{decode_entry, decode_streamed};
+pub use entry::{decode_entry, decode_streamed, encode_batch};
 pub use retention::{RetentionPolicy, RetentionReport};
 
 use std::path::{Path, PathBuf};
