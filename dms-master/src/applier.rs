@@ -346,11 +346,10 @@ impl Sink {
                 Change::Delete(range) => {
                     let range = *range;
                     stats.add(self.upsert(std::mem::take(&mut pending)).await);
-                    let outcome =
-                        retry_transient(&self.options, &self.status, || {
-                            self.store.delete(&entry.series, range)
-                        })
-                        .await;
+                    let outcome = retry_transient(&self.options, &self.status, || {
+                        self.store.delete(&entry.series, range)
+                    })
+                    .await;
                     if let Err(e) = outcome {
                         self.set_aside(&entry, &e).await;
                     }
@@ -395,7 +394,10 @@ impl Sink {
     async fn set_aside(&self, entry: &ChangeBatch, error: &StoreError) {
         let reason = error.to_string();
         tracing::error!(seq = %entry.seq, series = %entry.series, error = %reason, "the store refused an entry for good; it is set aside as a dead letter");
-        until_ok(&self.options, &self.status, || self.dead.record(entry, &reason)).await;
+        until_ok(&self.options, &self.status, || {
+            self.dead.record(entry, &reason)
+        })
+        .await;
         self.status.update(|s| {
             s.dead_letters += 1;
             s.last_error = Some(format!("entry {} set aside: {reason}", entry.seq));
@@ -420,7 +422,10 @@ where
         match op().await {
             Ok(v) => {
                 if attempt > 0 {
-                    tracing::info!(attempts = attempt + 1, "store write succeeded after retries");
+                    tracing::info!(
+                        attempts = attempt + 1,
+                        "store write succeeded after retries"
+                    );
                     set.update(|s| s.last_error = None);
                 }
                 return Ok(v);

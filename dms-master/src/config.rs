@@ -161,6 +161,15 @@ pub struct JournalConfig {
     /// How often retention runs.
     #[serde(default = "default_retention_every")]
     pub retention_interval: ConfigDuration,
+    /// Most journal payload the primary store may have left to apply: beyond it, tasks wait
+    /// for the store (backpressure, shown in the task's message and in `/api/data/status`)
+    /// instead of filling the disk while the store is down or slow.
+    #[serde(default = "default_max_unapplied")]
+    pub max_unapplied: ByteSize,
+}
+
+fn default_max_unapplied() -> ByteSize {
+    ByteSize(256 << 20)
 }
 
 fn default_journal_max_bytes() -> ByteSize {
@@ -179,6 +188,7 @@ impl Default for JournalConfig {
             max_bytes: default_journal_max_bytes(),
             max_age: default_journal_max_age(),
             retention_interval: default_retention_every(),
+            max_unapplied: default_max_unapplied(),
         }
     }
 }
@@ -385,6 +395,15 @@ impl Validate for MasterConfig {
             issues.push(ConfigIssue::new(
                 "journal.max_bytes",
                 format!("{} is too small; use at least 1MiB", self.journal.max_bytes),
+            ));
+        }
+        if self.journal.max_unapplied.0 < 1 << 20 {
+            issues.push(ConfigIssue::new(
+                "journal.max_unapplied",
+                format!(
+                    "{} is too small; use at least 1MiB",
+                    self.journal.max_unapplied
+                ),
             ));
         }
         if self.journal.retention_interval.0.is_zero() {

@@ -135,7 +135,10 @@ impl DeadLetters {
             return Ok(None);
         };
         let batch = decode_streamed(&payload).map_err(|e| {
-            StateError::new("store dead letters", format!("entry {seq} no longer decodes: {e}"))
+            StateError::new(
+                "store dead letters",
+                format!("entry {seq} no longer decodes: {e}"),
+            )
         })?;
         self.drop_one(seq).await?;
         Ok(Some(NewChange {
@@ -162,7 +165,11 @@ impl DeadLetters {
 /// The REST view: `GET /api/data/dead-letters?limit=`, `POST /api/data/dead-letters/{seq}/retry`
 /// (journals the entry again as a new entry; the store applies it like any other),
 /// `DELETE /api/data/dead-letters/{seq}`.
-pub fn router(dead: DeadLetters, journal: dms_common::journal::Journal) -> axum::Router {
+pub fn router(
+    dead: DeadLetters,
+    journal: dms_common::journal::Journal,
+    backpressure: crate::ingest::Backpressure,
+) -> axum::Router {
     use axum::extract::{Path, Query, State};
     use axum::http::StatusCode;
     use axum::response::{IntoResponse, Response};
@@ -170,10 +177,18 @@ pub fn router(dead: DeadLetters, journal: dms_common::journal::Journal) -> axum:
     use axum::{Json, Router};
     use serde_json::json;
 
-    type Api = (DeadLetters, dms_common::journal::Journal);
+    type Api = (
+        DeadLetters,
+        dms_common::journal::Journal,
+        crate::ingest::Backpressure,
+    );
 
     fn error(status: StatusCode, message: impl Into<String>) -> Response {
-        (status, Json(json!({"success": false, "error": message.into()}))).into_response()
+        (
+            status,
+            Json(json!({"success": false, "error": message.into()})),
+        )
+            .into_response()
     }
 
     #[derive(Debug, serde::Deserialize)]
@@ -182,7 +197,7 @@ pub fn router(dead: DeadLetters, journal: dms_common::journal::Journal) -> axum:
         limit: Option<String>,
     }
 
-    async fn list(State((dead, _)): State<Api>, Query(q): Query<ListQuery>) -> Response {
+    async fn list(State((dead, _, _)): State<Api>, Query(q): Query<ListQuery>) -> Response {
         let limit = match q.limit.as_deref().map(str::parse::<usize>) {
             None => 100,
             Some(Ok(n @ 1..=10_000)) => n,
@@ -202,7 +217,19 @@ pub fn router(dead: DeadLetters, journal: dms_common::journal::Journal) -> axum:
         }
     }
 
-    async fn retry(State((dead, journal)): State<Api>, Path(seq): Path<u64>) -> Response {
+    async fn retry(State((dead, journal, bp)): State<Api>, Path(seq): Path<u64>) -> Response {
+        // A write from outside a task does not wait for the store: it is refused while the
+        // store is too far behind.
+        match bp.over_limit(&journal).await {
+            Ok(Some(reason)) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not journaled: {reason}; try again once it caught up"),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("journal: {e}")),
+        }
         let change = match dead.take(seq).await {
             Ok(Some(c)) => c,
             Ok(None) => return error(StatusCode::NOT_FOUND, format!("no dead letter {seq}")),
@@ -219,10 +246,12 @@ pub fn router(dead: DeadLetters, journal: dms_common::journal::Journal) -> axum:
         }
     }
 
-    async fn drop(State((dead, _)): State<Api>, Path(seq): Path<u64>) -> Response {
+    async fn drop(State((dead, _, _)): State<Api>, Path(seq): Path<u64>) -> Response {
         match dead.drop_one(seq).await {
-            Ok(true) => Json(json!({"success": true, "message": format!("dead letter {seq} dropped")}))
-                .into_response(),
+            Ok(true) => {
+                Json(json!({"success": true, "message": format!("dead letter {seq} dropped")}))
+                    .into_response()
+            }
             Ok(false) => error(StatusCode::NOT_FOUND, format!("no dead letter {seq}")),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
@@ -232,5 +261,5 @@ pub fn router(dead: DeadLetters, journal: dms_common::journal::Journal) -> axum:
         .route("/api/data/dead-letters", get(list))
         .route("/api/data/dead-letters/{seq}/retry", post(retry))
         .route("/api/data/dead-letters/{seq}", delete(drop))
-        .with_state((dead, journal))
+        .with_state((dead, journal, backpressure))
 }

@@ -46,6 +46,7 @@ pub struct ApiState {
     pub journal: Journal,
     pub quarantine: Quarantine,
     pub dead_letters: crate::dead_letters::DeadLetters,
+    pub backpressure: crate::ingest::Backpressure,
     pub catalog: Catalog,
     pub applier: StatusCell,
     pub versions: SeriesVersions,
@@ -155,6 +156,17 @@ pub fn router(state: ApiState, extra: Router) -> Router {
         .merge(extra)
 }
 
+/// A task as JSON; a running task held back by backpressure says so in its message.
+fn task_json(s: &ApiState, t: &crate::tasks::Task) -> Value {
+    let mut v = t.to_json();
+    if t.status == TaskStatus::Running
+        && let Some(reason) = s.backpressure.waiting()
+    {
+        v["message"] = Value::from(reason);
+    }
+    v
+}
+
 /// An error response in the API envelope.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
@@ -245,6 +257,7 @@ async fn status(State(s): State<ApiState>) -> Response {
             },
             "quarantined_bars": quarantined,
             "dead_letters": {"entries": dead.0, "bars": dead.1},
+            "backpressure": s.backpressure.waiting(),
             "kept_series": s.tasks.universe().len(),
             "imports": imports,
             "bars_cache": {"hits": hits, "misses": misses},
@@ -529,7 +542,7 @@ async fn list_tasks(
     };
     match s.tasks.tasks().list(status, limit).await {
         Ok(tasks) => {
-            let data: Vec<Value> = tasks.iter().map(|t| t.to_json()).collect();
+            let data: Vec<Value> = tasks.iter().map(|t| task_json(&s, t)).collect();
             Json(json!({"success": true, "count": data.len(), "data": data})).into_response()
         }
         Err(e) => internal(e),
@@ -538,7 +551,7 @@ async fn list_tasks(
 
 async fn get_task(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
     match s.tasks.tasks().get(&id).await {
-        Ok(Some(t)) => Json(json!({"success": true, "data": t.to_json()})).into_response(),
+        Ok(Some(t)) => Json(json!({"success": true, "data": task_json(&s, &t)})).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no task {id:?}")),
         Err(e) => internal(e),
     }

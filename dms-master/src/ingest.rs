@@ -2,8 +2,12 @@
 //! quarantined with their reason, and the valid rest appended to the journal, where the store
 //! applier and the replicas pick them up. When `ingest` returns, the accepted bars are durable.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use dms_common::journal::{Change, Journal, JournalError, NewChange, Origin, Seq};
 use dms_common::{SeriesBars, SeriesKey, Timestamp};
+use tokio::sync::watch;
 
 use crate::quarantine::{Quarantine, QuarantineError};
 use crate::validate::{Rejection, Validator};
@@ -40,6 +44,71 @@ pub struct Ingestor {
     journal: Journal,
     quarantine: Quarantine,
     validator: Validator,
+    backpressure: Option<Backpressure>,
+}
+
+/// Holds writers back while the primary store is far behind the journal, so that a slow or
+/// stopped store makes tasks wait instead of filling the disk with journal entries.
+#[derive(Debug, Clone)]
+pub struct Backpressure {
+    /// The last journal seq the store applied.
+    applied: watch::Receiver<Seq>,
+    /// Most payload bytes the journal may hold beyond what the store applied.
+    max_unapplied_bytes: u64,
+    /// Why writers wait now, if they do (for status pages).
+    waiting: Arc<Mutex<Option<String>>>,
+}
+
+impl Backpressure {
+    pub fn new(applied: watch::Receiver<Seq>, max_unapplied_bytes: u64) -> Self {
+        Backpressure {
+            applied,
+            max_unapplied_bytes,
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Why writers are held back now, if they are.
+    pub fn waiting(&self) -> Option<String> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// `Some(reason)` while the store is more than the limit behind the journal.
+    pub async fn over_limit(&self, journal: &Journal) -> Result<Option<String>, JournalError> {
+        let applied = *self.applied.borrow();
+        let behind = journal.bytes_after(applied).await?;
+        Ok((behind > self.max_unapplied_bytes).then(|| {
+            format!(
+                "waiting for the store: it is {} MiB behind the journal (journal.max_unapplied is {} MiB)",
+                behind >> 20,
+                self.max_unapplied_bytes >> 20
+            )
+        }))
+    }
+
+    /// Returns once the store is within the limit, waiting as long as it takes.
+    async fn wait_for_room(&self, journal: &Journal) -> Result<(), JournalError> {
+        let mut applied = self.applied.clone();
+        let mut logged = false;
+        loop {
+            let reason = self.over_limit(journal).await?;
+            *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = reason.clone();
+            let Some(reason) = reason else {
+                if logged {
+                    tracing::info!("the store caught up; writes go on");
+                }
+                return Ok(());
+            };
+            if !logged {
+                tracing::warn!("{reason}");
+                logged = true;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), applied.changed()).await;
+        }
+    }
 }
 
 impl Ingestor {
@@ -48,7 +117,19 @@ impl Ingestor {
             journal,
             quarantine,
             validator: Validator,
+            backpressure: None,
         }
+    }
+
+    /// Makes every ingest wait while the store is too far behind (see [`Backpressure`]).
+    pub fn with_backpressure(mut self, backpressure: Backpressure) -> Self {
+        self.backpressure = Some(backpressure);
+        self
+    }
+
+    /// The backpressure in force, if any.
+    pub fn backpressure(&self) -> Option<&Backpressure> {
+        self.backpressure.as_ref()
     }
 
     /// The journal this ingestor writes.
@@ -81,6 +162,11 @@ impl Ingestor {
             }
             report.accepted += validated.valid.len() as u64;
             push_chunks(&mut changes, &series.key, validated.valid, origin);
+        }
+        if let Some(bp) = &self.backpressure
+            && !changes.is_empty()
+        {
+            bp.wait_for_room(&self.journal).await?;
         }
         report.seqs = self.journal.append_all(changes).await?;
         Ok(report)

@@ -19,7 +19,7 @@ use crate::config::{MasterConfig, SourceConfig};
 use crate::dead_letters::{self, DeadLetters};
 use crate::http::{self, ApiState, BarsCache};
 use crate::import::{self, ImportSummary};
-use crate::ingest::Ingestor;
+use crate::ingest::{Backpressure, Ingestor};
 use crate::quarantine::Quarantine;
 use crate::replication::api::NodesApi;
 use crate::replication::nodes::NodeRegistry;
@@ -87,7 +87,10 @@ pub async fn run(
         }
     });
 
-    let ingestor = Ingestor::new(journal.clone(), quarantine.clone());
+    let backpressure = Backpressure::new(applier.applied(), config.journal.max_unapplied.0);
+    let backpressure_for_api = backpressure.clone();
+    let ingestor =
+        Ingestor::new(journal.clone(), quarantine.clone()).with_backpressure(backpressure.clone());
     let universe = Arc::new(universe);
     let catalog = Catalog::open(&config.state.path)?;
     let tasks = TaskManager::new(TaskContext {
@@ -118,6 +121,7 @@ pub async fn run(
         journal: journal.clone(),
         quarantine,
         dead_letters: dead.clone(),
+        backpressure: backpressure.clone(),
         catalog,
         applier: applier.status_cell(),
         versions: applier.versions(),
@@ -145,7 +149,11 @@ pub async fn run(
     });
     let extra = replication::grpc_router(replication)
         .await?
-        .merge(dead_letters::router(dead.clone(), journal.clone()))
+        .merge(dead_letters::router(
+            dead.clone(),
+            journal.clone(),
+            backpressure_for_api,
+        ))
         .merge(replication::api::router(NodesApi {
             nodes,
             journal: journal.clone(),

@@ -356,7 +356,10 @@ async fn an_entry_the_store_refuses_for_good_is_set_aside_and_the_rest_goes_on()
     assert_eq!(stored(&r.store, &key("GOOD")).await.len(), 5);
     assert_eq!(stored(&r.store, &key("ALSO")).await.len(), 4);
     assert_eq!(stored(&r.store, &key("LATER")).await.len(), 2);
-    assert!(stored(&r.store, &key("BAD")).await.is_empty(), "all or nothing per entry");
+    assert!(
+        stored(&r.store, &key("BAD")).await.is_empty(),
+        "all or nothing per entry"
+    );
     let status = applier.status();
     assert_eq!(status.dead_letters, 1, "{status:?}");
     let dead = DeadLetters::open(r.journal.path()).unwrap();
@@ -367,7 +370,11 @@ async fn an_entry_the_store_refuses_for_good_is_set_aside_and_the_rest_goes_on()
     assert!(listed[0].reason.contains("NOT NULL"), "{listed:?}");
     assert_eq!(dead.count().await.unwrap(), (1, 3));
     // An operator takes it back out (to journal it again once fixed): the change is intact.
-    let back = dead.take(seqs[1].0).await.unwrap().expect("the dead letter");
+    let back = dead
+        .take(seqs[1].0)
+        .await
+        .unwrap()
+        .expect("the dead letter");
     assert_eq!(back.series, key("BAD"));
     match back.change {
         Change::Upsert(b) => assert!(b[1].close.is_nan() && b.len() == 3),
@@ -376,4 +383,54 @@ async fn an_entry_the_store_refuses_for_good_is_set_aside_and_the_rest_goes_on()
     assert!(dead.list(10).await.unwrap().is_empty());
     assert!(!dead.drop_one(seqs[1].0).await.unwrap());
     stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_wait_while_the_store_is_too_far_behind_and_go_on_when_it_catches_up() {
+    use dms_master::ingest::Backpressure;
+
+    let r = rig(SqliteOptions::default());
+    // The store's applied position, driven by hand: nothing is applied yet.
+    let (applied_tx, applied) = tokio::sync::watch::channel(Seq(0));
+    let bp = Backpressure::new(applied, 1 << 20);
+    let ingestor = r.ingestor.clone().with_backpressure(bp.clone());
+    // Well over 1 MiB of journal payload, accepted while the store was not behind.
+    let big: Vec<SeriesBars> = (0..15)
+        .map(|i| SeriesBars::new(key(&format!("BIG{i}")), bars(0, 2_000)))
+        .collect();
+    let first = ingestor.ingest(big, &origin()).await.unwrap();
+    assert_eq!(first.accepted, 30_000);
+    assert!(bp.over_limit(&r.journal).await.unwrap().is_some());
+    // The next write waits ...
+    let next = tokio::spawn({
+        let ingestor = ingestor.clone();
+        async move {
+            ingestor
+                .ingest(vec![SeriesBars::new(key("NEXT"), bars(0, 5))], &origin())
+                .await
+        }
+    });
+    let waiting = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(w) = bp.waiting() {
+                return w;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the writer reports that it waits");
+    assert!(waiting.contains("waiting for the store"), "{waiting}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!next.is_finished(), "the write waits for the store");
+    assert_eq!(r.journal.head(), *first.seqs.last().unwrap());
+    // ... until the store has applied what it lacked.
+    applied_tx.send_replace(r.journal.head());
+    let report = tokio::time::timeout(Duration::from_secs(10), next)
+        .await
+        .expect("the write goes on")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.accepted, 5);
+    assert!(bp.waiting().is_none());
 }

@@ -390,6 +390,24 @@ impl Journal {
         .await?
     }
 
+    /// Payload bytes of the entries after `seq` (e.g. what a consumer at `seq` has yet to
+    /// apply).
+    pub async fn bytes_after(&self, seq: Seq) -> Result<u64> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.with_reader(|conn| {
+                conn.query_row(
+                    "SELECT coalesce(sum(bytes), 0) FROM journal WHERE seq > ?1",
+                    params![seq.0 as i64],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|b| b as u64)
+                .map_err(|e| inner.err(e))
+            })
+        })
+        .await?
+    }
+
     /// Checks that the state file answers (for readiness probes).
     pub async fn check(&self) -> Result<()> {
         let inner = self.inner.clone();
