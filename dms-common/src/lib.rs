@@ -14,6 +14,7 @@
 //!   conformance suite every backend passes.
 //! - [`journal`]: the durable change log with cursors and retention.
 //! - [`state`]: [`state::StateTables`], a connection to a group of tables in the local state file.
+//! - [`http_rules`]: JSON-only mutating requests and the error envelope, for both daemons' APIs.
 //! - [`read_api`]: parsing and answering the bar reads both daemons serve over HTTP.
 //! - [`config`]: YAML + environment config loading with errors that name the key.
 //! - [`telemetry`]: log setup.
@@ -22,6 +23,7 @@
 pub mod bar;
 pub mod config;
 pub mod daemon;
+pub mod http_rules;
 pub mod interval;
 pub mod journal;
 pub mod pb;

@@ -154,6 +154,7 @@ pub fn router(state: ApiState, extra: Router) -> Router {
         .fallback(not_found)
         .with_state(state)
         .merge(extra)
+        .layer(axum::middleware::from_fn(dms_common::http_rules::enforce))
 }
 
 /// A task as JSON; a running task held back by backpressure says so in its message.
@@ -221,6 +222,12 @@ fn date_of(t: Timestamp) -> String {
 }
 
 async fn status(State(s): State<ApiState>) -> Response {
+    // Read in the order the write path moves (imports journal, the store applies, the counts
+    // follow), so the answer is never torn the other way: an import shown done is within the
+    // head, and the counts include everything shown applied.
+    let imports = s.imports.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let journal_head = s.journal.head();
+    let applier = s.applier.get();
     let overview = match s.store.overview().await {
         Ok(o) => o,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
@@ -230,12 +237,9 @@ async fn status(State(s): State<ApiState>) -> Response {
     let total: u64 = overview.iter().map(|o| o.count).sum();
     let earliest = overview.iter().map(|o| o.first).min().map(date_of);
     let latest = overview.iter().map(|o| o.last).max().map(date_of);
-    let applier = s.applier.get();
-    let journal_head = s.journal.head();
     let quarantined = s.quarantine.count().await.unwrap_or(0);
     let dead = s.dead_letters.count().await.unwrap_or((0, 0));
     let cursors = s.journal.cursors().await.unwrap_or_default();
-    let imports = s.imports.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let (hits, misses) = s.bars_cache.stats();
     Json(json!({
         "success": true,

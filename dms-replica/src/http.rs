@@ -41,6 +41,7 @@ pub fn router(r: Replicator) -> Router {
         .route("/api/data/bars", get(bars))
         .fallback(not_found)
         .with_state(r)
+        .layer(axum::middleware::from_fn(dms_common::http_rules::enforce))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

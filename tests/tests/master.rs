@@ -202,3 +202,89 @@ async fn health_readiness_and_unknown_paths_answer_json() {
     assert_eq!(status["total_records"], 0);
     assert_eq!(status["earliest_date"], serde_json::Value::Null);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_error_is_the_json_envelope_and_forms_cannot_start_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_sample_data(&dir.path().join("sample-data"));
+    let master = MasterProcess::start(dir.path(), SAMPLE_CONFIG)
+        .await
+        .unwrap();
+    master.wait_imported(Duration::from_secs(60)).await.unwrap();
+    let client = reqwest::Client::new();
+    let check = |r: reqwest::Response, code: u16, needle: &'static str| async move {
+        assert_eq!(r.status().as_u16(), code);
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ct.starts_with("application/json"), "{ct}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["success"], false, "{body}");
+        let e = body["error"].as_str().unwrap();
+        assert!(e.contains(needle), "{needle:?} not in {e:?}");
+        assert!(!e.contains("expected struct"), "{e}");
+    };
+    let (_, before) = master.get("/api/data/tasks").await.unwrap();
+    let url = |p: &str| master.url(p);
+    check(
+        client
+            .get(url("/api/data/tasks?limit=1&limit=2"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "limit",
+    )
+    .await;
+    let r = client.get(url("/api/data/tasks/%ff")).send().await.unwrap();
+    let code = r.status().as_u16();
+    assert!(code == 400 || code == 404, "{code}");
+    check(r, code, "").await;
+    // A 10 MB body is refused once more than the limit (2 MiB) has arrived; the answer comes
+    // while the client is still sending, so the request is written by hand and the rest of
+    // the body left unsent.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", master.port))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /api/data/import HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            10 << 20
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let _ = conn.write_all(&vec![b' '; 3 << 20]).await;
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer))
+            .await
+            .expect("an answer")
+            .ok();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("application/json"), "{answer}");
+        assert!(answer.contains("\"success\":false"), "{answer}");
+        assert!(answer.contains("larger"), "{answer}");
+    }
+    let r = client.get(url("/api/data/import")).send().await.unwrap();
+    assert!(r.headers().contains_key("allow"));
+    check(r, 405, "does not take GET").await;
+    // Bodies a web page can send without asking are refused, and start nothing.
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let r = client
+            .post(url("/api/data/update"))
+            .header("content-type", ct)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        check(r, 415, "application/json").await;
+    }
+    let (_, after) = master.get("/api/data/tasks").await.unwrap();
+    assert_eq!(after["count"], before["count"], "no task was queued");
+    // JSON, and no body at all, are accepted.
+    let r = client.post(url("/api/data/update")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
