@@ -1,6 +1,8 @@
 //! What both daemon binaries do around their server: a multi-threaded runtime, the listener
 //! bound from the config, SIGINT and SIGTERM turned into one shutdown token, and the exit
-//! status (0 after a clean shutdown, 1 on any failure).
+//! status (0 after a clean shutdown, 1 on any failure); and the HTTP server itself
+//! ([`serve_http`]), with the limits that keep one slow or stuck client from holding the
+//! process ([`HttpLimits`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -47,30 +49,6 @@ where
     })
 }
 
-/// Runs the HTTP server until it stops; once `shutdown` fired, waits at most `deadline` for
-/// open requests and streams to finish, then stops waiting (what is left is dropped with the
-/// process).
-pub async fn serve_until_deadline<F>(
-    serve: F,
-    shutdown: &CancellationToken,
-    deadline: std::time::Duration,
-) -> std::io::Result<()>
-where
-    F: std::future::Future<Output = std::io::Result<()>>,
-{
-    tokio::pin!(serve);
-    tokio::select! {
-        r = &mut serve => r,
-        _ = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(deadline).await;
-        } => {
-            tracing::warn!("open connections did not finish within {deadline:?}; closing them");
-            Ok(())
-        }
-    }
-}
-
 async fn cancel_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int) = match (
@@ -88,4 +66,130 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     shutdown.cancel();
+}
+
+/// Limits of the HTTP listener of both daemons (REST and gRPC on one port).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Time to receive a request's headers; it also closes a keep-alive connection left idle
+    /// this long. A client that sends half a request line and then nothing is dropped.
+    pub header_read_timeout: std::time::Duration,
+    /// Time for a REST request from its headers to its answer (reading its body included); a
+    /// body shorter than its `Content-Length` answers 408 instead of hanging. gRPC calls are
+    /// not bounded: streams live while data or heartbeats flow, and HTTP/2 keep-alive pings
+    /// (every 20 s, 20 s to answer) drop dead peers.
+    pub request_timeout: std::time::Duration,
+    /// Most open connections; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            request_timeout: std::time::Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` fires, then stops accepting, lets open requests
+/// and streams finish for at most `deadline`, and closes what is left.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: &CancellationToken,
+    deadline: std::time::Duration,
+    limits: HttpLimits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let app = app.layer(axum::middleware::from_fn(move |req, next| {
+        bound_rest_request(req, next, limits.request_timeout)
+    }));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(std::time::Duration::from_secs(20))
+        .keep_alive_timeout(std::time::Duration::from_secs(20));
+    let graceful = GracefulShutdown::new();
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(deadline) => {
+            tracing::warn!("open connections did not finish within {deadline:?}; closing them");
+        }
+    }
+    Ok(())
+}
+
+/// Bounds a REST request by `timeout` (gRPC calls pass untouched: their streams may live long).
+async fn bound_rest_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+    timeout: std::time::Duration,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        return next.run(req).await;
+    }
+    let what = format!("{} {}", req.method(), req.uri().path());
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            axum::Json(serde_json::json!({
+                "success": false,
+                "error": format!("{what}: the request (its body included) did not arrive within {timeout:?}"),
+            })),
+        )
+            .into_response(),
+    }
 }

@@ -3,7 +3,6 @@
 //! and the start-up imports, serves HTTP, and on shutdown stops them in order: HTTP and imports
 //! first, then the applier drains the journal into the store, all within `shutdown_timeout`.
 
-use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -162,11 +161,14 @@ pub async fn run(
         }));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP and gRPC listening");
-    let serve = axum::serve(listener, http::router(state, extra))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    let serve_result =
-        dms_common::daemon::serve_until_deadline(serve, &shutdown, config.shutdown_timeout.0).await;
+    let serve_result = dms_common::daemon::serve_http(
+        listener,
+        http::router(state, extra),
+        &shutdown,
+        config.shutdown_timeout.0,
+        config.http.limits(),
+    )
+    .await;
     let started = Instant::now();
     tracing::info!("shutting down");
 

@@ -2,7 +2,6 @@
 //! serves HTTP; on shutdown stops HTTP, then lets the loop finish the batch it is applying,
 //! within `shutdown_timeout`.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,13 +52,12 @@ pub async fn run(
     let sync_stop = CancellationToken::new();
     let sync = tokio::spawn(replicator.clone().run(sync_stop.clone()));
     tracing::info!(%addr, "HTTP listening");
-    let serve = axum::serve(listener, http::router(replicator.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    let serve_result = dms_common::daemon::serve_until_deadline(
-        serve,
+    let serve_result = dms_common::daemon::serve_http(
+        listener,
+        http::router(replicator.clone()),
         &shutdown,
         replicator.config.shutdown_timeout.0,
+        replicator.config.http.limits(),
     )
     .await;
     let started = Instant::now();

@@ -288,3 +288,57 @@ async fn every_api_error_is_the_json_envelope_and_forms_cannot_start_tasks() {
     assert_eq!(r.status().as_u16(), 202);
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_clients_are_dropped_and_do_not_hold_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    copy_sample_data(&dir.path().join("sample-data"));
+    let config = SAMPLE_CONFIG.replace(
+        "  listen: 127.0.0.1:{port}\n",
+        "  listen: 127.0.0.1:{port}\n  header_read_timeout: 1s\n  request_timeout: 2s\n",
+    );
+    let mut master = MasterProcess::start(dir.path(), &config).await.unwrap();
+    master.wait_imported(Duration::from_secs(60)).await.unwrap();
+    let connect = || tokio::net::TcpStream::connect(("127.0.0.1", master.port));
+    // Half a request: the connection is closed once the header time is up.
+    let mut half = connect().await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), half.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a half-sent request is dropped");
+    // A body shorter than its Content-Length: 408 in the JSON envelope, not a hang.
+    let mut short = connect().await.unwrap();
+    short
+        .write_all(
+            b"POST /api/data/update HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"days\"",
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), short.read(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"success\":false"), "{answer}");
+    // A half-sent request is open when SIGTERM arrives: the master still exits in time, with
+    // the journal and store intact.
+    let mut stuck = connect().await.unwrap();
+    stuck
+        .write_all(b"GET /api/data/status HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let (exit, took) = master
+        .stop(Signal::SIGTERM, Duration::from_secs(8))
+        .unwrap();
+    assert!(exit.success(), "exit status {exit}");
+    assert!(took < Duration::from_secs(6), "shutdown took {took:?}");
+    drop(stuck);
+    let master = MasterProcess::start(dir.path(), &config).await.unwrap();
+    let status = master.wait_imported(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(status["total_records"], 7304, "{status}");
+}
