@@ -10,8 +10,9 @@
 //!   [`Calendar::Always`] has every multiple of the interval since 00:00 UTC, and
 //!   [`Calendar::Fx`] every multiple outside the weekend closure.
 //!
-//! NYSE holidays are rule-based ([`nyse_holidays`]): one-off closures (national days of
-//! mourning, 2001-09-11, Hurricane Sandy) are not known, and early closes count as full days.
+//! NYSE holidays are rule-based ([`nyse_holidays`]), and the one-off closures (national days
+//! of mourning, 2001-09-11 to 09-14, Hurricane Sandy) are listed; early closes count as full
+//! days.
 //! Time zones follow chrono-tz, whose tables end with 2099: later years get no daylight time.
 
 use std::collections::BTreeSet;

@@ -38,6 +38,8 @@ use crate::tasks::{TaskKind, TaskParams, TaskStatus};
 pub use dms_common::read_api::MAX_PAGE_BARS;
 /// Most series one request may select with `limit`.
 pub const MAX_TASK_LIMIT: usize = 1_000_000;
+/// Most different symbols one task request may name.
+pub const MAX_SYMBOLS: usize = 20_000;
 
 /// What the HTTP handlers read.
 #[derive(Debug, Clone)]
@@ -306,9 +308,15 @@ fn parse_symbols(raw: Option<Vec<String>>) -> Result<Option<Vec<Symbol>>, Respon
             "field `symbols`: the list is empty; leave it out to select every kept series",
         ));
     }
-    if list.len() > MAX_TASK_LIMIT {
+    // The same symbol twice selects it once.
+    let mut seen = std::collections::HashSet::new();
+    let list: Vec<String> = list
+        .into_iter()
+        .filter(|s| seen.insert(s.clone()))
+        .collect();
+    if list.len() > MAX_SYMBOLS {
         return Err(bad_request(format!(
-            "field `symbols`: at most {MAX_TASK_LIMIT} symbols"
+            "field `symbols`: at most {MAX_SYMBOLS} different symbols"
         )));
     }
     list.iter()

@@ -287,6 +287,19 @@ async fn every_api_error_is_the_json_envelope_and_forms_cannot_start_tasks() {
     let r = client.post(url("/api/data/update")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 202);
     assert!(r.headers().get("access-control-allow-origin").is_none());
+    // The same symbol many times selects it once.
+    let body = format!(r#"{{"symbols": [{}]}}"#, vec![r#""GOOG""#; 5_000].join(","));
+    let (code, queued) = master.post("/api/data/update", &body).await.unwrap();
+    assert_eq!(code, 202, "{queued}");
+    let task = master
+        .task(queued["task_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        task["params"]["symbols"],
+        serde_json::json!(["GOOG"]),
+        "{task}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
