@@ -63,6 +63,15 @@ pub struct YahooSourceConfig {
     /// Shortest wait before a retry (doubles each time, with jitter).
     #[serde(default = "default_min_retry_delay")]
     pub min_retry_delay: ConfigDuration,
+    /// Yahoo sends prices as float32 values printed as doubles (104.05999755859375 for 104.06):
+    /// store each price that is exactly a float32 as the shortest decimal that is the same
+    /// float32 (104.06), i.e. what the exchange printed. Volumes are left as sent.
+    #[serde(default = "default_true")]
+    pub float32_prices: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_base_url() -> String {
@@ -110,7 +119,28 @@ impl YahooSourceConfig {
             max_retries: default_max_retries(),
             max_retry_elapsed: default_max_retry_elapsed(),
             min_retry_delay: default_min_retry_delay(),
+            float32_prices: true,
         }
+    }
+}
+
+/// `v` as the shortest decimal that is the same float32, when `v` is exactly a float32
+/// (127.58000183105469 → 127.58); any other value is returned as it is.
+pub fn shortest_float32(v: f64) -> f64 {
+    let f = v as f32;
+    if f64::from(f) != v || !f.is_finite() {
+        return v;
+    }
+    // Display of an f32 is the shortest text that parses back to the same f32.
+    f.to_string().parse::<f64>().unwrap_or(v)
+}
+
+fn shortest_float32_prices(b: &mut Bar) {
+    for v in [&mut b.open, &mut b.high, &mut b.low, &mut b.close] {
+        *v = shortest_float32(*v);
+    }
+    if let Some(a) = b.adj_close.as_mut() {
+        *a = shortest_float32(*a);
     }
 }
 
@@ -205,7 +235,12 @@ impl YahooSource {
             let (error, retry_after) = match outcome {
                 Attempt::Done(body) => {
                     match parse_chart(&body, series.interval, Timestamp::now()) {
-                        Ok(chart) => return Ok(chart),
+                        Ok(mut chart) => {
+                            if self.config.float32_prices {
+                                chart.bars.iter_mut().for_each(shortest_float32_prices);
+                            }
+                            return Ok(chart);
+                        }
                         Err(ParseError::NoData(message)) => {
                             return Err(SourceError::NotFound {
                                 source_name: self.config.name.clone(),
@@ -720,6 +755,22 @@ fn normalize_time(
         None => Timestamp::from_date(end_date),
     };
     (start, end)
+}
+
+#[cfg(test)]
+mod float32_tests {
+    use super::shortest_float32;
+
+    #[test]
+    fn float32_noise_becomes_the_printed_price_and_other_values_stay() {
+        assert_eq!(shortest_float32(104.05999755859375), 104.06);
+        assert_eq!(shortest_float32(127.58000183105469), 127.58);
+        assert_eq!(shortest_float32(125.82673645019531), 125.82674);
+        // Not a float32: a double with more precision is kept as sent.
+        assert_eq!(shortest_float32(104.06), 104.06);
+        assert_eq!(shortest_float32(0.1 + 0.2), 0.1 + 0.2);
+        assert_eq!(shortest_float32(1e300), 1e300);
+    }
 }
 
 #[cfg(test)]
