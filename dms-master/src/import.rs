@@ -1,11 +1,13 @@
-//! Importing a whole source once: every file of a CSV source is read, validated and journaled.
-//! Re-importing the same data is harmless: the store applies it as unchanged bars.
+//! Importing a whole source once: every file of a CSV source is read, compared with the store,
+//! and what is new or changed is validated and journaled. Importing the same files again (every
+//! start) journals nothing.
 
 use dms_common::journal::{Origin, Seq};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::Ingestor;
+use crate::reconcile::Reconciler;
 use crate::source::csv::CsvSource;
 
 /// Row problems logged per file before the rest are only counted.
@@ -20,6 +22,8 @@ pub struct ImportSummary {
     pub files: u64,
     pub series: u64,
     pub bars_read: u64,
+    /// Bars the store already held with the same values (not journaled again).
+    pub bars_unchanged: u64,
     pub bars_accepted: u64,
     pub bars_rejected: u64,
     /// Rows skipped because they could not be read.
@@ -38,6 +42,7 @@ pub struct ImportSummary {
 pub async fn import_csv(
     source: &CsvSource,
     ingestor: &Ingestor,
+    reconciler: &Reconciler,
     cancel: &CancellationToken,
     mut progress: impl FnMut(&ImportSummary),
 ) -> ImportSummary {
@@ -100,9 +105,11 @@ pub async fn import_csv(
         summary.bars_read += series.bars.len() as u64;
         let key = series.key.clone();
         let read_bars = series.bars.len();
+        let changed = reconciler.changed(&key, &series.bars).await;
+        summary.bars_unchanged += (read_bars - changed.len()) as u64;
         match ingestor
             .ingest(
-                vec![dms_common::SeriesBars::new(series.key, series.bars)],
+                vec![dms_common::SeriesBars::new(series.key, changed)],
                 &origin,
             )
             .await

@@ -16,6 +16,7 @@
 //! - [`validate`]: [`validate::Validator`], the quality rules.
 //! - [`calendar`]: [`calendar::Calendar`], the bars an exchange should have, for gap detection.
 //! - [`quarantine`]: [`quarantine::Quarantine`], rejected bars with their reasons.
+//! - [`reconcile`]: [`reconcile::Reconciler`], only new or changed bars go on to the journal.
 //! - [`ingest`]: [`ingest::Ingestor`], validate then journal.
 //! - [`applier`]: the store applier that follows the journal into the bar store.
 //! - [`dead_letters`]: [`dead_letters::DeadLetters`], entries the store refused for good.
@@ -35,6 +36,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod quarantine;
+pub mod reconcile;
 pub mod replication;
 pub mod server;
 pub mod source;

@@ -20,6 +20,7 @@ use crate::http::{self, ApiState, BarsCache};
 use crate::import::{self, ImportSummary};
 use crate::ingest::{Backpressure, Ingestor};
 use crate::quarantine::Quarantine;
+use crate::reconcile::Reconciler;
 use crate::replication::api::NodesApi;
 use crate::replication::nodes::NodeRegistry;
 use crate::replication::{self, ReplicationContext, ReplicationService, StreamOptions};
@@ -106,9 +107,14 @@ pub async fn run(
     let task_runner = tokio::spawn(tasks.clone().run(work_stop.clone()));
 
     let imports: Arc<Mutex<Vec<ImportSummary>>> = Arc::default();
+    let reconciler = Reconciler {
+        journal: journal.clone(),
+        store: store.clone(),
+        applied: applier.applied(),
+    };
     let import_task = tokio::spawn(startup_imports(
         config.sources.clone(),
-        ingestor,
+        (ingestor, reconciler),
         tasks.clone(),
         imports.clone(),
         work_stop.clone(),
@@ -231,7 +237,7 @@ async fn retention_loop(journal: Journal, every: std::time::Duration, stop: Canc
 
 async fn startup_imports(
     sources: Vec<SourceConfig>,
-    ingestor: Ingestor,
+    (ingestor, reconciler): (Ingestor, Reconciler),
     tasks: Arc<TaskManager>,
     imports: Arc<Mutex<Vec<ImportSummary>>>,
     stop: CancellationToken,
@@ -251,7 +257,7 @@ async fn startup_imports(
                     all.push(ImportSummary::default());
                     all.len() - 1
                 };
-                let summary = import::import_csv(&csv, &ingestor, &stop, |s| {
+                let summary = import::import_csv(&csv, &ingestor, &reconciler, &stop, |s| {
                     imports.lock().unwrap_or_else(|p| p.into_inner())[slot] = s.clone();
                 })
                 .await;

@@ -9,13 +9,13 @@
 //! task ends `cancelled`. A shutdown leaves the running task `running` so the next start
 //! resumes it from its checkpoints.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dms_common::journal::{Journal, Origin, Seq};
 use dms_common::store::SharedStore;
-use dms_common::{Bar, SeriesBars, SeriesKey, TimeRange, Timestamp};
+use dms_common::{SeriesBars, SeriesKey, TimeRange, Timestamp};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -26,7 +26,8 @@ use crate::catalog::Catalog;
 use crate::config::TasksConfig;
 use crate::gaps;
 use crate::ingest::Ingestor;
-use crate::source::{Fetched, SourceError};
+use crate::reconcile::Reconciler;
+use crate::source::SourceError;
 use crate::universe::{Universe, UniverseEntry};
 use crate::validate::Validator;
 
@@ -596,10 +597,12 @@ impl TaskManager {
         counts.requests += fetched.stats.requests;
         counts.retries += fetched.stats.retries;
         let fetched_count = fetched.bars.len() as u64;
-        let changed = match self.changed_bars(&entry.key, &fetched).await {
-            Ok(c) => c,
-            Err(e) => return SeriesOutcome::Failed(e),
+        let reconciler = Reconciler {
+            journal: self.ctx.journal.clone(),
+            store: self.ctx.store.clone(),
+            applied: self.ctx.applied.clone(),
         };
+        let changed = reconciler.changed(&entry.key, &fetched.bars).await;
         counts.unchanged = fetched_count - changed.len() as u64;
         if !changed.is_empty() {
             let origin = Origin {
@@ -639,39 +642,6 @@ impl TaskManager {
     }
 
     /// The fetched bars that differ from (or are missing in) the store.
-    async fn changed_bars(
-        &self,
-        key: &SeriesKey,
-        fetched: &Fetched,
-    ) -> Result<Vec<Bar>, SourceError> {
-        let (Some(first), Some(last)) = (fetched.bars.first(), fetched.bars.last()) else {
-            return Ok(Vec::new());
-        };
-        // Compare against a store that has applied everything journaled so far. It normally
-        // has within milliseconds; with the store down, compare with what it holds: bars that
-        // are journaled but not applied yet are journaled again, which upserts make harmless.
-        let head = self.ctx.journal.head();
-        let mut applied = self.ctx.applied.clone();
-        let _ = tokio::time::timeout(Duration::from_millis(500), applied.wait_for(|s| *s >= head))
-            .await;
-        let range = TimeRange::new(first.ts, Timestamp(last.ts.0 + 1));
-        let mut stored: HashMap<i64, Bar> = HashMap::new();
-        let mut pages = self.ctx.store.read(key, range);
-        loop {
-            match pages.try_next().await {
-                Ok(Some(page)) => stored.extend(page.into_iter().map(|b| (b.ts.0, b))),
-                Ok(None) => break,
-                Err(_) => return Ok(fetched.bars.clone()),
-            }
-        }
-        Ok(fetched
-            .bars
-            .iter()
-            .filter(|b| stored.get(&b.ts.0).is_none_or(|s| !s.same_values(b)))
-            .copied()
-            .collect())
-    }
-
     async fn backfill(&self, task: &Task, entry: &UniverseEntry) -> SeriesOutcome {
         let report = match gaps::find_gaps(
             &*self.ctx.store,
