@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::SharedStore;
+use super::mysql::MysqlStore;
+use super::postgres::PostgresStore;
 use super::sqlite::{SqliteOptions, SqliteStore};
-use crate::config::{self, ByteSize};
+use super::{SharedStore, StoreError};
+use crate::config::{self, ByteSize, Secret};
 
 /// The primary bar store, chosen by `type` (default `sqlite`).
 #[derive(Debug, Clone, Serialize)]
@@ -16,6 +18,10 @@ use crate::config::{self, ByteSize};
 pub enum StoreConfig {
     /// Embedded SQLite file (the default).
     Sqlite(SqliteStoreConfig),
+    /// A PostgreSQL server (`type: postgres`).
+    Postgres(SqlServerConfig),
+    /// A MySQL or MariaDB server (`type: mysql`).
+    Mysql(SqlServerConfig),
 }
 
 /// The embedded SQLite store.
@@ -30,13 +36,84 @@ pub struct SqliteStoreConfig {
     pub cache: ByteSize,
 }
 
+/// A PostgreSQL or MySQL/MariaDB server holding the bar tables (created at open).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlServerConfig {
+    /// The database: `postgres://user@host:5432/dms` or `mysql://user@host:3306/dms` (URL
+    /// parameters such as `sslmode=require` or `ssl-mode=required` select TLS). Give the
+    /// password in `password` or `password_file` rather than here.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub url: String,
+    /// The password. Prefer `password_file`; never printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A file holding the password (its content without surrounding whitespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Connections the store keeps open at most.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&super::sql::redact_url(url))
+}
+
+impl SqlServerConfig {
+    /// A server at `url` with the defaults and no password.
+    pub fn new(url: impl Into<String>) -> Self {
+        SqlServerConfig {
+            url: url.into(),
+            password: None,
+            password_file: None,
+            max_connections: default_max_connections(),
+        }
+    }
+
+    /// The password from `password` or `password_file`, if either is given.
+    pub fn resolve_password(&self) -> Result<Option<Secret>, StoreError> {
+        let invalid =
+            |m: String| StoreError::Invalid(format!("store {}: {m}", self.url_redacted()));
+        match (&self.password, &self.password_file) {
+            (Some(_), Some(_)) => Err(invalid(
+                "give either `password` or `password_file`, not both".into(),
+            )),
+            (Some(p), None) => Ok(Some(p.clone())),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(format!("cannot read password_file {}: {e}", path.display()))
+                })?;
+                Ok(Some(Secret::new(text.trim())))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The url without a password, for errors and logs.
+    pub fn url_redacted(&self) -> String {
+        super::sql::redact_url(&self.url)
+    }
+}
+
 impl<'de> Deserialize<'de> for StoreConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(d)?;
-        // One backend so far; the tag still selects it, so configs stay valid as more come.
-        config::deserialize_tagged(value, "type", Some("sqlite"), &["sqlite"], |_, rest| {
-            config::from_value_at(rest).map(StoreConfig::Sqlite)
-        })
+        config::deserialize_tagged(
+            value,
+            "type",
+            Some("sqlite"),
+            &["sqlite", "postgres", "mysql"],
+            |tag, rest| match tag {
+                "postgres" => config::from_value_at(rest).map(StoreConfig::Postgres),
+                "mysql" => config::from_value_at(rest).map(StoreConfig::Mysql),
+                _ => config::from_value_at(rest).map(StoreConfig::Sqlite),
+            },
+        )
     }
 }
 
@@ -73,5 +150,7 @@ pub async fn open_store(config: &StoreConfig) -> Result<SharedStore, super::Stor
             })?;
             Ok(Arc::new(store))
         }
+        StoreConfig::Postgres(server) => Ok(Arc::new(PostgresStore::open(server).await?)),
+        StoreConfig::Mysql(server) => Ok(Arc::new(MysqlStore::open(server).await?)),
     }
 }
