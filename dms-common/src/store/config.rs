@@ -94,6 +94,40 @@ impl SqlServerConfig {
         }
     }
 
+    /// What is wrong with this server's settings, keys under `key` (e.g. `store`); `schemes`
+    /// are the url schemes the backend takes.
+    pub fn validate(&self, key: &str, schemes: &[&str]) -> Vec<config::ConfigIssue> {
+        let mut issues = Vec::new();
+        let scheme = self.url.split_once("://").map(|(s, _)| s);
+        if !scheme.is_some_and(|s| schemes.contains(&s)) {
+            issues.push(config::ConfigIssue::new(
+                format!("{key}.url"),
+                format!(
+                    "{} must start with {}",
+                    self.url_redacted(),
+                    schemes
+                        .iter()
+                        .map(|s| format!("{s}://"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            ));
+        }
+        if self.password.is_some() && self.password_file.is_some() {
+            issues.push(config::ConfigIssue::new(
+                key,
+                "give either `password` or `password_file`, not both",
+            ));
+        }
+        if self.max_connections == 0 {
+            issues.push(config::ConfigIssue::new(
+                format!("{key}.max_connections"),
+                "must be at least 1",
+            ));
+        }
+        issues
+    }
+
     /// The url without a password, for errors and logs.
     pub fn url_redacted(&self) -> String {
         super::sql::redact_url(&self.url)
@@ -125,6 +159,18 @@ fn default_store_cache() -> ByteSize {
     ByteSize(64 << 20)
 }
 
+impl StoreConfig {
+    /// What is wrong with the settings of a server store, keys under `key`; a file store's path
+    /// is checked by the daemon, which knows its other files.
+    pub fn validate_server(&self, key: &str) -> Vec<config::ConfigIssue> {
+        match self {
+            StoreConfig::Sqlite(_) => Vec::new(),
+            StoreConfig::Postgres(server) => server.validate(key, &["postgres", "postgresql"]),
+            StoreConfig::Mysql(server) => server.validate(key, &["mysql", "mariadb"]),
+        }
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig::Sqlite(SqliteStoreConfig {
@@ -152,5 +198,41 @@ pub async fn open_store(config: &StoreConfig) -> Result<SharedStore, super::Stor
         }
         StoreConfig::Postgres(server) => Ok(Arc::new(PostgresStore::open(server).await?)),
         StoreConfig::Mysql(server) => Ok(Arc::new(MysqlStore::open(server).await?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<StoreConfig, String> {
+        let value: serde_json::Value = serde_saphyr::from_str(yaml).map_err(|e| e.to_string())?;
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn server_stores_are_chosen_by_type_and_never_print_the_password() {
+        let c = parse("type: postgres\nurl: postgres://dms:pw@db:5432/dms\npassword: s3cret\n")
+            .unwrap();
+        let StoreConfig::Postgres(server) = &c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(server.max_connections, 8);
+        assert_eq!(
+            server.resolve_password().unwrap().unwrap().expose(),
+            "s3cret"
+        );
+        assert!(c.validate_server("store").is_empty());
+        let shown = format!("{c:?} {}", serde_json::to_string(&c).unwrap());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            serde_json::to_string(&c)
+                .unwrap()
+                .contains("postgres://dms@db:5432/dms")
+        );
+        let c = parse("type: mysql\nurl: postgres://x@db/dms\nmax_connections: 0\n").unwrap();
+        let issues = c.validate_server("store");
+        assert_eq!(issues.len(), 2, "{issues:?}");
+        assert!(parse("type: mysql\nurl: mysql://x@db/dms\nuser: x\n").is_err());
     }
 }
