@@ -31,6 +31,13 @@ struct SchemaGuard {
     schema: String,
 }
 
+impl SchemaGuard {
+    /// A table of the case, qualified, for statements on the admin connection.
+    fn table(&self, name: &str) -> String {
+        format!("\"{}\".{name}", self.schema)
+    }
+}
+
 impl Drop for SchemaGuard {
     fn drop(&mut self) {
         let (url, schema) = (self.url.clone(), self.schema.clone());
@@ -134,7 +141,7 @@ async fn a_missing_table_is_a_permanent_error() {
     let key = SeriesKey::new(Symbol::new("IBM").unwrap(), Interval::D1);
     store.upsert(&[daily(&key, 5, 10.0)]).await.unwrap();
     let mut conn = admin(&guard.url).await;
-    sqlx::query(&format!("DROP TABLE \"{}\".dms_bars", guard.schema))
+    sqlx::query(&format!("DROP TABLE {}", guard.table("dms_bars")))
         .execute(&mut conn)
         .await
         .unwrap();
@@ -175,4 +182,110 @@ async fn opening_twice_keeps_the_schema_and_the_bars() {
     assert_eq!((stats.inserted, stats.unchanged), (0, 20));
     assert_eq!(again.overview().await.unwrap()[0].count, 20);
     again.check().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_of_one_series_keep_counts_and_digests_exact() {
+    use dms_common::store::compute_bucket_digests;
+    let (store, _guard) = make_store("concurrent").await;
+    let store = Arc::new(store);
+    let key = SeriesKey::new(Symbol::new("SPY").unwrap(), Interval::H1);
+    // Four writers over overlapping ranges, each with its own prices: every ts ends up with one
+    // writer's bar, whichever committed last.
+    let writers: Vec<_> = (0..4i64)
+        .map(|w| {
+            let store = store.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                for round in 0..5i64 {
+                    let start = (w * 50 + round * 20) * 3600;
+                    let bars: Vec<Bar> = (0..200)
+                        .map(|i| {
+                            let p = 100.0 + w as f64 + round as f64 / 10.0;
+                            Bar::ohlcv(Timestamp(start + i * 3600), p, p + 1.0, p - 1.0, p, 1.0)
+                        })
+                        .collect();
+                    store
+                        .upsert(&[SeriesBars::new(key.clone(), bars)])
+                        .await
+                        .expect("concurrent upsert");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let stored: Vec<Bar> = store
+        .read(&key, TimeRange::all())
+        .try_concat()
+        .await
+        .unwrap();
+    let overview = store.overview().await.unwrap();
+    assert_eq!(overview[0].count, stored.len() as u64);
+    assert_eq!(overview[0].first, stored[0].ts);
+    assert_eq!(overview[0].last, stored.last().unwrap().ts);
+    let computed = compute_bucket_digests(&*store, &key, TimeRange::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.bucket_digests(&key, TimeRange::all()).await.unwrap(),
+        computed
+    );
+    assert_eq!(
+        overview[0].digest,
+        dms_common::store::digest::total(&computed)
+    );
+    assert!(
+        store.scrub().await.unwrap().is_empty(),
+        "nothing to correct"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrub_corrects_digests_after_bars_changed_behind_the_stores_back() {
+    use dms_common::store::compute_bucket_digests;
+    let (store, guard) = make_store("scrub").await;
+    let key = SeriesKey::new(Symbol::new("MSFT").unwrap(), Interval::D1);
+    store.upsert(&[daily(&key, 1000, 10.0)]).await.unwrap();
+    assert!(store.scrub().await.unwrap().is_empty());
+    let day = 86_400;
+    let mut conn = admin(&guard.url).await;
+    for statement in [
+        format!(
+            "UPDATE {} SET close = 1.25 WHERE ts = {}",
+            guard.table("dms_bars"),
+            100 * day
+        ),
+        format!(
+            "DELETE FROM {} WHERE ts = {}",
+            guard.table("dms_bars"),
+            500 * day
+        ),
+        format!("UPDATE {} SET bar_count = 3", guard.table("dms_series")),
+    ] {
+        sqlx::query(&statement).execute(&mut conn).await.unwrap();
+    }
+    let mut fixed: Vec<i64> = store
+        .scrub()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, b)| b.0)
+        .collect();
+    fixed.sort();
+    let bucketing = dms_common::store::DigestBucketing::for_interval(Interval::D1);
+    let expected: Vec<i64> = [100 * day, 500 * day]
+        .iter()
+        .map(|t| bucketing.bucket_of(Timestamp(*t)).0)
+        .collect();
+    assert_eq!(fixed, expected);
+    assert_eq!(
+        store.bucket_digests(&key, TimeRange::all()).await.unwrap(),
+        compute_bucket_digests(&store, &key, TimeRange::all())
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.overview().await.unwrap()[0].count, 999);
+    assert!(store.scrub().await.unwrap().is_empty(), "corrected once");
 }
