@@ -263,6 +263,21 @@ impl MyWrite {
 #[async_trait]
 impl SqlWrite for MyWrite {
     async fn series_id(&mut self, key: &SeriesKey) -> Result<i64> {
+        let lookup = || {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT id FROM dms_series WHERE symbol = ? AND `interval` = ?",
+            )
+            .bind(key.symbol.as_str())
+            .bind(key.interval.as_str())
+        };
+        // Known series (the usual case) cost one statement; a new one is created first.
+        if let Some(id) = lookup()
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(sql_error)?
+        {
+            return Ok(id);
+        }
         sqlx::query(
             "INSERT INTO dms_series (symbol, `interval`) VALUES (?, ?)
              ON DUPLICATE KEY UPDATE id = id",
@@ -272,12 +287,7 @@ impl SqlWrite for MyWrite {
         .execute(&mut *self.0)
         .await
         .map_err(sql_error)?;
-        sqlx::query_scalar("SELECT id FROM dms_series WHERE symbol = ? AND `interval` = ?")
-            .bind(key.symbol.as_str())
-            .bind(key.interval.as_str())
-            .fetch_one(&mut *self.0)
-            .await
-            .map_err(sql_error)
+        lookup().fetch_one(&mut *self.0).await.map_err(sql_error)
     }
 
     async fn lock_series(&mut self, id: i64) -> Result<SeriesRow> {

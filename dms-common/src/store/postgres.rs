@@ -278,6 +278,21 @@ impl PgWrite {
 #[async_trait]
 impl SqlWrite for PgWrite {
     async fn series_id(&mut self, key: &SeriesKey) -> Result<i64> {
+        let lookup = || {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT id FROM dms_series WHERE symbol = $1 AND interval = $2",
+            )
+            .bind(key.symbol.as_str())
+            .bind(key.interval.as_str())
+        };
+        // Known series (the usual case) cost one statement; a new one is created first.
+        if let Some(id) = lookup()
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(sql_error)?
+        {
+            return Ok(id);
+        }
         sqlx::query(
             "INSERT INTO dms_series (symbol, interval) VALUES ($1, $2)
              ON CONFLICT (symbol, interval) DO NOTHING",
@@ -287,12 +302,7 @@ impl SqlWrite for PgWrite {
         .execute(&mut *self.0)
         .await
         .map_err(sql_error)?;
-        sqlx::query_scalar("SELECT id FROM dms_series WHERE symbol = $1 AND interval = $2")
-            .bind(key.symbol.as_str())
-            .bind(key.interval.as_str())
-            .fetch_one(&mut *self.0)
-            .await
-            .map_err(sql_error)
+        lookup().fetch_one(&mut *self.0).await.map_err(sql_error)
     }
 
     async fn lock_series(&mut self, id: i64) -> Result<SeriesRow> {
