@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs everything CI runs: formatting, lints, and every test (unit, conformance, crash,
-# end-to-end). Installs what the tests need when it is missing.
+# end-to-end). Installs and starts what the tests need when it is missing: the PostgreSQL and
+# MariaDB servers the SQL store tests use (DMS_TEST_POSTGRES_URL, DMS_TEST_MYSQL_URL; by default
+# postgres://postgres@127.0.0.1:5432/test and mysql://root@127.0.0.1:3306/test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,80 @@ for tool in fmt clippy; do
         exit 1
     fi
 done
+
+# Waits up to $1 seconds for the command that follows to succeed.
+wait_for() {
+    local seconds=$1
+    shift
+    for _ in $(seq "$seconds"); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    "$@" >/dev/null 2>&1
+}
+
+apt_updated=
+apt_install() {
+    if [ -z "$apt_updated" ]; then
+        apt-get update -qq >/dev/null
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# PostgreSQL: installed, running, and the default test url answers (trust on 127.0.0.1 for the
+# postgres user, a `test` database).
+postgres_ready() {
+    psql "${DMS_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}" -qtAc 'SELECT 1'
+}
+start_postgres() {
+    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+        apt_install postgresql
+    fi
+    if ! pg_isready -q -h 127.0.0.1; then
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+        wait_for 30 pg_isready -q -h 127.0.0.1
+    fi
+    if [ -z "${DMS_TEST_POSTGRES_URL:-}" ] && ! postgres_ready >/dev/null 2>&1; then
+        local hba
+        hba="/etc/postgresql/$(ls /etc/postgresql | sort -V | tail -1)/main/pg_hba.conf"
+        if ! grep -q '^host all postgres 127.0.0.1/32 trust' "$hba"; then
+            sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+            runuser -u postgres -- psql -qtAc 'SELECT pg_reload_conf()' >/dev/null
+        fi
+        runuser -u postgres -- createdb test 2>/dev/null || true
+    fi
+}
+
+# MariaDB: installed, running, and the default test url answers (root on 127.0.0.1 without a
+# password, a `test` database).
+mysql_ready() {
+    local url=${DMS_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}
+    local rest=${url#*://}
+    local auth=${rest%%@*} hostport=${rest#*@}
+    hostport=${hostport%%/*}
+    local user=${auth%%:*} password=
+    [ "$auth" != "$user" ] && password=${auth#*:}
+    MYSQL_PWD=$password mysqladmin ping -h "${hostport%%:*}" -P "${hostport##*:}" -u "$user" --silent
+}
+start_mysql() {
+    if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
+        apt_install mariadb-server
+    fi
+    if ! mysqladmin ping --silent >/dev/null 2>&1; then
+        install -d -o mysql -g mysql /run/mysqld
+        start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+        wait_for 60 mysqladmin ping --silent
+    fi
+    if [ -z "${DMS_TEST_MYSQL_URL:-}" ]; then
+        mysql -uroot -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';
+            GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+            CREATE DATABASE IF NOT EXISTS test;" >/dev/null 2>&1 || true
+    fi
+}
+
+postgres_ready >/dev/null 2>&1 || start_postgres
+mysql_ready >/dev/null 2>&1 || start_mysql
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

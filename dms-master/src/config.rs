@@ -424,6 +424,7 @@ impl Validate for MasterConfig {
                     ));
                 }
             }
+            server => issues.extend(server.validate_server("store")),
         }
         if self.journal.max_bytes.0 < 1 << 20 {
             issues.push(ConfigIssue::new(
@@ -590,6 +591,19 @@ mod tests {
         let c: MasterConfig =
             dms_common::config::load(&path, Vec::new()).expect("shipped config loads");
         assert_eq!(c.sources.len(), 1);
+    }
+
+    #[test]
+    fn shipped_server_store_example_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let c: MasterConfig =
+            dms_common::config::load(&root.join("config/dms-master.postgres.yaml"), Vec::new())
+                .expect("postgres example loads");
+        assert!(matches!(c.store, StoreConfig::Postgres(_)), "{:?}", c.store);
+        let c: MasterConfig =
+            dms_common::config::load(&root.join("config/dms-master.mysql.yaml"), Vec::new())
+                .expect("mysql example loads");
+        assert!(matches!(c.store, StoreConfig::Mysql(_)), "{:?}", c.store);
     }
 
     #[test]

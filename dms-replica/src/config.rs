@@ -284,12 +284,16 @@ impl Validate for ReplicaConfig {
                 "must not be less than master.reconnect_min_delay",
             ));
         }
-        let StoreConfig::Sqlite(s) = &self.store;
-        if s.path == self.state.path {
-            issues.push(ConfigIssue::new(
-                "store.path",
-                "must differ from state.path (the store and the state are separate files)",
-            ));
+        match &self.store {
+            StoreConfig::Sqlite(s) => {
+                if s.path == self.state.path {
+                    issues.push(ConfigIssue::new(
+                        "store.path",
+                        "must differ from state.path (the store and the state are separate files)",
+                    ));
+                }
+            }
+            server => issues.extend(server.validate_server("store")),
         }
         issues
     }

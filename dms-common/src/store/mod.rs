@@ -1,6 +1,6 @@
 //! The `BarStore` seam: where bars live, whatever the backend.
 //!
-//! Every backend (`sqlite` here; InfluxDB, PostgreSQL and MySQL beside it) implements the same
+//! Every backend (`sqlite`, `postgres`, `mysql` here; InfluxDB beside them) implements the same
 //! async trait and passes the same [`conformance`] suite.
 //!
 //! # What every backend guarantees
@@ -35,6 +35,9 @@
 pub mod config;
 pub mod conformance;
 pub mod digest;
+pub mod mysql;
+pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -128,6 +131,9 @@ pub enum StoreError {
     /// An error of the embedded SQLite engine (transient when busy, locked, out of disk or I/O).
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// An error of a SQL server (PostgreSQL, MySQL), classified when it was raised.
+    #[error("sql: {message}")]
+    Sql { transient: bool, message: String },
     #[error("store task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -137,6 +143,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Unavailable(_) => true,
+            StoreError::Sql { transient, .. } => *transient,
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
                 rusqlite::ErrorCode::DatabaseBusy

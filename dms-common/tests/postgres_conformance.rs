@@ -1,0 +1,291 @@
+//! The PostgreSQL bar store passes the `BarStore` conformance suite, each case in a fresh schema
+//! of the server at `DMS_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
+//! A server that cannot be reached fails the tests; it never skips them.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use dms_common::store::config::{SqlServerConfig, StoreConfig, open_store};
+use dms_common::store::postgres::PostgresStore;
+use dms_common::store::{BarStore, SharedStore};
+use dms_common::{Bar, Interval, SeriesBars, SeriesKey, Symbol, TimeRange, Timestamp};
+use futures::TryStreamExt;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+
+fn server_url() -> String {
+    std::env::var("DMS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+async fn admin(url: &str) -> PgConnection {
+    PgConnection::connect(url).await.unwrap_or_else(|e| {
+        panic!("cannot reach the PostgreSQL test server at {url} (set DMS_TEST_POSTGRES_URL): {e}")
+    })
+}
+
+/// Drops the case's schema when the case ends.
+#[derive(Debug)]
+struct SchemaGuard {
+    url: String,
+    schema: String,
+}
+
+impl SchemaGuard {
+    /// A table of the case, qualified, for statements on the admin connection.
+    fn table(&self, name: &str) -> String {
+        format!("\"{}\".{name}", self.schema)
+    }
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        // A runtime of its own on a thread of its own: the test's runtime may be shutting down.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let mut conn = PgConnection::connect(&url).await?;
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test schema {}", self.schema);
+        }
+    }
+}
+
+/// A fresh store in a new schema named after `case`.
+async fn make(case: &'static str) -> (SharedStore, SchemaGuard) {
+    let (store, guard) = make_store(case).await;
+    (Arc::new(store), guard)
+}
+
+async fn make_store(case: &str) -> (PostgresStore, SchemaGuard) {
+    let url = server_url();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let schema = format!("{case}_{suffix}");
+    let mut conn = admin(&url).await;
+    // The name is made here from the case's identifier, never from outside input.
+    sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+        .execute(&mut conn)
+        .await
+        .expect("create schema");
+    let guard = SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let options = PgConnectOptions::from_str(&url)
+        .expect("test url")
+        .options([("search_path", schema.as_str())]);
+    let store = PostgresStore::connect_with(options, 8, url)
+        .await
+        .expect("open store");
+    (store, guard)
+}
+
+dms_common::store_conformance_tests!(make);
+
+fn daily(key: &SeriesKey, n: i64, p: f64) -> SeriesBars {
+    let bars = (0..n)
+        .map(|i| Bar::ohlcv(Timestamp(i * 86_400), p, p + 1.0, p - 1.0, p + 0.5, 1e6))
+        .collect();
+    SeriesBars::new(key.clone(), bars)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symbols_with_dots_carets_and_equals_are_stored_as_given() {
+    let (store, _guard) = make_store("symbols").await;
+    let names = ["BRK.B", "^GSPC", "EURUSD=X", "600519.SS", "GC=F"];
+    let keys: Vec<SeriesKey> = names
+        .iter()
+        .map(|s| SeriesKey::new(Symbol::new(s).unwrap(), Interval::D1))
+        .collect();
+    let batch: Vec<SeriesBars> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| daily(k, 10 + i as i64, 100.0 * (i + 1) as f64))
+        .collect();
+    store.upsert(&batch).await.unwrap();
+    let mut listed: Vec<String> = store
+        .overview()
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.key.symbol.as_str().to_owned())
+        .collect();
+    listed.sort();
+    let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    for series in &batch {
+        let read: Vec<Bar> = store
+            .read(&series.key, TimeRange::all())
+            .try_concat()
+            .await
+            .unwrap();
+        assert_eq!(read, series.bars, "{}", series.key);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_table_is_a_permanent_error() {
+    let (store, guard) = make_store("permanent").await;
+    let key = SeriesKey::new(Symbol::new("IBM").unwrap(), Interval::D1);
+    store.upsert(&[daily(&key, 5, 10.0)]).await.unwrap();
+    let mut conn = admin(&guard.url).await;
+    sqlx::query(&format!("DROP TABLE {}", guard.table("dms_bars")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let e = store.upsert(&[daily(&key, 6, 11.0)]).await.unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+    let e = store.latest(&key).await.unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_transient_and_names_the_server() {
+    let mut config = SqlServerConfig::new("postgres://dms:hunter2@127.0.0.1:1/dms");
+    config.max_connections = 2;
+    let e = open_store(&StoreConfig::Postgres(config))
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(e.is_transient(), "{e}");
+    let message = e.to_string();
+    assert!(
+        message.contains("postgres://dms@127.0.0.1:1/dms"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_twice_keeps_the_schema_and_the_bars() {
+    let (store, guard) = make_store("reopen").await;
+    let key = SeriesKey::new(Symbol::new("AAPL").unwrap(), Interval::D1);
+    store.upsert(&[daily(&key, 20, 10.0)]).await.unwrap();
+    let options = PgConnectOptions::from_str(&guard.url)
+        .unwrap()
+        .options([("search_path", guard.schema.as_str())]);
+    let again = PostgresStore::connect_with(options, 2, guard.url.clone())
+        .await
+        .unwrap();
+    let stats = again.upsert(&[daily(&key, 20, 10.0)]).await.unwrap();
+    assert_eq!((stats.inserted, stats.unchanged), (0, 20));
+    assert_eq!(again.overview().await.unwrap()[0].count, 20);
+    again.check().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_of_one_series_keep_counts_and_digests_exact() {
+    use dms_common::store::compute_bucket_digests;
+    let (store, _guard) = make_store("concurrent").await;
+    let store = Arc::new(store);
+    let key = SeriesKey::new(Symbol::new("SPY").unwrap(), Interval::H1);
+    // Four writers over overlapping ranges, each with its own prices: every ts ends up with one
+    // writer's bar, whichever committed last.
+    let writers: Vec<_> = (0..4i64)
+        .map(|w| {
+            let store = store.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                for round in 0..5i64 {
+                    let start = (w * 50 + round * 20) * 3600;
+                    let bars: Vec<Bar> = (0..200)
+                        .map(|i| {
+                            let p = 100.0 + w as f64 + round as f64 / 10.0;
+                            Bar::ohlcv(Timestamp(start + i * 3600), p, p + 1.0, p - 1.0, p, 1.0)
+                        })
+                        .collect();
+                    store
+                        .upsert(&[SeriesBars::new(key.clone(), bars)])
+                        .await
+                        .expect("concurrent upsert");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let stored: Vec<Bar> = store
+        .read(&key, TimeRange::all())
+        .try_concat()
+        .await
+        .unwrap();
+    let overview = store.overview().await.unwrap();
+    assert_eq!(overview[0].count, stored.len() as u64);
+    assert_eq!(overview[0].first, stored[0].ts);
+    assert_eq!(overview[0].last, stored.last().unwrap().ts);
+    let computed = compute_bucket_digests(&*store, &key, TimeRange::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.bucket_digests(&key, TimeRange::all()).await.unwrap(),
+        computed
+    );
+    assert_eq!(
+        overview[0].digest,
+        dms_common::store::digest::total(&computed)
+    );
+    assert!(
+        store.scrub().await.unwrap().is_empty(),
+        "nothing to correct"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrub_corrects_digests_after_bars_changed_behind_the_stores_back() {
+    use dms_common::store::compute_bucket_digests;
+    let (store, guard) = make_store("scrub").await;
+    let key = SeriesKey::new(Symbol::new("MSFT").unwrap(), Interval::D1);
+    store.upsert(&[daily(&key, 1000, 10.0)]).await.unwrap();
+    assert!(store.scrub().await.unwrap().is_empty());
+    let day = 86_400;
+    let mut conn = admin(&guard.url).await;
+    for statement in [
+        format!(
+            "UPDATE {} SET close = 1.25 WHERE ts = {}",
+            guard.table("dms_bars"),
+            100 * day
+        ),
+        format!(
+            "DELETE FROM {} WHERE ts = {}",
+            guard.table("dms_bars"),
+            500 * day
+        ),
+        format!("UPDATE {} SET bar_count = 3", guard.table("dms_series")),
+    ] {
+        sqlx::query(&statement).execute(&mut conn).await.unwrap();
+    }
+    let mut fixed: Vec<i64> = store
+        .scrub()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, b)| b.0)
+        .collect();
+    fixed.sort();
+    let bucketing = dms_common::store::DigestBucketing::for_interval(Interval::D1);
+    let expected: Vec<i64> = [100 * day, 500 * day]
+        .iter()
+        .map(|t| bucketing.bucket_of(Timestamp(*t)).0)
+        .collect();
+    assert_eq!(fixed, expected);
+    assert_eq!(
+        store.bucket_digests(&key, TimeRange::all()).await.unwrap(),
+        compute_bucket_digests(&store, &key, TimeRange::all())
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.overview().await.unwrap()[0].count, 999);
+    assert!(store.scrub().await.unwrap().is_empty(), "corrected once");
+}
