@@ -236,13 +236,15 @@ impl Validate for ReplicaConfig {
                 "must not be less than master.reconnect_min_delay",
             ));
         }
-        let StoreConfig::Sqlite(s) = &self.store;
-        if s.path == self.state.path {
+        if let StoreConfig::Sqlite(s) = &self.store
+            && s.path == self.state.path
+        {
             issues.push(ConfigIssue::new(
                 "store.path",
                 "must differ from state.path (the store and the state are separate files)",
             ));
         }
+        issues.extend(self.store.validate());
         issues
     }
 }

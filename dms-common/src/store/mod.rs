@@ -1,6 +1,6 @@
 //! The `BarStore` seam: where bars live, whatever the backend.
 //!
-//! Every backend (`sqlite` here; InfluxDB, PostgreSQL and MySQL beside it) implements the same
+//! Every backend (`sqlite`, `influx`; PostgreSQL and MySQL beside them) implements the same
 //! async trait and passes the same [`conformance`] suite.
 //!
 //! # What every backend guarantees
@@ -35,6 +35,7 @@
 pub mod config;
 pub mod conformance;
 pub mod digest;
+pub mod influx;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -126,6 +127,10 @@ pub enum StoreError {
     #[error("store error: {0}")]
     Invalid(String),
     /// An error of the embedded SQLite engine (transient when busy, locked, out of disk or I/O).
+    /// An HTTP backend (InfluxDB) failed: transient for connection errors and 5xx answers,
+    /// permanent for 4xx answers (a field type conflict, a partial write).
+    #[error("{message}")]
+    Http { transient: bool, message: String },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("store task failed: {0}")]
@@ -137,6 +142,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Unavailable(_) => true,
+            StoreError::Http { transient, .. } => *transient,
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
                 rusqlite::ErrorCode::DatabaseBusy

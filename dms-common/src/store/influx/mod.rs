@@ -1,0 +1,777 @@
+//! `InfluxStore`: bars in InfluxDB (1.x natively; 2.x and 3.x through `/api/v2/write` and the v1
+//! compatibility `/query`).
+//!
+//! # Schema
+//!
+//! One measurement (`bars` by default) with the tags `symbol` and `interval` and the float fields
+//! open, high, low, close, volume and, when present, adj_close, turnover, open_interest; one
+//! point per bar, timestamped in seconds. Writes are line protocol ([`line_protocol`]), gzip
+//! compressed, in chunks of `batch_size` points; reads are InfluxQL ([`query`]) paged by time
+//! (keyset: each page starts one second after the last bar of the previous one).
+//!
+//! # How the contract is kept on a store without transactions
+//!
+//! - Counts: an upsert first reads the stored bars in the time span of the batch (one query per
+//!   series, skipped when the span lies outside the series) and compares canonically
+//!   ([`digest::same_bar`]), so inserted / updated / unchanged are exact and only changed or new
+//!   bars are written.
+//! - Removed fields: writing a point over an existing one keeps the fields the new point lacks,
+//!   so a bar rewritten without an optional field the stored bar has is deleted first (InfluxQL
+//!   `DELETE ... WHERE time = ...`). `delete` and `replace_range` use `DELETE` over the range; a
+//!   replace deletes then writes, so a reader may see the range empty for a moment.
+//! - Overview: kept in memory per series (count, first, last, digest), built at open from three
+//!   `GROUP BY symbol, interval` aggregates (count, first, last) and updated from what each
+//!   upsert, delete and replace knows exactly. A series' digest is computed lazily by one read of
+//!   that series on the first `overview` after open, then maintained bar by bar. A write that
+//!   fails halfway marks its series for a reload (one read) before it is next used. Writers are
+//!   serialized by the lock over this state; the state is exact only while this store is the
+//!   server's only writer of the measurement.
+//! - Errors: connection errors and 5xx answers are retried inside the call (5 attempts, doubling
+//!   delay from 100 ms), then reported as transient; 4xx answers (a field type conflict, a
+//!   partial write with its dropped points) and failed statements are permanent.
+//! - Bucket digests are computed from reads (the trait's default): `maintained_digests` is false.
+
+pub mod client;
+pub mod line_protocol;
+pub mod query;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+
+pub use client::{InfluxClient, InfluxTarget, QuerySeries, StatementResult};
+
+use super::digest::{self, Digest};
+use super::{
+    BarStore, BarStream, Capabilities, ReplaceStats, Result, SeriesOverview, StoreError,
+    UpsertStats, check_in_range,
+};
+use crate::bar::{Bar, SeriesBars, SeriesKey};
+use crate::interval::Interval;
+use crate::symbol::Symbol;
+use crate::time::{TimeRange, Timestamp};
+
+/// The fields of a bar point, in the order they are selected and written.
+pub const FIELDS: [&str; 8] = [
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "adj_close",
+    "turnover",
+    "open_interest",
+];
+
+/// DELETE statements sent in one request.
+const DELETES_PER_REQUEST: usize = 200;
+
+/// How to reach and lay out the store.
+#[derive(Debug, Clone)]
+pub struct InfluxOptions {
+    /// The server, e.g. `http://127.0.0.1:8086`.
+    pub url: String,
+    pub target: InfluxTarget,
+    /// The measurement holding the bars.
+    pub measurement: String,
+    /// Points per write request.
+    pub batch_size: usize,
+    /// The shard duration of a retention policy created at open (v1), an InfluxQL duration such
+    /// as `52w`.
+    pub shard_duration: String,
+}
+
+/// What the store knows of one series.
+#[derive(Debug, Clone, Copy)]
+struct SeriesState {
+    count: u64,
+    first: Timestamp,
+    last: Timestamp,
+    /// `None` until computed by a read of the series.
+    digest: Option<Digest>,
+}
+
+#[derive(Debug, Default)]
+struct Overview {
+    series: BTreeMap<SeriesKey, SeriesState>,
+    /// Series whose state may not match the server (a write failed halfway): re-read before use.
+    stale: BTreeSet<SeriesKey>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: InfluxClient,
+    measurement: String,
+    batch_size: usize,
+}
+
+/// The InfluxDB bar store. See the module documentation.
+#[derive(Debug)]
+pub struct InfluxStore {
+    inner: Arc<Inner>,
+    /// Held by every writer for its whole write, and by `overview`.
+    state: tokio::sync::Mutex<Overview>,
+}
+
+impl InfluxStore {
+    /// Connects, creates the database and retention policy when missing (v1; a v2 bucket must
+    /// exist), and loads the overview of the stored series.
+    pub async fn open(options: InfluxOptions) -> Result<Self> {
+        if !super::config::valid_shard_duration(&options.shard_duration) {
+            return Err(StoreError::Invalid(format!(
+                "shard duration {:?}: expected a number followed by h, d or w, e.g. 52w",
+                options.shard_duration
+            )));
+        }
+        let client = InfluxClient::new(&options.url, options.target.clone())?;
+        client.ping().await?;
+        if let InfluxTarget::V1 {
+            database,
+            retention_policy,
+            ..
+        } = &options.target
+        {
+            create_database(&client, database, retention_policy, &options.shard_duration).await?;
+        }
+        let store = InfluxStore {
+            inner: Arc::new(Inner {
+                client,
+                measurement: options.measurement,
+                batch_size: options.batch_size.max(1),
+            }),
+            state: tokio::sync::Mutex::new(Overview::default()),
+        };
+        let series = store.inner.load_overview().await?;
+        store.state.lock().await.series = series;
+        Ok(store)
+    }
+
+    /// The HTTP client, for statements beyond the bar API (administration, tests).
+    pub fn client(&self) -> &InfluxClient {
+        &self.inner.client
+    }
+
+    /// Brings a stale series' state back in line with the server.
+    async fn refresh(&self, state: &mut Overview, key: &SeriesKey) -> Result<()> {
+        if state.stale.contains(key) {
+            self.inner.reload(&mut state.series, key).await?;
+            state.stale.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn upsert_series(&self, state: &mut Overview, sb: &SeriesBars) -> Result<UpsertStats> {
+        let key = &sb.key;
+        if sb.bars.is_empty() {
+            return Ok(UpsertStats::default());
+        }
+        self.refresh(state, key).await?;
+        let lo = sb.bars.iter().map(|b| b.ts).min().expect("non-empty");
+        let hi = sb.bars.iter().map(|b| b.ts).max().expect("non-empty");
+        let stored = match state.series.get(key) {
+            Some(s) if lo <= s.last && hi >= s.first => {
+                self.inner
+                    .read_map(key, TimeRange::new(lo, Timestamp(hi.0.saturating_add(1))))
+                    .await?
+            }
+            _ => BTreeMap::new(),
+        };
+        let (stats, fin) = compare(&stored, &sb.bars);
+        let changed: Vec<&Bar> = fin
+            .values()
+            .filter(|b| !stored.get(&b.ts).is_some_and(|s| digest::same_bar(s, b)))
+            .collect();
+        if changed.is_empty() {
+            return Ok(stats);
+        }
+        let lines = self.inner.encode(key, changed.iter().copied())?;
+        let losing_fields: Vec<Timestamp> = changed
+            .iter()
+            .filter(|b| stored.get(&b.ts).is_some_and(|s| loses_a_field(s, b)))
+            .map(|b| b.ts)
+            .collect();
+        let result = async {
+            self.inner.delete_points(key, &losing_fields).await?;
+            self.inner.write_chunks(&lines).await
+        }
+        .await;
+        if let Err(e) = result {
+            state.stale.insert(key.clone());
+            return Err(e);
+        }
+        let entry = state.series.entry(key.clone()).or_insert(SeriesState {
+            count: 0,
+            first: lo,
+            last: hi,
+            digest: Some(Digest::default()),
+        });
+        entry.first = entry.first.min(lo);
+        entry.last = entry.last.max(hi);
+        entry.count += stats.inserted;
+        if let Some(d) = &mut entry.digest {
+            for b in &changed {
+                if let Some(old) = stored.get(&b.ts) {
+                    d.remove(old);
+                }
+                d.add(b);
+            }
+        }
+        Ok(stats)
+    }
+
+    /// After bars in `range` of `key` went (and `written` bars came), fixes the series' count,
+    /// bounds and digest; `removed` are the bars that went.
+    async fn after_removal(
+        &self,
+        state: &mut Overview,
+        key: &SeriesKey,
+        range: TimeRange,
+        removed: &BTreeMap<Timestamp, Bar>,
+        written: &BTreeMap<Timestamp, Bar>,
+    ) -> Result<()> {
+        let Some(s) = state.series.get_mut(key) else {
+            if !written.is_empty() {
+                state.stale.insert(key.clone());
+            }
+            return Ok(());
+        };
+        s.count = s.count - removed.len() as u64 + written.len() as u64;
+        if let Some(d) = &mut s.digest {
+            removed.values().for_each(|b| d.remove(b));
+            written.values().for_each(|b| d.add(b));
+        }
+        if s.count == 0 {
+            state.series.remove(key);
+        } else if range.contains(s.first) || range.contains(s.last) {
+            let (first, last) = self.inner.bounds(key).await?;
+            s.first = first;
+            s.last = last;
+        }
+        Ok(())
+    }
+}
+
+/// Upsert counts of `bars` over `stored` (a repeated time compares with the earlier bar of the
+/// batch), and the bar each time ends with.
+fn compare(
+    stored: &BTreeMap<Timestamp, Bar>,
+    bars: &[Bar],
+) -> (UpsertStats, BTreeMap<Timestamp, Bar>) {
+    let mut stats = UpsertStats::default();
+    let mut fin: BTreeMap<Timestamp, Bar> = BTreeMap::new();
+    for b in bars {
+        match fin.get(&b.ts).or_else(|| stored.get(&b.ts)) {
+            None => stats.inserted += 1,
+            Some(old) if digest::same_bar(old, b) => stats.unchanged += 1,
+            Some(_) => stats.updated += 1,
+        }
+        fin.insert(b.ts, *b);
+    }
+    (stats, fin)
+}
+
+/// Whether writing `new` over `old` would leave an optional field of `old` behind.
+fn loses_a_field(old: &Bar, new: &Bar) -> bool {
+    (old.adj_close.is_some() && new.adj_close.is_none())
+        || (old.turnover.is_some() && new.turnover.is_none())
+        || (old.open_interest.is_some() && new.open_interest.is_none())
+}
+
+fn series_tags(key: &SeriesKey) -> [(&'static str, &str); 2] {
+    [
+        ("symbol", key.symbol.as_str()),
+        ("interval", key.interval.as_str()),
+    ]
+}
+
+fn bar_fields(b: &Bar) -> [(&'static str, Option<f64>); 8] {
+    [
+        ("open", Some(b.open)),
+        ("high", Some(b.high)),
+        ("low", Some(b.low)),
+        ("close", Some(b.close)),
+        ("volume", Some(b.volume)),
+        ("adj_close", b.adj_close),
+        ("turnover", b.turnover),
+        ("open_interest", b.open_interest),
+    ]
+}
+
+async fn create_database(
+    client: &InfluxClient,
+    database: &str,
+    retention_policy: &str,
+    shard_duration: &str,
+) -> Result<()> {
+    let db = query::ident(database);
+    let results = client
+        .query(&format!(
+            "CREATE DATABASE {db}; SHOW RETENTION POLICIES ON {db}"
+        ))
+        .await?;
+    let exists = results.get(1).is_some_and(|r| {
+        r.series.iter().any(|s| {
+            s.values
+                .iter()
+                .any(|row| row.first().and_then(|v| v.as_str()) == Some(retention_policy))
+        })
+    });
+    if !exists {
+        client
+            .query(&format!(
+                "CREATE RETENTION POLICY {} ON {db} DURATION INF REPLICATION 1 \
+                 SHARD DURATION {shard_duration} DEFAULT",
+                query::ident(retention_policy)
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn qualified_measurement(&self) -> String {
+        query::measurement(self.client.retention_policy(), &self.measurement)
+    }
+
+    fn select_fields(&self) -> String {
+        FIELDS.map(query::ident).join(", ")
+    }
+
+    /// Line protocol for `bars` of `key`.
+    fn encode<'a>(
+        &self,
+        key: &SeriesKey,
+        bars: impl Iterator<Item = &'a Bar>,
+    ) -> Result<Vec<String>> {
+        let tags = series_tags(key);
+        let mut chunks = Vec::new();
+        let mut lines = String::new();
+        let mut n = 0;
+        for b in bars {
+            if !query::storable(b.ts) {
+                return Err(StoreError::Invalid(format!(
+                    "{key}: bar at {} is outside the times InfluxDB stores",
+                    b.ts.0
+                )));
+            }
+            line_protocol::encode_point(
+                &mut lines,
+                &self.measurement,
+                &tags,
+                &bar_fields(b),
+                b.ts.0,
+            )
+            .map_err(|e| StoreError::Invalid(format!("{key} at {}: {e}", b.ts.0)))?;
+            n += 1;
+            if n == self.batch_size {
+                chunks.push(std::mem::take(&mut lines));
+                n = 0;
+            }
+        }
+        if !lines.is_empty() {
+            chunks.push(lines);
+        }
+        Ok(chunks)
+    }
+
+    async fn write_chunks(&self, chunks: &[String]) -> Result<()> {
+        for chunk in chunks {
+            self.client.write(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes single points of `key`.
+    async fn delete_points(&self, key: &SeriesKey, times: &[Timestamp]) -> Result<()> {
+        for part in times.chunks(DELETES_PER_REQUEST) {
+            let statements: Vec<String> = part
+                .iter()
+                .map(|ts| self.delete_statement(key, TimeRange::new(*ts, Timestamp(ts.0 + 1))))
+                .collect();
+            self.client.query(&statements.join("; ")).await?;
+        }
+        Ok(())
+    }
+
+    fn delete_statement(&self, key: &SeriesKey, range: TimeRange) -> String {
+        // DELETE takes no retention policy: it applies to the whole database.
+        format!(
+            "DELETE FROM {} WHERE {}",
+            query::ident(&self.measurement),
+            query::series_in_range(&series_tags(key), range)
+        )
+    }
+
+    /// One page: at most `limit` bars of `key` in `range`, in ts order.
+    async fn read_page(&self, key: &SeriesKey, range: TimeRange, limit: usize) -> Result<Vec<Bar>> {
+        if range.is_empty() || range.start.0 > query::MAX_SECS || range.end.0 <= query::MIN_SECS {
+            return Ok(Vec::new());
+        }
+        let q = format!(
+            "SELECT {} FROM {} WHERE {} ORDER BY time ASC LIMIT {}",
+            self.select_fields(),
+            self.qualified_measurement(),
+            query::series_in_range(&series_tags(key), range),
+            limit.max(1)
+        );
+        let results = self.client.query(&q).await?;
+        bars_of(results.into_iter().next().unwrap_or_default())
+    }
+
+    /// Every bar of `key` in `range`, by time.
+    async fn read_map(
+        &self,
+        key: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<BTreeMap<Timestamp, Bar>> {
+        let mut out = BTreeMap::new();
+        let mut start = range.start;
+        loop {
+            let page = self
+                .read_page(
+                    key,
+                    TimeRange::new(start, range.end),
+                    super::DEFAULT_PAGE_SIZE,
+                )
+                .await?;
+            let Some(last) = page.last() else { break };
+            start = Timestamp(last.ts.0 + 1);
+            let full = page.len() == super::DEFAULT_PAGE_SIZE;
+            out.extend(page.into_iter().map(|b| (b.ts, b)));
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first and last ts of a series that has bars.
+    async fn bounds(&self, key: &SeriesKey) -> Result<(Timestamp, Timestamp)> {
+        let cond = query::series_in_range(&series_tags(key), TimeRange::all());
+        let from = self.qualified_measurement();
+        let results = self
+            .client
+            .query(&format!(
+                "SELECT first(\"close\") FROM {from} WHERE {cond}; \
+                 SELECT last(\"close\") FROM {from} WHERE {cond}"
+            ))
+            .await?;
+        let time_of = |i: usize| {
+            results
+                .get(i)
+                .and_then(|r| r.series.first())
+                .and_then(|s| s.values.first())
+                .and_then(|row| row.first())
+                .and_then(|v| v.as_i64())
+                .map(Timestamp)
+                .ok_or_else(|| StoreError::Invalid(format!("{key}: no first/last bar")))
+        };
+        Ok((time_of(0)?, time_of(1)?))
+    }
+
+    /// Recomputes a series' state from all its bars.
+    async fn reload(
+        &self,
+        series: &mut BTreeMap<SeriesKey, SeriesState>,
+        key: &SeriesKey,
+    ) -> Result<()> {
+        let bars = self.read_map(key, TimeRange::all()).await?;
+        match (bars.keys().next(), bars.keys().next_back()) {
+            (Some(first), Some(last)) => {
+                let mut d = Digest::default();
+                bars.values().for_each(|b| d.add(b));
+                series.insert(
+                    key.clone(),
+                    SeriesState {
+                        count: bars.len() as u64,
+                        first: *first,
+                        last: *last,
+                        digest: Some(d),
+                    },
+                );
+            }
+            _ => {
+                series.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Count, first and last of every series, from three aggregates grouped by series.
+    async fn load_overview(&self) -> Result<BTreeMap<SeriesKey, SeriesState>> {
+        let from = self.qualified_measurement();
+        let all = query::series_in_range(&[], TimeRange::all());
+        let group = "GROUP BY \"symbol\", \"interval\"";
+        let results = self
+            .client
+            .query(&format!(
+                "SELECT count(\"close\") FROM {from} WHERE {all} {group}; \
+                 SELECT first(\"close\") FROM {from} WHERE {all} {group}; \
+                 SELECT last(\"close\") FROM {from} WHERE {all} {group}"
+            ))
+            .await?;
+        let mut out = BTreeMap::new();
+        let per_series = |i: usize, col: usize| -> Vec<(SeriesKey, i64)> {
+            let Some(r) = results.get(i) else {
+                return Vec::new();
+            };
+            r.series
+                .iter()
+                .filter_map(|s| {
+                    let key = series_key_of(&s.tags)?;
+                    let v = s.values.first()?.get(col)?.as_i64()?;
+                    Some((key, v))
+                })
+                .collect()
+        };
+        for (key, count) in per_series(0, 1) {
+            if count > 0 {
+                out.insert(
+                    key,
+                    SeriesState {
+                        count: count as u64,
+                        first: Timestamp(i64::MIN),
+                        last: Timestamp(i64::MIN),
+                        digest: None,
+                    },
+                );
+            }
+        }
+        for (key, t) in per_series(1, 0) {
+            if let Some(s) = out.get_mut(&key) {
+                s.first = Timestamp(t);
+            }
+        }
+        for (key, t) in per_series(2, 0) {
+            if let Some(s) = out.get_mut(&key) {
+                s.last = Timestamp(t);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The series a `GROUP BY symbol, interval` row belongs to; rows with tags DMS would not write
+/// are skipped.
+fn series_key_of(tags: &BTreeMap<String, String>) -> Option<SeriesKey> {
+    let symbol = Symbol::new(tags.get("symbol")?).ok()?;
+    let interval: Interval = tags.get("interval")?.parse().ok()?;
+    Some(SeriesKey::new(symbol, interval))
+}
+
+/// The bars of a `SELECT time, <FIELDS>` answer.
+fn bars_of(result: StatementResult) -> Result<Vec<Bar>> {
+    let mut out = Vec::new();
+    for s in result.series {
+        let col = |name: &str| s.columns.iter().position(|c| c == name);
+        let time = col("time").ok_or_else(|| StoreError::Invalid("no time column".into()))?;
+        let cols = FIELDS.map(col);
+        for row in &s.values {
+            let value = |i: usize| -> Option<f64> { row.get(cols[i]?)?.as_f64() };
+            let required = |i: usize| {
+                value(i).ok_or_else(|| {
+                    StoreError::Invalid(format!("a stored bar has no {} ({row:?})", FIELDS[i]))
+                })
+            };
+            let ts = row.get(time).and_then(|v| v.as_i64()).ok_or_else(|| {
+                StoreError::Invalid(format!("a stored bar has no time ({row:?})"))
+            })?;
+            out.push(Bar {
+                ts: Timestamp(ts),
+                open: required(0)?,
+                high: required(1)?,
+                low: required(2)?,
+                close: required(3)?,
+                volume: required(4)?,
+                adj_close: value(5),
+                turnover: value(6),
+                open_interest: value(7),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl BarStore for InfluxStore {
+    fn backend(&self) -> &'static str {
+        "influxdb"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            exact_upsert_counts: true,
+            atomic_batches: false,
+            maintained_digests: false,
+        }
+    }
+
+    async fn upsert(&self, batch: &[SeriesBars]) -> Result<UpsertStats> {
+        let mut state = self.state.lock().await;
+        let mut total = UpsertStats::default();
+        for sb in batch {
+            total.add(self.upsert_series(&mut state, sb).await?);
+        }
+        Ok(total)
+    }
+
+    fn read_paged(&self, series: &SeriesKey, range: TimeRange, page_size: usize) -> BarStream {
+        let inner = self.inner.clone();
+        let key = series.clone();
+        let page_size = page_size.max(1);
+        futures::stream::try_unfold(Some(range.start), move |start| {
+            let inner = inner.clone();
+            let key = key.clone();
+            async move {
+                let Some(start) = start else {
+                    return Ok(None);
+                };
+                let page = inner
+                    .read_page(&key, TimeRange::new(start, range.end), page_size)
+                    .await?;
+                let Some(last) = page.last() else {
+                    return Ok(None);
+                };
+                let next = (page.len() == page_size).then(|| Timestamp(last.ts.0 + 1));
+                Ok(Some((page, next)))
+            }
+        })
+        .boxed()
+    }
+
+    async fn latest(&self, series: &SeriesKey) -> Result<Option<Bar>> {
+        let q = format!(
+            "SELECT {} FROM {} WHERE {} ORDER BY time DESC LIMIT 1",
+            self.inner.select_fields(),
+            self.inner.qualified_measurement(),
+            query::series_in_range(&series_tags(series), TimeRange::all()),
+        );
+        let results = self.inner.client.query(&q).await?;
+        Ok(bars_of(results.into_iter().next().unwrap_or_default())?
+            .into_iter()
+            .next())
+    }
+
+    async fn overview(&self) -> Result<Vec<SeriesOverview>> {
+        let mut state = self.state.lock().await;
+        let pending: Vec<SeriesKey> = state
+            .series
+            .iter()
+            .filter(|(_, s)| s.digest.is_none())
+            .map(|(k, _)| k.clone())
+            .chain(state.stale.iter().cloned())
+            .collect();
+        for key in pending {
+            self.inner.reload(&mut state.series, &key).await?;
+            state.stale.remove(&key);
+        }
+        Ok(state
+            .series
+            .iter()
+            .map(|(key, s)| SeriesOverview {
+                key: key.clone(),
+                count: s.count,
+                first: s.first,
+                last: s.last,
+                digest: s.digest.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn delete(&self, series: &SeriesKey, range: TimeRange) -> Result<u64> {
+        let mut state = self.state.lock().await;
+        self.refresh(&mut state, series).await?;
+        if range.is_empty() || !state.series.contains_key(series) {
+            return Ok(0);
+        }
+        let removed = self.inner.read_map(series, range).await?;
+        if removed.is_empty() {
+            return Ok(0);
+        }
+        if let Err(e) = self
+            .inner
+            .client
+            .query(&self.inner.delete_statement(series, range))
+            .await
+        {
+            state.stale.insert(series.clone());
+            return Err(e);
+        }
+        self.after_removal(&mut state, series, range, &removed, &BTreeMap::new())
+            .await
+            .inspect_err(|_| {
+                state.stale.insert(series.clone());
+            })?;
+        Ok(removed.len() as u64)
+    }
+
+    async fn replace_range(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+        bars: Vec<Bar>,
+    ) -> Result<ReplaceStats> {
+        check_in_range(series, range, &bars)?;
+        let mut state = self.state.lock().await;
+        self.refresh(&mut state, series).await?;
+        let stored = if state.series.contains_key(series) {
+            self.inner.read_map(series, range).await?
+        } else {
+            BTreeMap::new()
+        };
+        let (written, fin) = compare(&stored, &bars);
+        let removed = stored.keys().filter(|ts| !fin.contains_key(ts)).count() as u64;
+        let lines = self.inner.encode(series, fin.values())?;
+        let result = async {
+            if !stored.is_empty() {
+                self.inner
+                    .client
+                    .query(&self.inner.delete_statement(series, range))
+                    .await?;
+            }
+            self.inner.write_chunks(&lines).await
+        }
+        .await;
+        if let Err(e) = result {
+            state.stale.insert(series.clone());
+            return Err(e);
+        }
+        if !state.series.contains_key(series) {
+            // A new series: its state is what was written.
+            if let (Some(first), Some(last)) = (fin.keys().next(), fin.keys().next_back()) {
+                let mut d = Digest::default();
+                fin.values().for_each(|b| d.add(b));
+                state.series.insert(
+                    series.clone(),
+                    SeriesState {
+                        count: fin.len() as u64,
+                        first: *first,
+                        last: *last,
+                        digest: Some(d),
+                    },
+                );
+            }
+        } else {
+            if let (Some(s), Some(first), Some(last)) = (
+                state.series.get_mut(series),
+                fin.keys().next(),
+                fin.keys().next_back(),
+            ) {
+                s.first = s.first.min(*first);
+                s.last = s.last.max(*last);
+            }
+            self.after_removal(&mut state, series, range, &stored, &fin)
+                .await
+                .inspect_err(|_| {
+                    state.stale.insert(series.clone());
+                })?;
+        }
+        Ok(ReplaceStats { written, removed })
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.inner.client.ping().await
+    }
+}
