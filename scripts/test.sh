@@ -11,6 +11,15 @@ for tool in fmt clippy; do
     fi
 done
 
+# The InfluxDB conformance tests start their own influxd (InfluxDB 1.x, Debian package
+# `influxdb`); install it when missing.
+if ! command -v influxd >/dev/null 2>&1; then
+    echo "== installing influxdb (influxd is missing)"
+    if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update
+    $sudo apt-get install -y influxdb influxdb-client
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 
