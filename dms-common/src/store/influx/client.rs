@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::query;
 use crate::config::Secret;
 use crate::store::StoreError;
+use crate::time::{TimeRange, Timestamp};
 
 /// How many times a request is sent before a transient error is returned.
 const ATTEMPTS: u32 = 5;
@@ -94,6 +96,33 @@ impl InfluxClient {
             InfluxTarget::V1 { database, .. } => database,
             InfluxTarget::V2 { bucket, .. } => bucket,
         }
+    }
+
+    /// Whether the server is written through the v2 API.
+    pub fn is_v2(&self) -> bool {
+        matches!(self.target, InfluxTarget::V2 { .. })
+    }
+
+    /// `POST /api/v2/delete` (2.x): removes the points matching `predicate` in `range`
+    /// (half-open; whole seconds).
+    pub async fn delete_v2(&self, range: TimeRange, predicate: &str) -> Result<(), StoreError> {
+        let InfluxTarget::V2 { org, bucket, .. } = &self.target else {
+            return Err(StoreError::Invalid(
+                "/api/v2/delete needs an org and a bucket (api: v2)".into(),
+            ));
+        };
+        if range.is_empty() {
+            return Ok(());
+        }
+        let body = delete_body(range, predicate);
+        let url = format!("{}/api/v2/delete", self.base);
+        self.send("delete", || {
+            self.authorize(self.http.post(&url))
+                .query(&[("org", org.as_str()), ("bucket", bucket.as_str())])
+                .json(&body)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// The retention policy to qualify measurements with (v1 only).
@@ -242,6 +271,17 @@ impl InfluxClient {
     }
 }
 
+/// The JSON body of a v2 delete of `range`: its `stop` is inclusive, so it is the last second
+/// of the half-open range.
+pub fn delete_body(range: TimeRange, predicate: &str) -> serde_json::Value {
+    let clamp = |s: i64| Timestamp(s.clamp(query::MIN_SECS, query::MAX_SECS)).to_rfc3339();
+    serde_json::json!({
+        "start": clamp(range.start.0),
+        "stop": clamp(range.end.0.saturating_sub(1)),
+        "predicate": predicate,
+    })
+}
+
 fn bytes_of(r: std::io::Result<Vec<u8>>) -> Result<bytes::Bytes, StoreError> {
     r.map(bytes::Bytes::from)
         .map_err(|e| StoreError::Invalid(format!("gzip: {e}")))
@@ -289,5 +329,19 @@ mod tests {
         assert!(describe_error(body).starts_with("partial write, 3 points dropped: "));
         assert_eq!(describe_error("not json\n"), "not json");
         assert_eq!(dropped_points("no count"), None);
+    }
+
+    #[test]
+    fn a_v2_delete_covers_the_half_open_range_with_an_inclusive_stop() {
+        let body = delete_body(
+            TimeRange::new(Timestamp(86_400), Timestamp(2 * 86_400)),
+            "_measurement=\"bars\"",
+        );
+        assert_eq!(body["start"], "1970-01-02T00:00:00Z");
+        assert_eq!(body["stop"], "1970-01-02T23:59:59Z");
+        assert_eq!(body["predicate"], "_measurement=\"bars\"");
+        let all = delete_body(TimeRange::all(), "");
+        assert!(all["start"].as_str().unwrap().starts_with("1677-"), "{all}");
+        assert!(all["stop"].as_str().unwrap().starts_with("2262-"), "{all}");
     }
 }

@@ -237,7 +237,7 @@ impl InfluxStore {
             }
             return Ok(());
         };
-        s.count = s.count - removed.len() as u64 + written.len() as u64;
+        s.count = s.count.saturating_sub(removed.len() as u64) + written.len() as u64;
         if let Some(d) = &mut s.digest {
             removed.values().for_each(|b| d.remove(b));
             written.values().for_each(|b| d.add(b));
@@ -383,8 +383,28 @@ impl Inner {
         Ok(())
     }
 
+    /// Deletes the points of `key` in `range`: InfluxQL `DELETE` on 1.x, `/api/v2/delete` on
+    /// 2.x (whose `/query` only reads).
+    async fn delete_range(&self, key: &SeriesKey, range: TimeRange) -> Result<()> {
+        if self.client.is_v2() {
+            let predicate = query::delete_predicate(&self.measurement, &series_tags(key));
+            return self.client.delete_v2(range, &predicate).await;
+        }
+        self.client
+            .query(&self.delete_statement(key, range))
+            .await
+            .map(|_| ())
+    }
+
     /// Deletes single points of `key`.
     async fn delete_points(&self, key: &SeriesKey, times: &[Timestamp]) -> Result<()> {
+        if self.client.is_v2() {
+            for ts in times {
+                self.delete_range(key, TimeRange::new(*ts, Timestamp(ts.0 + 1)))
+                    .await?;
+            }
+            return Ok(());
+        }
         for part in times.chunks(DELETES_PER_REQUEST) {
             let statements: Vec<String> = part
                 .iter()
@@ -690,12 +710,7 @@ impl BarStore for InfluxStore {
         if removed.is_empty() {
             return Ok(0);
         }
-        if let Err(e) = self
-            .inner
-            .client
-            .query(&self.inner.delete_statement(series, range))
-            .await
-        {
+        if let Err(e) = self.inner.delete_range(series, range).await {
             state.stale.insert(series.clone());
             return Err(e);
         }
@@ -726,10 +741,7 @@ impl BarStore for InfluxStore {
         let lines = self.inner.encode(series, fin.values())?;
         let result = async {
             if !stored.is_empty() {
-                self.inner
-                    .client
-                    .query(&self.inner.delete_statement(series, range))
-                    .await?;
+                self.inner.delete_range(series, range).await?;
             }
             self.inner.write_chunks(&lines).await
         }

@@ -74,6 +74,17 @@ pub fn measurement(retention_policy: Option<&str>, name: &str) -> String {
     }
 }
 
+/// The predicate of a v2 delete (`/api/v2/delete`) selecting one series of `measurement`:
+/// `_measurement="bars" AND symbol="AAPL" AND ...`, values double-quoted with `"` and `\`
+/// escaped. Tag keys are written bare, so they must be plain words (DMS's are).
+pub fn delete_predicate(measurement: &str, tags: &[(&str, &str)]) -> String {
+    let mut out = format!("_measurement={}", quoted(measurement, '"'));
+    for (k, v) in tags {
+        write!(out, " AND {k}={}", quoted(v, '"')).expect("writing to a String");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +116,9 @@ mod tests {
         );
         assert_eq!(measurement(Some("r p"), "bars"), r#""r p"."bars""#);
         assert!(storable(Timestamp(0)) && !storable(Timestamp(i64::MAX)));
+        assert_eq!(
+            delete_predicate("bars", &[("symbol", r#"a"b\c"#), ("interval", "1d")]),
+            r#"_measurement="bars" AND symbol="a\"b\\c" AND interval="1d""#
+        );
     }
 }
