@@ -294,3 +294,51 @@ async fn an_unreachable_server_is_a_transient_error() {
     let err = InfluxStore::open(o).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_store_creates_the_database_with_year_long_shards() {
+    use dms_common::store::config::{StoreConfig, open_store};
+
+    let yaml = format!(
+        "type: influxdb\nurl: {}\ndatabase: from_config\nretention_policy: keep\n",
+        server()
+    );
+    let value: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    let config: StoreConfig = serde_json::from_value(value).unwrap();
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    let store = open_store(&config).await.expect("open_store");
+    assert_eq!(store.backend(), "influxdb");
+    store.check().await.unwrap();
+    let key = SeriesKey::new(Symbol::new("AAPL").unwrap(), Interval::D1);
+    let bars = vec![Bar::ohlcv(Timestamp(0), 1.0, 2.0, 0.5, 1.5, 10.0)];
+    store
+        .upsert(&[SeriesBars::new(key.clone(), bars)])
+        .await
+        .unwrap();
+    // Opening again finds the database and policy and keeps the data.
+    let again = open_store(&config).await.expect("second open_store");
+    assert_eq!(again.overview().await.unwrap()[0].count, 1);
+    let mut probe = options("from_config");
+    probe.target = InfluxTarget::V1 {
+        database: "from_config".into(),
+        retention_policy: "keep".into(),
+        username: None,
+        password: None,
+    };
+    let probe = InfluxStore::open(probe).await.unwrap();
+    let results = probe
+        .client()
+        .query("SHOW RETENTION POLICIES ON \"from_config\"")
+        .await
+        .unwrap();
+    let series = &results[0].series[0];
+    let col = |name: &str| series.columns.iter().position(|c| c == name).unwrap();
+    let keep = series
+        .values
+        .iter()
+        .find(|row| row[col("name")] == "keep")
+        .expect("the configured retention policy exists");
+    assert_eq!(keep[col("shardGroupDuration")], "8736h0m0s", "52 weeks");
+    assert_eq!(keep[col("duration")], "0s", "kept forever");
+    assert_eq!(keep[col("default")], true);
+}

@@ -34,6 +34,7 @@
 pub mod client;
 pub mod line_protocol;
 pub mod query;
+mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -42,6 +43,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 pub use client::{InfluxClient, InfluxTarget, QuerySeries, StatementResult};
+pub use schema::FIELDS;
+use schema::{bar_fields, bars_of, compare, loses_a_field, series_key_of, series_tags};
 
 use super::digest::{self, Digest};
 use super::{
@@ -49,21 +52,7 @@ use super::{
     UpsertStats, check_in_range,
 };
 use crate::bar::{Bar, SeriesBars, SeriesKey};
-use crate::interval::Interval;
-use crate::symbol::Symbol;
 use crate::time::{TimeRange, Timestamp};
-
-/// The fields of a bar point, in the order they are selected and written.
-pub const FIELDS: [&str; 8] = [
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "adj_close",
-    "turnover",
-    "open_interest",
-];
 
 /// DELETE statements sent in one request.
 const DELETES_PER_REQUEST: usize = 200;
@@ -251,52 +240,6 @@ impl InfluxStore {
         }
         Ok(())
     }
-}
-
-/// Upsert counts of `bars` over `stored` (a repeated time compares with the earlier bar of the
-/// batch), and the bar each time ends with.
-fn compare(
-    stored: &BTreeMap<Timestamp, Bar>,
-    bars: &[Bar],
-) -> (UpsertStats, BTreeMap<Timestamp, Bar>) {
-    let mut stats = UpsertStats::default();
-    let mut fin: BTreeMap<Timestamp, Bar> = BTreeMap::new();
-    for b in bars {
-        match fin.get(&b.ts).or_else(|| stored.get(&b.ts)) {
-            None => stats.inserted += 1,
-            Some(old) if digest::same_bar(old, b) => stats.unchanged += 1,
-            Some(_) => stats.updated += 1,
-        }
-        fin.insert(b.ts, *b);
-    }
-    (stats, fin)
-}
-
-/// Whether writing `new` over `old` would leave an optional field of `old` behind.
-fn loses_a_field(old: &Bar, new: &Bar) -> bool {
-    (old.adj_close.is_some() && new.adj_close.is_none())
-        || (old.turnover.is_some() && new.turnover.is_none())
-        || (old.open_interest.is_some() && new.open_interest.is_none())
-}
-
-fn series_tags(key: &SeriesKey) -> [(&'static str, &str); 2] {
-    [
-        ("symbol", key.symbol.as_str()),
-        ("interval", key.interval.as_str()),
-    ]
-}
-
-fn bar_fields(b: &Bar) -> [(&'static str, Option<f64>); 8] {
-    [
-        ("open", Some(b.open)),
-        ("high", Some(b.high)),
-        ("low", Some(b.low)),
-        ("close", Some(b.close)),
-        ("volume", Some(b.volume)),
-        ("adj_close", b.adj_close),
-        ("turnover", b.turnover),
-        ("open_interest", b.open_interest),
-    ]
 }
 
 async fn create_database(
@@ -571,47 +514,6 @@ impl Inner {
         }
         Ok(out)
     }
-}
-
-/// The series a `GROUP BY symbol, interval` row belongs to; rows with tags DMS would not write
-/// are skipped.
-fn series_key_of(tags: &BTreeMap<String, String>) -> Option<SeriesKey> {
-    let symbol = Symbol::new(tags.get("symbol")?).ok()?;
-    let interval: Interval = tags.get("interval")?.parse().ok()?;
-    Some(SeriesKey::new(symbol, interval))
-}
-
-/// The bars of a `SELECT time, <FIELDS>` answer.
-fn bars_of(result: StatementResult) -> Result<Vec<Bar>> {
-    let mut out = Vec::new();
-    for s in result.series {
-        let col = |name: &str| s.columns.iter().position(|c| c == name);
-        let time = col("time").ok_or_else(|| StoreError::Invalid("no time column".into()))?;
-        let cols = FIELDS.map(col);
-        for row in &s.values {
-            let value = |i: usize| -> Option<f64> { row.get(cols[i]?)?.as_f64() };
-            let required = |i: usize| {
-                value(i).ok_or_else(|| {
-                    StoreError::Invalid(format!("a stored bar has no {} ({row:?})", FIELDS[i]))
-                })
-            };
-            let ts = row.get(time).and_then(|v| v.as_i64()).ok_or_else(|| {
-                StoreError::Invalid(format!("a stored bar has no time ({row:?})"))
-            })?;
-            out.push(Bar {
-                ts: Timestamp(ts),
-                open: required(0)?,
-                high: required(1)?,
-                low: required(2)?,
-                close: required(3)?,
-                volume: required(4)?,
-                adj_close: value(5),
-                turnover: value(6),
-                open_interest: value(7),
-            });
-        }
-    }
-    Ok(out)
 }
 
 #[async_trait]
