@@ -1,6 +1,14 @@
 //! `InfluxStore`: bars in InfluxDB (1.x natively; 2.x and 3.x through `/api/v2/write` and the v1
 //! compatibility `/query`).
 //!
+//! # Layout
+//!
+//! - [`InfluxStore`] (here): the [`BarStore`] implementation and its bookkeeping.
+//! - `points`: reads, writes and deletes of a series' points; the per-series state.
+//! - `schema`: how a bar maps to a point and back.
+//! - [`client`]: HTTP, retries, transient vs permanent errors.
+//! - [`line_protocol`], [`query`]: the text formats, escaped.
+//!
 //! # Schema
 //!
 //! One measurement (`bars` by default) with the tags `symbol` and `interval` and the float fields
@@ -33,18 +41,20 @@
 
 pub mod client;
 pub mod line_protocol;
+mod points;
 pub mod query;
 mod schema;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 
 pub use client::{InfluxClient, InfluxTarget, QuerySeries, StatementResult};
+use points::{Overview, Points, SeriesState, create_database};
 pub use schema::FIELDS;
-use schema::{bar_fields, bars_of, compare, loses_a_field, series_key_of, series_tags};
+use schema::{bars_of, compare, loses_a_field, series_tags};
 
 use super::digest::{self, Digest};
 use super::{
@@ -53,9 +63,6 @@ use super::{
 };
 use crate::bar::{Bar, SeriesBars, SeriesKey};
 use crate::time::{TimeRange, Timestamp};
-
-/// DELETE statements sent in one request.
-const DELETES_PER_REQUEST: usize = 200;
 
 /// How to reach and lay out the store.
 #[derive(Debug, Clone)]
@@ -72,34 +79,10 @@ pub struct InfluxOptions {
     pub shard_duration: String,
 }
 
-/// What the store knows of one series.
-#[derive(Debug, Clone, Copy)]
-struct SeriesState {
-    count: u64,
-    first: Timestamp,
-    last: Timestamp,
-    /// `None` until computed by a read of the series.
-    digest: Option<Digest>,
-}
-
-#[derive(Debug, Default)]
-struct Overview {
-    series: BTreeMap<SeriesKey, SeriesState>,
-    /// Series whose state may not match the server (a write failed halfway): re-read before use.
-    stale: BTreeSet<SeriesKey>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    client: InfluxClient,
-    measurement: String,
-    batch_size: usize,
-}
-
 /// The InfluxDB bar store. See the module documentation.
 #[derive(Debug)]
 pub struct InfluxStore {
-    inner: Arc<Inner>,
+    inner: Arc<Points>,
     /// Held by every writer for its whole write, and by `overview`.
     state: tokio::sync::Mutex<Overview>,
 }
@@ -125,7 +108,7 @@ impl InfluxStore {
             create_database(&client, database, retention_policy, &options.shard_duration).await?;
         }
         let store = InfluxStore {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Points {
                 client,
                 measurement: options.measurement,
                 batch_size: options.batch_size.max(1),
@@ -239,280 +222,6 @@ impl InfluxStore {
             s.last = last;
         }
         Ok(())
-    }
-}
-
-async fn create_database(
-    client: &InfluxClient,
-    database: &str,
-    retention_policy: &str,
-    shard_duration: &str,
-) -> Result<()> {
-    let db = query::ident(database);
-    let results = client
-        .query(&format!(
-            "CREATE DATABASE {db}; SHOW RETENTION POLICIES ON {db}"
-        ))
-        .await?;
-    let exists = results.get(1).is_some_and(|r| {
-        r.series.iter().any(|s| {
-            s.values
-                .iter()
-                .any(|row| row.first().and_then(|v| v.as_str()) == Some(retention_policy))
-        })
-    });
-    if !exists {
-        client
-            .query(&format!(
-                "CREATE RETENTION POLICY {} ON {db} DURATION INF REPLICATION 1 \
-                 SHARD DURATION {shard_duration} DEFAULT",
-                query::ident(retention_policy)
-            ))
-            .await?;
-    }
-    Ok(())
-}
-
-impl Inner {
-    fn qualified_measurement(&self) -> String {
-        query::measurement(self.client.retention_policy(), &self.measurement)
-    }
-
-    fn select_fields(&self) -> String {
-        FIELDS.map(query::ident).join(", ")
-    }
-
-    /// Line protocol for `bars` of `key`.
-    fn encode<'a>(
-        &self,
-        key: &SeriesKey,
-        bars: impl Iterator<Item = &'a Bar>,
-    ) -> Result<Vec<String>> {
-        let tags = series_tags(key);
-        let mut chunks = Vec::new();
-        let mut lines = String::new();
-        let mut n = 0;
-        for b in bars {
-            if !query::storable(b.ts) {
-                return Err(StoreError::Invalid(format!(
-                    "{key}: bar at {} is outside the times InfluxDB stores",
-                    b.ts.0
-                )));
-            }
-            line_protocol::encode_point(
-                &mut lines,
-                &self.measurement,
-                &tags,
-                &bar_fields(b),
-                b.ts.0,
-            )
-            .map_err(|e| StoreError::Invalid(format!("{key} at {}: {e}", b.ts.0)))?;
-            n += 1;
-            if n == self.batch_size {
-                chunks.push(std::mem::take(&mut lines));
-                n = 0;
-            }
-        }
-        if !lines.is_empty() {
-            chunks.push(lines);
-        }
-        Ok(chunks)
-    }
-
-    async fn write_chunks(&self, chunks: &[String]) -> Result<()> {
-        for chunk in chunks {
-            self.client.write(chunk).await?;
-        }
-        Ok(())
-    }
-
-    /// Deletes the points of `key` in `range`: InfluxQL `DELETE` on 1.x, `/api/v2/delete` on
-    /// 2.x (whose `/query` only reads).
-    async fn delete_range(&self, key: &SeriesKey, range: TimeRange) -> Result<()> {
-        if self.client.is_v2() {
-            let predicate = query::delete_predicate(&self.measurement, &series_tags(key));
-            return self.client.delete_v2(range, &predicate).await;
-        }
-        self.client
-            .query(&self.delete_statement(key, range))
-            .await
-            .map(|_| ())
-    }
-
-    /// Deletes single points of `key`.
-    async fn delete_points(&self, key: &SeriesKey, times: &[Timestamp]) -> Result<()> {
-        if self.client.is_v2() {
-            for ts in times {
-                self.delete_range(key, TimeRange::new(*ts, Timestamp(ts.0 + 1)))
-                    .await?;
-            }
-            return Ok(());
-        }
-        for part in times.chunks(DELETES_PER_REQUEST) {
-            let statements: Vec<String> = part
-                .iter()
-                .map(|ts| self.delete_statement(key, TimeRange::new(*ts, Timestamp(ts.0 + 1))))
-                .collect();
-            self.client.query(&statements.join("; ")).await?;
-        }
-        Ok(())
-    }
-
-    fn delete_statement(&self, key: &SeriesKey, range: TimeRange) -> String {
-        // DELETE takes no retention policy: it applies to the whole database.
-        format!(
-            "DELETE FROM {} WHERE {}",
-            query::ident(&self.measurement),
-            query::series_in_range(&series_tags(key), range)
-        )
-    }
-
-    /// One page: at most `limit` bars of `key` in `range`, in ts order.
-    async fn read_page(&self, key: &SeriesKey, range: TimeRange, limit: usize) -> Result<Vec<Bar>> {
-        if range.is_empty() || range.start.0 > query::MAX_SECS || range.end.0 <= query::MIN_SECS {
-            return Ok(Vec::new());
-        }
-        let q = format!(
-            "SELECT {} FROM {} WHERE {} ORDER BY time ASC LIMIT {}",
-            self.select_fields(),
-            self.qualified_measurement(),
-            query::series_in_range(&series_tags(key), range),
-            limit.max(1)
-        );
-        let results = self.client.query(&q).await?;
-        bars_of(results.into_iter().next().unwrap_or_default())
-    }
-
-    /// Every bar of `key` in `range`, by time.
-    async fn read_map(
-        &self,
-        key: &SeriesKey,
-        range: TimeRange,
-    ) -> Result<BTreeMap<Timestamp, Bar>> {
-        let mut out = BTreeMap::new();
-        let mut start = range.start;
-        loop {
-            let page = self
-                .read_page(
-                    key,
-                    TimeRange::new(start, range.end),
-                    super::DEFAULT_PAGE_SIZE,
-                )
-                .await?;
-            let Some(last) = page.last() else { break };
-            start = Timestamp(last.ts.0 + 1);
-            let full = page.len() == super::DEFAULT_PAGE_SIZE;
-            out.extend(page.into_iter().map(|b| (b.ts, b)));
-            if !full {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// The first and last ts of a series that has bars.
-    async fn bounds(&self, key: &SeriesKey) -> Result<(Timestamp, Timestamp)> {
-        let cond = query::series_in_range(&series_tags(key), TimeRange::all());
-        let from = self.qualified_measurement();
-        let results = self
-            .client
-            .query(&format!(
-                "SELECT first(\"close\") FROM {from} WHERE {cond}; \
-                 SELECT last(\"close\") FROM {from} WHERE {cond}"
-            ))
-            .await?;
-        let time_of = |i: usize| {
-            results
-                .get(i)
-                .and_then(|r| r.series.first())
-                .and_then(|s| s.values.first())
-                .and_then(|row| row.first())
-                .and_then(|v| v.as_i64())
-                .map(Timestamp)
-                .ok_or_else(|| StoreError::Invalid(format!("{key}: no first/last bar")))
-        };
-        Ok((time_of(0)?, time_of(1)?))
-    }
-
-    /// Recomputes a series' state from all its bars.
-    async fn reload(
-        &self,
-        series: &mut BTreeMap<SeriesKey, SeriesState>,
-        key: &SeriesKey,
-    ) -> Result<()> {
-        let bars = self.read_map(key, TimeRange::all()).await?;
-        match (bars.keys().next(), bars.keys().next_back()) {
-            (Some(first), Some(last)) => {
-                let mut d = Digest::default();
-                bars.values().for_each(|b| d.add(b));
-                series.insert(
-                    key.clone(),
-                    SeriesState {
-                        count: bars.len() as u64,
-                        first: *first,
-                        last: *last,
-                        digest: Some(d),
-                    },
-                );
-            }
-            _ => {
-                series.remove(key);
-            }
-        }
-        Ok(())
-    }
-
-    /// Count, first and last of every series, from three aggregates grouped by series.
-    async fn load_overview(&self) -> Result<BTreeMap<SeriesKey, SeriesState>> {
-        let from = self.qualified_measurement();
-        let all = query::series_in_range(&[], TimeRange::all());
-        let group = "GROUP BY \"symbol\", \"interval\"";
-        let results = self
-            .client
-            .query(&format!(
-                "SELECT count(\"close\") FROM {from} WHERE {all} {group}; \
-                 SELECT first(\"close\") FROM {from} WHERE {all} {group}; \
-                 SELECT last(\"close\") FROM {from} WHERE {all} {group}"
-            ))
-            .await?;
-        let mut out = BTreeMap::new();
-        let per_series = |i: usize, col: usize| -> Vec<(SeriesKey, i64)> {
-            let Some(r) = results.get(i) else {
-                return Vec::new();
-            };
-            r.series
-                .iter()
-                .filter_map(|s| {
-                    let key = series_key_of(&s.tags)?;
-                    let v = s.values.first()?.get(col)?.as_i64()?;
-                    Some((key, v))
-                })
-                .collect()
-        };
-        for (key, count) in per_series(0, 1) {
-            if count > 0 {
-                out.insert(
-                    key,
-                    SeriesState {
-                        count: count as u64,
-                        first: Timestamp(i64::MIN),
-                        last: Timestamp(i64::MIN),
-                        digest: None,
-                    },
-                );
-            }
-        }
-        for (key, t) in per_series(1, 0) {
-            if let Some(s) = out.get_mut(&key) {
-                s.first = Timestamp(t);
-            }
-        }
-        for (key, t) in per_series(2, 0) {
-            if let Some(s) = out.get_mut(&key) {
-                s.last = Timestamp(t);
-            }
-        }
-        Ok(out)
     }
 }
 
