@@ -331,6 +331,64 @@ mod tests {
         assert_eq!(dropped_points("no count"), None);
     }
 
+    /// A server answering each connection with the next status of `statuses`.
+    async fn scripted_server(statuses: Vec<&'static str>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            for status in statuses {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 8192];
+                let _ = conn.read(&mut buf).await;
+                let answer =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = conn.write_all(answer.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    fn v1() -> InfluxTarget {
+        InfluxTarget::V1 {
+            database: "dms".into(),
+            retention_policy: "dms".into(),
+            username: None,
+            password: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_within_the_call() {
+        let url = scripted_server(vec![
+            "503 Service Unavailable",
+            "502 Bad Gateway",
+            "204 No Content",
+        ])
+        .await;
+        InfluxClient::new(&url, v1()).unwrap().ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn lasting_server_errors_are_transient_and_client_errors_permanent_at_once() {
+        let url = scripted_server(vec!["500 Internal Server Error"; ATTEMPTS as usize]).await;
+        let err = InfluxClient::new(&url, v1())
+            .unwrap()
+            .ping()
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        // One 400, then a success that must never be asked for.
+        let url = scripted_server(vec!["400 Bad Request", "204 No Content"]).await;
+        let err = InfluxClient::new(&url, v1())
+            .unwrap()
+            .ping()
+            .await
+            .unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert!(err.to_string().contains("400"), "{err}");
+    }
+
     #[test]
     fn a_v2_delete_covers_the_half_open_range_with_an_inclusive_stop() {
         let body = delete_body(
