@@ -29,7 +29,13 @@ struct Influxd {
 /// The running server's base URL.
 fn server() -> &'static str {
     static SERVER: OnceLock<Influxd> = OnceLock::new();
-    &SERVER.get_or_init(start_influxd).url
+    &SERVER.get_or_init(|| start_influxd(false)).url
+}
+
+/// A second server with authentication on, for the credential tests.
+fn server_with_auth() -> &'static str {
+    static SERVER: OnceLock<Influxd> = OnceLock::new();
+    &SERVER.get_or_init(|| start_influxd(true)).url
 }
 
 fn free_port() -> u16 {
@@ -43,7 +49,7 @@ fn free_port() -> u16 {
 // The watchdog is kept running for the life of the process, held in a static that is never
 // dropped; it stops influxd itself when the process is gone.
 #[allow(clippy::zombie_processes)]
-fn start_influxd() -> Influxd {
+fn start_influxd(auth: bool) -> Influxd {
     let found = Command::new(INFLUXD)
         .arg("version")
         .stdout(Stdio::null())
@@ -73,6 +79,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 [http]
   bind-address = "127.0.0.1:{port}"
   log-enabled = false
+  auth-enabled = {auth}
 [logging]
   level = "error"
 [monitor]
@@ -341,4 +348,59 @@ async fn open_store_creates_the_database_with_year_long_shards() {
     assert_eq!(keep[col("shardGroupDuration")], "8736h0m0s", "52 weeks");
     assert_eq!(keep[col("duration")], "0s", "kept forever");
     assert_eq!(keep[col("default")], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_sent_and_a_wrong_password_is_a_permanent_error() {
+    const PASSWORD: &str = r"s3cr,t p\w'";
+    let url = server_with_auth();
+    // With no user yet, InfluxDB lets the first admin be created without credentials.
+    let bootstrap = reqwest::Client::new()
+        .post(format!("{url}/query"))
+        .query(&[(
+            "q",
+            format!(
+                "CREATE USER dms WITH PASSWORD {} WITH ALL PRIVILEGES",
+                query::literal(PASSWORD)
+            ),
+        )])
+        .send()
+        .await
+        .unwrap();
+    assert!(bootstrap.status().is_success(), "{bootstrap:?}");
+    let with_password = |password: &str| {
+        let mut o = options("with_auth");
+        o.url = url.to_owned();
+        o.target = InfluxTarget::V1 {
+            database: "with_auth".into(),
+            retention_policy: "dms".into(),
+            username: Some("dms".into()),
+            password: Some(dms_common::config::Secret::new(password)),
+        };
+        o
+    };
+    let store = InfluxStore::open(with_password(PASSWORD))
+        .await
+        .expect("the right password opens the store");
+    let key = SeriesKey::new(Symbol::new("AUTH").unwrap(), Interval::D1);
+    let bars = vec![Bar::ohlcv(Timestamp(0), 1.0, 2.0, 0.5, 1.5, 10.0)];
+    store
+        .upsert(&[SeriesBars::new(key.clone(), bars)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .read(&key, TimeRange::all())
+            .try_concat()
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let err = InfluxStore::open(with_password("wrong")).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the password is never shown: {err}"
+    );
 }

@@ -137,14 +137,13 @@ impl InfluxClient {
 
     fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.target {
+            // HTTP basic auth, which InfluxDB 1.x takes like the `u`/`p` parameters, keeps the
+            // password out of URLs (and so out of error messages and proxy logs).
             InfluxTarget::V1 {
                 username: Some(u),
                 password,
                 ..
-            } => req.query(&[
-                ("u", u.as_str()),
-                ("p", password.as_ref().map(|p| p.expose()).unwrap_or("")),
-            ]),
+            } => req.basic_auth(u, Some(password.as_ref().map(|p| p.expose()).unwrap_or(""))),
             InfluxTarget::V1 { .. } => req,
             InfluxTarget::V2 { token, .. } => req.header(
                 reqwest::header::AUTHORIZATION,
@@ -244,7 +243,10 @@ impl InfluxClient {
                 Ok(resp) if resp.status().is_success() => {
                     return resp.text().await.map_err(|e| StoreError::Http {
                         transient: true,
-                        message: format!("InfluxDB {what}: reading the answer: {e}"),
+                        message: format!(
+                            "InfluxDB {what}: reading the answer: {}",
+                            e.without_url()
+                        ),
                     });
                 }
                 Ok(resp) => {
@@ -257,7 +259,7 @@ impl InfluxClient {
                 }
                 Err(e) => StoreError::Http {
                     transient: true,
-                    message: format!("InfluxDB {what} at {}: {e}", self.base),
+                    message: format!("InfluxDB {what} at {}: {}", self.base, e.without_url()),
                 },
             };
             if !error.is_transient() || attempt >= ATTEMPTS {
