@@ -1,6 +1,9 @@
 //! The InfluxDB bar store passes the `BarStore` conformance suite against a real `influxd`
 //! (Debian package `influxdb`), each case in its own database.
 //!
+//! The server answers at most 4,000 rows per query (`max-row-limit`), fewer than a page, so the
+//! suite also checks that reads go on past answers the server cut short.
+//!
 //! One `influxd` serves the whole test binary: the first case starts it on a free port with a
 //! generated config and its data in a temporary directory. It runs under a small shell watchdog
 //! that stops it and removes the directory once this test process is gone, since a Rust static
@@ -80,6 +83,8 @@ bind-address = "127.0.0.1:{rpc_port}"
   bind-address = "127.0.0.1:{port}"
   log-enabled = false
   auth-enabled = {auth}
+  # Below the store's 10,000-bar pages, so reads must notice answers cut short.
+  max-row-limit = 4000
 [logging]
   level = "error"
 [monitor]

@@ -42,6 +42,9 @@ pub enum InfluxTarget {
 pub struct StatementResult {
     #[serde(default)]
     pub series: Vec<QuerySeries>,
+    /// The server cut the answer short (its `max-row-limit`): more rows match.
+    #[serde(default)]
+    pub partial: bool,
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -57,6 +60,9 @@ pub struct QuerySeries {
     pub columns: Vec<String>,
     #[serde(default)]
     pub values: Vec<Vec<serde_json::Value>>,
+    /// The server cut this series short (its `max-row-limit`): more rows match.
+    #[serde(default)]
+    pub partial: bool,
 }
 
 #[derive(Deserialize)]

@@ -37,6 +37,9 @@
 //! - Errors: connection errors and 5xx answers are retried inside the call (5 attempts, doubling
 //!   delay from 100 ms), then reported as transient; 4xx answers (a field type conflict, a
 //!   partial write with its dropped points) and failed statements are permanent.
+//! - Reads: InfluxDB keeps each field apart, so a read racing a write can catch a point with
+//!   some fields missing; such a page is read again (a few times, then a transient error).
+//!   A page the server cut short at its `max-row-limit` is followed by the next one.
 //! - Bucket digests are computed from reads (the trait's default): `maintained_digests` is false.
 
 pub mod client;
@@ -259,13 +262,13 @@ impl BarStore for InfluxStore {
                 let Some(start) = start else {
                     return Ok(None);
                 };
-                let page = inner
+                let (page, more) = inner
                     .read_page(&key, TimeRange::new(start, range.end), page_size)
                     .await?;
                 let Some(last) = page.last() else {
                     return Ok(None);
                 };
-                let next = (page.len() == page_size).then(|| Timestamp(last.ts.0 + 1));
+                let next = more.then(|| Timestamp(last.ts.0 + 1));
                 Ok(Some((page, next)))
             }
         })

@@ -11,6 +11,9 @@ use crate::store::digest::Digest;
 use crate::store::{DEFAULT_PAGE_SIZE, Result, StoreError};
 use crate::time::{TimeRange, Timestamp};
 
+/// Times a page holding a point caught halfway through its write is read again.
+const INCOMPLETE_READ_RETRIES: u32 = 5;
+
 /// DELETE statements sent in one request.
 const DELETES_PER_REQUEST: usize = 200;
 
@@ -167,15 +170,16 @@ impl Points {
         )
     }
 
-    /// One page: at most `limit` bars of `key` in `range`, in ts order.
+    /// One page: at most `limit` bars of `key` in `range`, in ts order, and whether more may
+    /// follow (a full page, or one the server cut short at its own row limit).
     pub(super) async fn read_page(
         &self,
         key: &SeriesKey,
         range: TimeRange,
         limit: usize,
-    ) -> Result<Vec<Bar>> {
+    ) -> Result<(Vec<Bar>, bool)> {
         if range.is_empty() || range.start.0 > query::MAX_SECS || range.end.0 <= query::MIN_SECS {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let q = format!(
             "SELECT {} FROM {} WHERE {} ORDER BY time ASC LIMIT {}",
@@ -184,8 +188,29 @@ impl Points {
             query::series_in_range(&series_tags(key), range),
             limit.max(1)
         );
-        let results = self.client.query(&q).await?;
-        bars_of(results.into_iter().next().unwrap_or_default())
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .client
+                .query(&q)
+                .await?
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let cut = result.partial || result.series.iter().any(|s| s.partial);
+            match bars_of(result) {
+                Ok(bars) => {
+                    let more = !bars.is_empty() && (cut || bars.len() >= limit);
+                    return Ok((bars, more));
+                }
+                // A point caught halfway through its write: read again once it is whole.
+                Err(e) if e.is_transient() && attempt < INCOMPLETE_READ_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Every bar of `key` in `range`, by time.
@@ -197,14 +222,13 @@ impl Points {
         let mut out = BTreeMap::new();
         let mut start = range.start;
         loop {
-            let page = self
+            let (page, more) = self
                 .read_page(key, TimeRange::new(start, range.end), DEFAULT_PAGE_SIZE)
                 .await?;
             let Some(last) = page.last() else { break };
             start = Timestamp(last.ts.0 + 1);
-            let full = page.len() == DEFAULT_PAGE_SIZE;
             out.extend(page.into_iter().map(|b| (b.ts, b)));
-            if !full {
+            if !more {
                 break;
             }
         }

@@ -88,7 +88,12 @@ pub(super) fn bars_of(result: StatementResult) -> Result<Vec<Bar>> {
             let value = |i: usize| -> Option<f64> { row.get(cols[i]?)?.as_f64() };
             let required = |i: usize| {
                 value(i).ok_or_else(|| {
-                    StoreError::Invalid(format!("a stored bar has no {} ({row:?})", FIELDS[i]))
+                    // InfluxDB stores each field apart and a reader can see a point that is
+                    // still being written: transient, the read is tried again.
+                    StoreError::Unavailable(format!(
+                        "a stored bar has no {} (a write in progress?): {row:?}",
+                        FIELDS[i]
+                    ))
                 })
             };
             let ts = row.get(time).and_then(|v| v.as_i64()).ok_or_else(|| {
