@@ -87,6 +87,13 @@ start_mysql() {
 postgres_ready >/dev/null 2>&1 || start_postgres
 mysql_ready >/dev/null 2>&1 || start_mysql
 
+# The InfluxDB conformance tests start their own influxd (InfluxDB 1.x, Debian package
+# `influxdb`); install it when missing.
+if ! command -v influxd >/dev/null 2>&1; then
+    echo "== installing influxdb (influxd is missing)"
+    apt_install influxdb influxdb-client
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 

@@ -424,7 +424,9 @@ impl Validate for MasterConfig {
                     ));
                 }
             }
-            server => issues.extend(server.validate_server("store")),
+            StoreConfig::Postgres(_) | StoreConfig::Mysql(_) | StoreConfig::Influxdb(_) => {
+                issues.extend(self.store.validate());
+            }
         }
         if self.journal.max_bytes.0 < 1 << 20 {
             issues.push(ConfigIssue::new(
@@ -604,6 +606,25 @@ mod tests {
             dms_common::config::load(&root.join("config/dms-master.mysql.yaml"), Vec::new())
                 .expect("mysql example loads");
         assert!(matches!(c.store, StoreConfig::Mysql(_)), "{:?}", c.store);
+    }
+
+    #[test]
+    fn shipped_influxdb_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dms-master.influxdb.yaml");
+        let c: MasterConfig =
+            dms_common::config::load(&path, Vec::new()).expect("shipped config loads");
+        let StoreConfig::Influxdb(store) = &c.store else {
+            panic!("expected an InfluxDB store, got {:?}", c.store);
+        };
+        assert_eq!(store.url, "http://127.0.0.1:8086");
+        assert_eq!(
+            (
+                store.database.as_str(),
+                store.shard_duration.as_str(),
+                store.batch_size
+            ),
+            ("dms", "52w", 5000)
+        );
     }
 
     #[test]

@@ -293,8 +293,9 @@ impl Validate for ReplicaConfig {
                     ));
                 }
             }
-            server => issues.extend(server.validate_server("store")),
+            StoreConfig::Postgres(_) | StoreConfig::Mysql(_) | StoreConfig::Influxdb(_) => {}
         }
+        issues.extend(self.store.validate());
         issues
     }
 }

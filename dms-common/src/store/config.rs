@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::influx::{InfluxOptions, InfluxStore, InfluxTarget};
 use super::mysql::MysqlStore;
 use super::postgres::PostgresStore;
 use super::sqlite::{SqliteOptions, SqliteStore};
@@ -22,6 +23,8 @@ pub enum StoreConfig {
     Postgres(SqlServerConfig),
     /// A MySQL or MariaDB server (`type: mysql`).
     Mysql(SqlServerConfig),
+    /// An InfluxDB server.
+    Influxdb(Box<InfluxStoreConfig>),
 }
 
 /// The embedded SQLite store.
@@ -141,14 +144,201 @@ impl<'de> Deserialize<'de> for StoreConfig {
             value,
             "type",
             Some("sqlite"),
-            &["sqlite", "postgres", "mysql"],
+            &["sqlite", "postgres", "mysql", "influxdb"],
             |tag, rest| match tag {
                 "postgres" => config::from_value_at(rest).map(StoreConfig::Postgres),
                 "mysql" => config::from_value_at(rest).map(StoreConfig::Mysql),
+                "influxdb" => {
+                    config::from_value_at(rest).map(|c| StoreConfig::Influxdb(Box::new(c)))
+                }
                 _ => config::from_value_at(rest).map(StoreConfig::Sqlite),
             },
         )
     }
+}
+
+/// Which InfluxDB write API the server speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InfluxApi {
+    /// InfluxDB 1.x: `/write` with database, retention policy, user and password.
+    #[default]
+    V1,
+    /// InfluxDB 2.x / 3.x: `/api/v2/write` with org, bucket and token.
+    V2,
+}
+
+/// An InfluxDB server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxStoreConfig {
+    /// The server, e.g. `http://127.0.0.1:8086`.
+    pub url: String,
+    /// `v1` (InfluxDB 1.x) or `v2` (2.x, 3.x).
+    #[serde(default)]
+    pub api: InfluxApi,
+    /// (v1) The database; created at start if missing.
+    #[serde(default = "default_influx_database")]
+    pub database: String,
+    /// (v1) The retention policy written to; created at start if missing, as the default
+    /// policy, kept forever, with `shard_duration` shards.
+    #[serde(default = "default_influx_retention_policy")]
+    pub retention_policy: String,
+    /// (v1) Shard duration of a created retention policy (`52w`: a shard per year; InfluxDB's
+    /// default of a week spreads long histories over hundreds of shards and slows writes).
+    #[serde(default = "default_influx_shard_duration")]
+    pub shard_duration: String,
+    /// (v1) User name, when the server requires authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// (v1) Password inline (prefer `password_file`); never printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<config::Secret>,
+    /// (v1) A file holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// (v2) The organization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// (v2) The bucket; must exist, with a DBRP mapping for InfluxQL reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// (v2) The API token inline (prefer `token_file`); never printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<config::Secret>,
+    /// (v2) A file holding the API token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The measurement holding the bars.
+    #[serde(default = "default_influx_measurement")]
+    pub measurement: String,
+    /// Points per write request.
+    #[serde(default = "default_influx_batch_size")]
+    pub batch_size: usize,
+}
+
+fn default_influx_database() -> String {
+    "dms".into()
+}
+fn default_influx_retention_policy() -> String {
+    "dms".into()
+}
+fn default_influx_shard_duration() -> String {
+    "52w".into()
+}
+fn default_influx_measurement() -> String {
+    "bars".into()
+}
+fn default_influx_batch_size() -> usize {
+    5_000
+}
+
+impl InfluxStoreConfig {
+    /// The write target with its credentials resolved (files read).
+    pub fn target(&self) -> Result<InfluxTarget, config::ConfigIssue> {
+        // The same rules as a token: inline or from a file, not both, not empty.
+        let secret = |inline: &Option<config::Secret>, file: &Option<PathBuf>, key: &str| {
+            config::TokenConfig {
+                token: inline.clone(),
+                token_file: file.clone(),
+            }
+            .resolve("store")
+            .map_err(|e| {
+                let k = e
+                    .key
+                    .replace("store.token_file", &format!("store.{key}_file"))
+                    .replace("store.token", &format!("store.{key}"));
+                let m = e
+                    .message
+                    .replace("`token_file`", &format!("`{key}_file`"))
+                    .replace("`token`", &format!("`{key}`"));
+                config::ConfigIssue::new(k, m)
+            })
+        };
+        match self.api {
+            InfluxApi::V1 => Ok(InfluxTarget::V1 {
+                database: self.database.clone(),
+                retention_policy: self.retention_policy.clone(),
+                username: self.username.clone(),
+                password: secret(&self.password, &self.password_file, "password")?,
+            }),
+            InfluxApi::V2 => {
+                let required = |v: &Option<String>, key: &str| {
+                    v.clone().ok_or_else(|| {
+                        config::ConfigIssue::new(format!("store.{key}"), "required with api: v2")
+                    })
+                };
+                Ok(InfluxTarget::V2 {
+                    org: required(&self.org, "org")?,
+                    bucket: required(&self.bucket, "bucket")?,
+                    token: secret(&self.token, &self.token_file, "token")?.ok_or_else(|| {
+                        config::ConfigIssue::new("store.token", "required with api: v2")
+                    })?,
+                })
+            }
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Problems with the backend's own keys (a server's URL, credentials, sizes), named under
+    /// `store.`; a file store's path is checked by the daemon, which knows its other files.
+    pub fn validate(&self) -> Vec<config::ConfigIssue> {
+        match self {
+            StoreConfig::Sqlite(_) => Vec::new(),
+            StoreConfig::Influxdb(c) => c.validate(),
+            StoreConfig::Postgres(_) | StoreConfig::Mysql(_) => self.validate_server("store"),
+        }
+    }
+}
+
+impl InfluxStoreConfig {
+    fn validate(&self) -> Vec<config::ConfigIssue> {
+        let mut issues = Vec::new();
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            issues.push(config::ConfigIssue::new(
+                "store.url",
+                format!(
+                    "{:?}: expected http://host:port or https://host:port",
+                    self.url
+                ),
+            ));
+        }
+        if self.batch_size == 0 {
+            issues.push(config::ConfigIssue::new(
+                "store.batch_size",
+                "must be at least 1",
+            ));
+        }
+        if !valid_shard_duration(&self.shard_duration) {
+            issues.push(config::ConfigIssue::new(
+                "store.shard_duration",
+                format!(
+                    "{:?}: expected a number followed by h, d or w, e.g. 52w",
+                    self.shard_duration
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("store.database", &self.database),
+            ("store.retention_policy", &self.retention_policy),
+            ("store.measurement", &self.measurement),
+        ] {
+            if value.is_empty() {
+                issues.push(config::ConfigIssue::new(key, "must not be empty"));
+            }
+        }
+        if let Err(issue) = self.target() {
+            issues.push(issue);
+        }
+        issues
+    }
+}
+
+/// Whether `text` is an InfluxQL shard duration DMS accepts (`52w`, `30d`, `168h`).
+pub fn valid_shard_duration(text: &str) -> bool {
+    text.strip_suffix(['h', 'd', 'w'])
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The default store file of a daemon whose data lives in `./data`.
@@ -164,7 +354,7 @@ impl StoreConfig {
     /// is checked by the daemon, which knows its other files.
     pub fn validate_server(&self, key: &str) -> Vec<config::ConfigIssue> {
         match self {
-            StoreConfig::Sqlite(_) => Vec::new(),
+            StoreConfig::Sqlite(_) | StoreConfig::Influxdb(_) => Vec::new(),
             StoreConfig::Postgres(server) => server.validate(key, &["postgres", "postgresql"]),
             StoreConfig::Mysql(server) => server.validate(key, &["mysql", "mariadb"]),
         }
@@ -198,6 +388,20 @@ pub async fn open_store(config: &StoreConfig) -> Result<SharedStore, super::Stor
         }
         StoreConfig::Postgres(server) => Ok(Arc::new(PostgresStore::open(server).await?)),
         StoreConfig::Mysql(server) => Ok(Arc::new(MysqlStore::open(server).await?)),
+        StoreConfig::Influxdb(c) => {
+            let target = c
+                .target()
+                .map_err(|e| super::StoreError::Invalid(format!("{}: {}", e.key, e.message)))?;
+            let store = InfluxStore::open(InfluxOptions {
+                url: c.url.clone(),
+                target,
+                measurement: c.measurement.clone(),
+                batch_size: c.batch_size,
+                shard_duration: c.shard_duration.clone(),
+            })
+            .await?;
+            Ok(Arc::new(store))
+        }
     }
 }
 
@@ -234,5 +438,55 @@ mod tests {
         let issues = c.validate_server("store");
         assert_eq!(issues.len(), 2, "{issues:?}");
         assert!(parse("type: mysql\nurl: mysql://x@db/dms\nuser: x\n").is_err());
+    }
+
+    #[test]
+    fn influxdb_keys_have_defaults_and_secrets_are_never_printed() {
+        let c =
+            parse("type: influxdb\nurl: http://db:8086\nusername: u\npassword: hunter2\n").unwrap();
+        let StoreConfig::Influxdb(c) = &c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(c.api, InfluxApi::V1);
+        assert_eq!(
+            (c.database.as_str(), c.retention_policy.as_str()),
+            ("dms", "dms")
+        );
+        assert_eq!(
+            (c.shard_duration.as_str(), c.measurement.as_str()),
+            ("52w", "bars")
+        );
+        assert_eq!(c.batch_size, 5_000);
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let shown = format!("{c:?} {}", serde_json::to_string(&c).unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let InfluxTarget::V1 { password, .. } = c.target().unwrap() else {
+            panic!("v1")
+        };
+        assert_eq!(password.unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn influxdb_config_problems_name_their_keys() {
+        let c = parse("type: influxdb\nurl: db:8086\napi: v2\nshard_duration: 1y\nbatch_size: 0\n")
+            .unwrap();
+        let keys: Vec<String> = c.validate().into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "store.url",
+                "store.batch_size",
+                "store.shard_duration",
+                "store.org"
+            ]
+        );
+        let c = parse("type: influxdb\nurl: http://db\npassword: a\npassword_file: /x\n").unwrap();
+        let issues = c.validate();
+        assert_eq!(issues.len(), 1);
+        assert!(issues[0].message.contains("`password_file`"), "{issues:?}");
+        assert!(parse("type: influxdb\nurl: http://db\nbogus: 1\n").is_err());
+        let c = parse("type: influxdb\nurl: http://db\napi: v2\norg: o\nbucket: b\ntoken: t\n")
+            .unwrap();
+        assert!(c.validate().is_empty());
     }
 }

@@ -41,6 +41,7 @@ pub const CASES: &[&str] = &[
     "series_are_kept_apart",
     "a_repeated_time_in_one_batch_keeps_the_later_bar",
     "replace_range_leaves_exactly_the_given_bars",
+    "floats_round_trip_bit_exact",
 ];
 
 /// One test per conformance case, each on a fresh store from `$make` (an async fn taking the
@@ -63,6 +64,7 @@ macro_rules! store_conformance_tests {
             series_are_kept_apart,
             a_repeated_time_in_one_batch_keeps_the_later_bar,
             replace_range_leaves_exactly_the_given_bars,
+            floats_round_trip_bit_exact,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -125,6 +127,7 @@ pub async fn run_case(case: &str, store: SharedStore) {
         "replace_range_leaves_exactly_the_given_bars" => {
             replace_range_leaves_exactly_the_given_bars(store).await
         }
+        "floats_round_trip_bit_exact" => floats_round_trip_bit_exact(store).await,
         other => panic!("unknown conformance case {other}"),
     }
 }
@@ -751,4 +754,60 @@ async fn replace_range_leaves_exactly_the_given_bars(store: SharedStore) {
         .unwrap();
     assert_eq!(read_all(&*store, &fresh, TimeRange::all()).await.len(), 5);
     assert_digests_current(&*store, &fresh, "after a replace into a new series").await;
+}
+
+/// Every f64 comes back with the same bits: values with long shortest forms, the extremes,
+/// subnormals, integers beyond 2^53 and float32 prices printed as doubles.
+async fn floats_round_trip_bit_exact(store: SharedStore) {
+    let k = key("BITS", Interval::D1);
+    let values = [
+        0.1 + 0.2,
+        1.0 / 3.0,
+        104.05999755859375,
+        f64::MAX,
+        -f64::MAX,
+        f64::MIN_POSITIVE,
+        5e-324,
+        1e-300,
+        1e21,
+        9_007_199_254_740_993.0,
+        123_456_789.123_456_79,
+        -2.5e-8,
+    ];
+    let b: Vec<Bar> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| Bar {
+            adj_close: Some(-v),
+            turnover: Some(v * 0.5),
+            open_interest: Some(v),
+            ..Bar::ohlcv(daily(i as i64), v, v, v, v, v)
+        })
+        .collect();
+    upsert(&*store, &k, b.clone()).await;
+    let got = read_all(&*store, &k, TimeRange::all()).await;
+    assert_eq!(got.len(), b.len());
+    for (a, e) in got.iter().zip(&b) {
+        let bits = |x: &Bar| {
+            [
+                Some(x.open),
+                Some(x.high),
+                Some(x.low),
+                Some(x.close),
+                Some(x.volume),
+                x.adj_close,
+                x.turnover,
+                x.open_interest,
+            ]
+            .map(|v| v.map(f64::to_bits))
+        };
+        assert_eq!(bits(a), bits(e), "stored {a:?}, expected {e:?}");
+    }
+    let stats = upsert(&*store, &k, b).await;
+    assert_counts(
+        &*store,
+        stats,
+        [0, 0, values.len() as u64],
+        "the same bits again",
+    );
 }

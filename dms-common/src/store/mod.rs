@@ -1,6 +1,6 @@
 //! The `BarStore` seam: where bars live, whatever the backend.
 //!
-//! Every backend (`sqlite`, `postgres`, `mysql` here; InfluxDB beside them) implements the same
+//! Every backend (`sqlite`, `postgres`, `mysql`, `influx`) implements the same
 //! async trait and passes the same [`conformance`] suite.
 //!
 //! # What every backend guarantees
@@ -35,6 +35,7 @@
 pub mod config;
 pub mod conformance;
 pub mod digest;
+pub mod influx;
 pub mod mysql;
 pub mod postgres;
 pub mod sql;
@@ -129,6 +130,10 @@ pub enum StoreError {
     #[error("store error: {0}")]
     Invalid(String),
     /// An error of the embedded SQLite engine (transient when busy, locked, out of disk or I/O).
+    /// An HTTP backend (InfluxDB) failed: transient for connection errors and 5xx answers,
+    /// permanent for 4xx answers (a field type conflict, a partial write).
+    #[error("{message}")]
+    Http { transient: bool, message: String },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// An error of a SQL server (PostgreSQL, MySQL), classified when it was raised.
@@ -144,6 +149,7 @@ impl StoreError {
         match self {
             StoreError::Unavailable(_) => true,
             StoreError::Sql { transient, .. } => *transient,
+            StoreError::Http { transient, .. } => *transient,
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
                 rusqlite::ErrorCode::DatabaseBusy
