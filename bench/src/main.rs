@@ -8,6 +8,8 @@
 //! - `store-raw-multirow`: the same with 64 rows per upsert statement, the technique the SQLite
 //!   store uses for bars after a series' end: the engine's ceiling for it.
 //! - `replicate`: a master and a replica over loopback gRPC (see [`replicate`]).
+//! - `store --backend influxdb|postgres|mysql --url URL`: the ingest path into a server store
+//!   beside the server's raw write rate (see [`stores`]).
 //! - `all`: runs each scenario in its own process (so peak RSS is per scenario) and prints a
 //!   table with bars/s, the ratio of `ingest` to `store-raw`, and peak RSS.
 
@@ -15,6 +17,7 @@ mod fetch;
 mod generator;
 mod replicate;
 mod scenarios;
+mod stores;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -41,9 +44,33 @@ enum Cmd {
     All(Size),
     /// Incremental update from a local provider with latency, under a rate limit.
     Fetch(fetch::FetchArgs),
+    /// The master's ingest path into a server store beside the server's raw write rate, and
+    /// reads back.
+    Store(StoreArgs),
     /// Replication to an in-process replica over loopback gRPC: catch-up, verify, lag under
     /// steady ingest, repair of one bucket, bytes per bar.
     Replicate(ReplicateArgs),
+}
+
+/// Options of the `store` scenario.
+#[derive(Debug, Clone, Args)]
+struct StoreArgs {
+    /// Number of symbols.
+    #[arg(long, default_value_t = 500)]
+    symbols: usize,
+    /// Daily bars per symbol.
+    #[arg(long, default_value_t = 2_520)]
+    bars: usize,
+    /// Series per journal append.
+    #[arg(long, default_value_t = 20)]
+    group: usize,
+    /// The server: influxdb, postgres or mysql.
+    #[arg(long, value_enum)]
+    backend: stores::Backend,
+    /// Its URL (InfluxDB: `http://127.0.0.1:8086`; SQL: a database the benchmark may create
+    /// databases from, e.g. `postgres://postgres@127.0.0.1:5432/test`).
+    #[arg(long)]
+    url: String,
 }
 
 /// Options of the `replicate` scenario.
@@ -95,6 +122,15 @@ fn main() -> Result<()> {
         Cmd::StoreRawMultirow(size) => print(&scenarios::store_raw_multirow(&size)?),
         Cmd::All(size) => all(&size),
         Cmd::Fetch(args) => print(&fetch::fetch(&args)?),
+        Cmd::Store(a) => {
+            let size = Size {
+                symbols: a.symbols,
+                bars: a.bars,
+                group: a.group,
+                dir: None,
+            };
+            stores::run(&size, a.backend, &a.url)
+        }
         Cmd::Replicate(args) => {
             replicate::replicate(&args.size, args.steady_secs, &args.compression)
         }
