@@ -124,14 +124,16 @@ bind-address = "127.0.0.1:{rpc_port}"
             .spawn()
             .context("start the influxd watchdog")?;
         let mut line = String::new();
-        BufReader::new(watchdog.stdout.take().expect("piped stdout"))
-            .read_line(&mut line)
-            .context("read influxd's pid from its watchdog")?;
-        let influxd = Pid::from_raw(
-            line.trim()
-                .parse()
-                .with_context(|| format!("influxd's pid from its watchdog: {line:?}"))?,
-        );
+        let read =
+            BufReader::new(watchdog.stdout.take().expect("piped stdout")).read_line(&mut line);
+        let influxd = match read.map(|_| line.trim().parse()) {
+            Ok(Ok(pid)) => Pid::from_raw(pid),
+            _ => {
+                let _ = watchdog.kill();
+                let _ = watchdog.wait();
+                bail!("influxd did not start: its watchdog printed {line:?} for its pid");
+            }
+        };
         self.running = Some(Running { watchdog, influxd });
         let ping = self.url_of("/ping");
         let (client, running) = (&self.client, &mut self.running);

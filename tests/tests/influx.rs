@@ -3,6 +3,7 @@
 //! holds checked with InfluxQL against what the master reports.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use dms_e2e::{Check, InfluxServer, MasterProcess, copy_sample_data, write_daily_csvs};
@@ -65,6 +66,22 @@ async fn assert_store_down(master: &MasterProcess) {
         let error = status["error"].as_str().unwrap();
         assert!(error.starts_with("store: InfluxDB"), "{status}");
     }
+}
+
+/// The bars of a daily CSV file (`date,open,high,low,close,volume`): epoch seconds and the
+/// bits of each value.
+fn csv_bars(path: &Path) -> Vec<(i64, [u64; 5])> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let date = chrono::NaiveDate::parse_from_str(fields[0], "%Y-%m-%d").unwrap();
+            let secs = date.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp();
+            let value = |i: usize| fields[i].parse::<f64>().unwrap().to_bits();
+            (secs, [value(1), value(2), value(3), value(4), value(5)])
+        })
+        .collect()
 }
 
 /// `SELECT count(close) FROM bars GROUP BY symbol` in InfluxDB: bars per symbol.
@@ -279,6 +296,36 @@ async fn influxdb_stopped_for_30_seconds_during_an_import_loses_nothing() {
     );
     assert_eq!(in_influx.values().sum::<u64>(), 150_000);
     assert_eq!(master_counts(&master).await, in_influx);
+    // Every bar in InfluxDB is the CSV's, value for value.
+    let answer = influx
+        .query(
+            DATABASE,
+            "SELECT open, high, low, close, volume FROM bars GROUP BY symbol",
+        )
+        .await
+        .unwrap();
+    let series = answer["results"][0]["series"].as_array().unwrap();
+    assert_eq!(series.len(), SYMBOLS);
+    for s in series {
+        let symbol = s["tags"]["symbol"].as_str().unwrap();
+        let stored: Vec<(i64, [u64; 5])> = s["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let value = |i: usize| p[i].as_f64().unwrap().to_bits();
+                (
+                    p[0].as_i64().unwrap(),
+                    [value(1), value(2), value(3), value(4), value(5)],
+                )
+            })
+            .collect();
+        let written = csv_bars(&dir.path().join(format!("gen/{symbol}.csv")));
+        assert_eq!(stored.len(), written.len(), "{symbol}");
+        for (stored, written) in stored.iter().zip(&written) {
+            assert_eq!(stored, written, "{symbol}");
+        }
+    }
     let (code, ready) = master.get("/readyz").await.unwrap();
     assert_eq!(code, 200, "{ready}");
 }
