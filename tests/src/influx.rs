@@ -2,8 +2,9 @@
 //! loopback port, for tests of the master's InfluxDB store.
 //!
 //! It runs with a generated config (reporting disabled, logging quiet) and its data in a
-//! temporary directory, under a small shell watchdog that stops it, and removes the directory,
-//! once the test process is gone: a test that panics or is killed leaves no server behind.
+//! temporary directory, under a small shell watchdog that stops it once the test process is
+//! gone, and a janitor removes the directory then: a test that panics or is killed leaves no
+//! server and no data behind.
 //! [`InfluxServer::stop`] and [`InfluxServer::start_again`] take the server down and bring it
 //! back on the same port with the same data, as an outage of the store would.
 
@@ -25,14 +26,23 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `influxd` may take to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The watchdog: runs influxd (config `$1`, output appended to `$2`) and prints its pid; once
-/// influxd or the test process (`$3`) is gone, stops influxd, and removes the data directory
-/// (`$4`) if the test process is gone.
+/// The watchdog of one run: runs influxd (config `$1`, output appended to `$2`), prints its
+/// pid and keeps it in `$4/influxd.pid`; once influxd or the test process (`$3`) is gone,
+/// stops influxd.
 const WATCHDOG: &str = r#"influxd -config "$1" >>"$2" 2>&1 & child=$!
-echo "$child"
+echo "$child" >"$4/influxd.pid"; echo "$child"
 while kill -0 "$3" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.2; done
-kill "$child" 2>/dev/null; wait "$child" 2>/dev/null
-kill -0 "$3" 2>/dev/null || rm -rf "$4""#;
+kill "$child" 2>/dev/null; wait "$child" 2>/dev/null"#;
+
+/// The janitor, for the server's whole life, stopped or running: once the test process (`$1`)
+/// is gone, waits (up to 30 s) for the last influxd (its pid in `$2/influxd.pid`) to be gone,
+/// then removes the data directory `$2`.
+const JANITOR: &str = r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done
+n=0
+while [ "$n" -lt 150 ] && kill -0 "$(cat "$2/influxd.pid" 2>/dev/null)" 2>/dev/null; do
+  sleep 0.2; n=$((n + 1))
+done
+rm -rf "$2""#;
 
 /// A running (or stopped) `influxd`; stopped, and its data removed, when dropped.
 #[derive(Debug)]
@@ -41,6 +51,8 @@ pub struct InfluxServer {
     pub port: u16,
     dir: tempfile::TempDir,
     running: Option<Running>,
+    /// Removes the data directory if the test process dies without dropping this.
+    janitor: Child,
     client: reqwest::Client,
 }
 
@@ -95,10 +107,18 @@ bind-address = "127.0.0.1:{rpc_port}"
             dir = dir.path().display()
         );
         std::fs::write(dir.path().join("influxdb.conf"), config)?;
+        let janitor = Command::new("sh")
+            .args(["-c", JANITOR, "influxd-janitor"])
+            .arg(std::process::id().to_string())
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .spawn()
+            .context("start the influxd janitor")?;
         let mut server = InfluxServer {
             port,
             dir,
             running: None,
+            janitor,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
@@ -256,5 +276,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 impl Drop for InfluxServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = self.janitor.kill();
+        let _ = self.janitor.wait();
     }
 }
