@@ -229,7 +229,7 @@ async fn influxdb_stopped_for_30_seconds_during_an_import_loses_nothing() {
     let config = GENERATED_CONFIG.replace("{influx}", &influx.url());
     let master = MasterProcess::start(dir.path(), &config).await.unwrap();
 
-    // Stop InfluxDB once the store has applied part of the import, well before the end.
+    // Stop InfluxDB once the store has applied part of the import and more is still to come.
     let what = "the store to apply part of the import";
     master
         .wait_until(what, Duration::from_secs(60), async || {
