@@ -19,11 +19,16 @@
 //! - [`ReplicaProcess`]: `dms-replica` as a `DaemonProcess`, with a wait until it is in sync
 //!   with a master; [`replica_config`] writes its config.
 //! - [`LinkProxy`]: a TCP proxy that cuts, throttles and flaps a replica's link to its master.
+//! - [`InfluxServer`]: a real `influxd` (InfluxDB 1.x) on a free loopback port with its data in
+//!   a temporary directory, for the master's InfluxDB store; stopped and started again on the
+//!   same port with the same data to simulate an outage; InfluxQL over HTTP to check what the
+//!   store holds.
 //! - [`provider::FakeYahoo`] serves Yahoo's chart API on loopback from recorded responses or a
 //!   deterministic generator, and can be scripted to fail.
 
 mod binary;
 mod daemon;
+mod influx;
 mod master;
 pub mod provider;
 mod proxy;
@@ -32,6 +37,7 @@ mod wait;
 
 pub use binary::{binary, run_binary};
 pub use daemon::{DaemonCommand, DaemonProcess};
+pub use influx::InfluxServer;
 pub use master::{MasterProcess, run_master_command};
 pub use proxy::{LinkMode, LinkProxy};
 pub use replica::{ReplicaProcess, replica_config};
