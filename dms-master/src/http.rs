@@ -230,10 +230,14 @@ async fn status(State(s): State<ApiState>) -> Response {
     let imports = s.imports.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let journal_head = s.journal.head();
     let applier = s.applier.get();
-    let overview = match s.store.overview().await {
-        Ok(o) => o,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    // With the store unreachable, the counts are unknown (null) but the rest, the journal
+    // waiting for the store above all, is what an operator needs to see.
+    let (overview, store_error) = match s.store.overview().await {
+        Ok(o) => (Some(o), None),
+        Err(e) => (None, Some(e.to_string())),
     };
+    let counted = overview.is_some();
+    let overview = overview.unwrap_or_default();
     let symbols: std::collections::BTreeSet<&str> =
         overview.iter().map(|o| o.key.symbol.as_str()).collect();
     let total: u64 = overview.iter().map(|o| o.count).sum();
@@ -246,13 +250,14 @@ async fn status(State(s): State<ApiState>) -> Response {
     Json(json!({
         "success": true,
         "data": {
-            "total_stocks": symbols.len(),
-            "total_series": overview.len(),
-            "total_records": total,
+            "total_stocks": counted.then_some(symbols.len()),
+            "total_series": counted.then_some(overview.len()),
+            "total_records": counted.then_some(total),
             "earliest_date": earliest,
             "latest_date": latest,
-            "record_count_millions": (total as f64 / 1e4).round() / 100.0,
+            "record_count_millions": counted.then_some((total as f64 / 1e4).round() / 100.0),
             "store": s.store.backend(),
+            "store_error": store_error,
             "journal": {
                 "head": journal_head,
                 "store_applied": applier.applied_seq,
