@@ -309,7 +309,8 @@ async fn an_unreachable_server_is_a_transient_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_store_creates_the_database_with_year_long_shards() {
-    use dms_common::store::config::{StoreConfig, open_store};
+    use dms_common::store::config::StoreConfig;
+    use dms_common::store::open_store;
 
     let yaml = format!(
         "type: influxdb\nurl: {}\ndatabase: from_config\nretention_policy: keep\n",

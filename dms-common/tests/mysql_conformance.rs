@@ -5,8 +5,9 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use dms_common::store::config::{SqlServerConfig, StoreConfig, open_store};
+use dms_common::store::config::{SqlServerConfig, StoreConfig};
 use dms_common::store::mysql::MysqlStore;
+use dms_common::store::open_store;
 use dms_common::store::{BarStore, SharedStore};
 use dms_common::{Bar, Interval, SeriesBars, SeriesKey, Symbol, TimeRange, Timestamp};
 use futures::TryStreamExt;

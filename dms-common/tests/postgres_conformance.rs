@@ -5,7 +5,8 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use dms_common::store::config::{SqlServerConfig, StoreConfig, open_store};
+use dms_common::store::config::{SqlServerConfig, StoreConfig};
+use dms_common::store::open_store;
 use dms_common::store::postgres::PostgresStore;
 use dms_common::store::{BarStore, SharedStore};
 use dms_common::{Bar, Interval, SeriesBars, SeriesKey, Symbol, TimeRange, Timestamp};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dms_common::journal::Journal;
-use dms_common::store::config::open_store;
+use dms_common::store::open_store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

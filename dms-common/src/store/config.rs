@@ -1,16 +1,12 @@
-//! `StoreConfig`: the bar store a daemon writes, chosen by `type` in its config, and
-//! [`open_store`], which opens it. Shared by the master and the replica.
+//! `StoreConfig`: the bar store a daemon writes, chosen by `type` in its config (opened by
+//! [`super::open_store`]). Shared by the master and the replica.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::influx::{InfluxOptions, InfluxStore, InfluxTarget};
-use super::mysql::MysqlStore;
-use super::postgres::PostgresStore;
-use super::sqlite::{SqliteOptions, SqliteStore};
-use super::{SharedStore, StoreError};
+use super::StoreError;
+use super::influx::InfluxTarget;
 use crate::config::{self, ByteSize, Secret};
 
 /// The primary bar store, chosen by `type` (default `sqlite`).
@@ -310,7 +306,7 @@ impl InfluxStoreConfig {
                 "must be at least 1",
             ));
         }
-        if !valid_shard_duration(&self.shard_duration) {
+        if !super::influx::valid_shard_duration(&self.shard_duration) {
             issues.push(config::ConfigIssue::new(
                 "store.shard_duration",
                 format!(
@@ -333,12 +329,6 @@ impl InfluxStoreConfig {
         }
         issues
     }
-}
-
-/// Whether `text` is an InfluxQL shard duration DMS accepts (`52w`, `30d`, `168h`).
-pub fn valid_shard_duration(text: &str) -> bool {
-    text.strip_suffix(['h', 'd', 'w'])
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The default store file of a daemon whose data lives in `./data`.
@@ -367,41 +357,6 @@ impl Default for StoreConfig {
             path: default_store_path(),
             cache: default_store_cache(),
         })
-    }
-}
-
-/// Opens the configured bar store (a network backend connects and prepares its schema).
-pub async fn open_store(config: &StoreConfig) -> Result<SharedStore, super::StoreError> {
-    match config {
-        StoreConfig::Sqlite(SqliteStoreConfig { path, cache }) => {
-            let options = SqliteOptions {
-                cache_kib: (cache.0 / 1024).clamp(1024, u32::MAX as u64) as u32,
-                ..SqliteOptions::default()
-            };
-            let store = SqliteStore::open_with(path, options).map_err(|e| {
-                super::StoreError::Unavailable(format!(
-                    "cannot open the SQLite store {}: {e}",
-                    path.display()
-                ))
-            })?;
-            Ok(Arc::new(store))
-        }
-        StoreConfig::Postgres(server) => Ok(Arc::new(PostgresStore::open(server).await?)),
-        StoreConfig::Mysql(server) => Ok(Arc::new(MysqlStore::open(server).await?)),
-        StoreConfig::Influxdb(c) => {
-            let target = c
-                .target()
-                .map_err(|e| super::StoreError::Invalid(format!("{}: {}", e.key, e.message)))?;
-            let store = InfluxStore::open(InfluxOptions {
-                url: c.url.clone(),
-                target,
-                measurement: c.measurement.clone(),
-                batch_size: c.batch_size,
-                shard_duration: c.shard_duration.clone(),
-            })
-            .await?;
-            Ok(Arc::new(store))
-        }
     }
 }
 

@@ -37,6 +37,7 @@ pub mod conformance;
 pub mod digest;
 pub mod influx;
 pub mod mysql;
+pub mod open;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
@@ -50,6 +51,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::bar::{Bar, SeriesBars, SeriesKey};
 use crate::time::{TimeRange, Timestamp};
 pub use digest::{BucketDigest, Digest, DigestBucketing};
+pub use open::open_store;
 
 /// Default number of bars in one page of a streamed read.
 pub const DEFAULT_PAGE_SIZE: usize = 10_000;

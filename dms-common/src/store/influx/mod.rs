@@ -90,11 +90,17 @@ pub struct InfluxStore {
     state: tokio::sync::Mutex<Overview>,
 }
 
+/// Whether `text` is an InfluxQL shard duration DMS accepts (`52w`, `30d`, `168h`).
+pub fn valid_shard_duration(text: &str) -> bool {
+    text.strip_suffix(['h', 'd', 'w'])
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 impl InfluxStore {
     /// Connects, creates the database and retention policy when missing (v1; a v2 bucket must
     /// exist), and loads the overview of the stored series.
     pub async fn open(options: InfluxOptions) -> Result<Self> {
-        if !super::config::valid_shard_duration(&options.shard_duration) {
+        if !valid_shard_duration(&options.shard_duration) {
             return Err(StoreError::Invalid(format!(
                 "shard duration {:?}: expected a number followed by h, d or w, e.g. 52w",
                 options.shard_duration
