@@ -612,3 +612,32 @@ async fn a_new_split_refetches_the_whole_history_of_the_series() {
     assert_eq!(again["counters"]["new_actions"], 0, "{again}");
     assert_eq!(yahoo.requests("AAPL") - before, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bars_the_provider_lists_with_null_prices_are_counted_and_logged() {
+    let (yahoo, master, _dir) = start(None, "AAPL", |c| c).await;
+    let mut body = FakeYahoo::fixture("chart-AAPL-2020-08-31-to-2020-11-07.json");
+    let quote = &mut body["chart"]["result"][0]["indicators"]["quote"][0];
+    for i in [10, 11, 30] {
+        for f in ["open", "high", "low", "close", "volume"] {
+            quote[f][i] = Value::Null;
+        }
+    }
+    yahoo.record_body("AAPL", body);
+    let task = run_task(
+        &master,
+        "/api/data/import",
+        r#"{"symbols": ["AAPL"], "start_date": "2020-08-31", "end_date": "2020-11-07"}"#,
+    )
+    .await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["counters"]["provider_null_bars"], 3, "{task}");
+    assert_eq!(task["counters"]["bars_written"], 46, "{task}");
+    assert!(
+        master
+            .log_text()
+            .contains("the provider listed bars with null prices"),
+        "{}",
+        master.log_text()
+    );
+}

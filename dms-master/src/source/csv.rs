@@ -381,7 +381,7 @@ impl Source for CsvSource {
             provisional_from: None,
             stats: FetchStats {
                 requests: 1,
-                retries: 0,
+                ..FetchStats::default()
             },
         })
     }

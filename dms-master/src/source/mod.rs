@@ -63,12 +63,15 @@ pub struct FetchStats {
     pub requests: u64,
     /// Attempts repeated after a rate limit, a server error, a timeout or a cut-off body.
     pub retries: u64,
+    /// Bars the provider listed with null prices (skipped: no value is invented).
+    pub provider_nulls: u64,
 }
 
 impl FetchStats {
     pub fn add(&mut self, other: FetchStats) {
         self.requests += other.requests;
         self.retries += other.retries;
+        self.provider_nulls += other.provider_nulls;
     }
 }
 
@@ -132,6 +135,7 @@ impl SourceError {
             SourceError::Exhausted { attempts, .. } => FetchStats {
                 requests: u64::from(*attempts),
                 retries: u64::from(attempts.saturating_sub(1)),
+                provider_nulls: 0,
             },
             _ => FetchStats::default(),
         }

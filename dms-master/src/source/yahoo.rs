@@ -463,6 +463,15 @@ impl Source for YahooSource {
         let mut fetched = Fetched::default();
         for chunk in plan_chunks(series.interval, range, Timestamp::now()) {
             let chart = self.fetch_chunk(series, chunk, &mut fetched.stats).await?;
+            if chart.skipped_nulls > 0 {
+                tracing::warn!(
+                    source = %self.config.name,
+                    series = %series,
+                    bars = chart.skipped_nulls,
+                    "the provider listed bars with null prices; they are skipped"
+                );
+                fetched.stats.provider_nulls += chart.skipped_nulls as u64;
+            }
             fetched
                 .bars
                 .extend(chart.bars.into_iter().filter(|b| range.contains(b.ts)));

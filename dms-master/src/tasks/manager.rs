@@ -69,6 +69,7 @@ struct SeriesCounts {
     rejected: u64,
     requests: u64,
     retries: u64,
+    provider_nulls: u64,
     new_actions: u64,
     gaps: u64,
     invalid: u64,
@@ -81,6 +82,7 @@ impl SeriesCounts {
         self.rejected += c.rejected;
         self.requests += c.requests;
         self.retries += c.retries;
+        self.provider_nulls += c.provider_nulls;
         self.new_actions += c.new_actions;
         self.gaps += c.gaps;
         self.invalid += c.invalid;
@@ -92,6 +94,7 @@ impl SeriesCounts {
         t.bars_rejected += self.rejected;
         t.requests += self.requests;
         t.retries += self.retries;
+        t.provider_null_bars += self.provider_nulls;
         t.new_actions += self.new_actions;
         t.gaps_found += self.gaps;
         t.invalid_stored_bars += self.invalid;
@@ -589,6 +592,7 @@ impl TaskManager {
                 Ok(f) => {
                     counts.requests += fetched.stats.requests;
                     counts.retries += fetched.stats.retries;
+                    counts.provider_nulls += fetched.stats.provider_nulls;
                     fetched = f;
                 }
                 Err(e) => return SeriesOutcome::Failed(e),
@@ -596,6 +600,7 @@ impl TaskManager {
         }
         counts.requests += fetched.stats.requests;
         counts.retries += fetched.stats.retries;
+        counts.provider_nulls += fetched.stats.provider_nulls;
         let fetched_count = fetched.bars.len() as u64;
         let reconciler = Reconciler {
             journal: self.ctx.journal.clone(),

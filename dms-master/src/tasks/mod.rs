@@ -174,6 +174,8 @@ pub struct TaskCounters {
     /// Provider requests and retries.
     pub requests: u64,
     pub retries: u64,
+    /// Bars the provider listed with null prices (skipped).
+    pub provider_null_bars: u64,
     /// Corporate actions seen for the first time.
     pub new_actions: u64,
     /// Gaps found (backfill) and bars found invalid (validate).
