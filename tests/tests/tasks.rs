@@ -88,6 +88,12 @@ async fn an_import_killed_halfway_resumes_without_refetching_finished_series() {
         .unwrap();
     assert_eq!(task["status"], "completed", "{task}");
     assert_eq!(task["counters"]["series_failed"], 0, "{task}");
+    // The time reported is the task's, from its first start, not the last process's life.
+    let message = task["message"].as_str().unwrap();
+    assert!(
+        message.contains("since it resumed after a restart"),
+        "{message}"
+    );
     let status = master.wait_applied(Duration::from_secs(30)).await.unwrap();
     // Every symbol is stored whole, once: 2024-01-01..2024-04-01 has 65 weekdays.
     assert_eq!(status["total_series"], 500, "{status}");

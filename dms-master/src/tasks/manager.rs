@@ -253,20 +253,31 @@ impl TaskManager {
         }
         tracing::info!(task = %id, kind = task.kind.as_str(), "task started");
         let started = Instant::now();
+        // A task resumed after a restart began in an earlier life of the process.
+        let first_started_ms = task
+            .started_at_ms
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
         let result = self.execute(&task, cancel, shutdown).await;
         let store = &self.ctx.tasks;
         let outcome = match result {
             Ok(counters) => {
                 let failed = counters.series_failed;
+                let wall = (chrono::Utc::now().timestamp_millis() - first_started_ms).max(0) as f64
+                    / 1000.0;
+                let this_run = started.elapsed().as_secs_f64();
+                let resumed = if wall > this_run + 1.0 {
+                    format!(" ({this_run:.1} s since it resumed after a restart)")
+                } else {
+                    String::new()
+                };
                 let message = format!(
-                    "{} of {} series done, {} failed, {} bars written, {} unchanged, {} rejected in {:.1} s",
+                    "{} of {} series done, {} failed, {} bars written, {} unchanged, {} rejected in {wall:.1} s{resumed}",
                     counters.series_done,
                     counters.series_total,
                     failed,
                     counters.bars_written,
                     counters.bars_unchanged,
                     counters.bars_rejected,
-                    started.elapsed().as_secs_f64()
                 );
                 let all_failed =
                     failed > 0 && counters.series_done == 0 && counters.series_skipped == 0;
