@@ -201,7 +201,10 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(s): State<ApiState>) -> Response {
     let store = s.store.check().await.map_err(|e| e.to_string());
-    let journal = s.journal.check().await.map_err(|e| e.to_string());
+    let journal = match s.journal.append_error() {
+        Some(e) => Err(format!("appends fail: {e}")),
+        None => s.journal.check().await.map_err(|e| e.to_string()),
+    };
     let ready = store.is_ok() && journal.is_ok();
     let show = |r: &Result<(), String>| match r {
         Ok(()) => Value::from("ok"),
@@ -260,6 +263,7 @@ async fn status(State(s): State<ApiState>) -> Response {
             "store_error": store_error,
             "journal": {
                 "head": journal_head,
+                "append_error": s.journal.append_error(),
                 "store_applied": applier.applied_seq,
                 "store_lag": journal_head.0.saturating_sub(applier.applied_seq.0),
                 "store_retries": applier.retries,

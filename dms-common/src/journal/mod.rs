@@ -231,6 +231,8 @@ struct Inner {
     acks: Mutex<Acks>,
     /// Held for a whole retention pass, so passes do not overlap.
     retention_pass: Mutex<()>,
+    /// The error of the last append, while appends fail (a full disk, a lost file).
+    append_error: Mutex<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -307,6 +309,7 @@ impl Journal {
                     pruned_through: pruned,
                 }),
                 committed: AtomicU64::new(head.0),
+                append_error: Mutex::new(None),
                 head: watch::channel(head).0,
                 acks: Mutex::new(acks),
                 retention_pass: Mutex::new(()),
@@ -343,7 +346,24 @@ impl Journal {
     /// Appends changes in one transaction; returns their seqs once all are durable.
     pub async fn append_all(&self, changes: Vec<NewChange>) -> Result<Vec<Seq>> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.append_all(&changes)).await?
+        let outcome = tokio::task::spawn_blocking(move || {
+            let outcome = inner.append_all(&changes);
+            *inner.append_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                outcome.as_ref().err().map(|e| e.to_string());
+            outcome
+        })
+        .await?;
+        outcome
+    }
+
+    /// While appends fail (the last one did), why: readiness and status show the journal as
+    /// unwritable until an append succeeds again.
+    pub fn append_error(&self) -> Option<String> {
+        self.inner
+            .append_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Entries with seq greater than `after`, in order, up to `max_entries` entries or about
@@ -710,6 +730,29 @@ mod tests {
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
         assert_eq!(*j.subscribe().borrow(), Seq(200));
         assert_eq!(j.head(), Seq(200));
+    }
+
+    #[tokio::test]
+    async fn a_failing_append_shows_until_an_append_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let j = Journal::open(&path, RetentionPolicy::default()).unwrap();
+        j.append(change(1)).await.unwrap();
+        assert!(j.append_error().is_none());
+        // Another program takes the table away: appends fail, and say so.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch("ALTER TABLE journal RENAME TO journal_away")
+            .unwrap();
+        assert!(j.append(change(1)).await.is_err());
+        let e = j.append_error().expect("the failure is kept");
+        assert!(e.contains("journal"), "{e}");
+        // Once writes work again, the error clears with the next append.
+        other
+            .execute_batch("ALTER TABLE journal_away RENAME TO journal")
+            .unwrap();
+        j.append(change(1)).await.unwrap();
+        assert!(j.append_error().is_none());
     }
 
     #[tokio::test]
