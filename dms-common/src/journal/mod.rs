@@ -346,14 +346,13 @@ impl Journal {
     /// Appends changes in one transaction; returns their seqs once all are durable.
     pub async fn append_all(&self, changes: Vec<NewChange>) -> Result<Vec<Seq>> {
         let inner = self.inner.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let outcome = inner.append_all(&changes);
             *inner.append_error.lock().unwrap_or_else(|p| p.into_inner()) =
                 outcome.as_ref().err().map(|e| e.to_string());
             outcome
         })
-        .await?;
-        outcome
+        .await?
     }
 
     /// While appends fail (the last one did), why: readiness and status show the journal as
