@@ -10,7 +10,6 @@ use dms_common::store::mysql::MysqlStore;
 use dms_common::store::open_store;
 use dms_common::store::{BarStore, SharedStore};
 use dms_common::{Bar, Interval, SeriesBars, SeriesKey, Symbol, TimeRange, Timestamp};
-use futures::TryStreamExt;
 use sqlx::Connection;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 
@@ -72,7 +71,8 @@ async fn make(case: &'static str) -> (SharedStore, DatabaseGuard) {
 async fn make_store(case: &str) -> (MysqlStore, DatabaseGuard) {
     let url = server_url();
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    let schema = format!("{case}_{suffix}");
+    // Server names are at most 64 characters.
+    let schema = format!("{}_{suffix}", &case[..case.len().min(40)]);
     let mut conn = admin(&url).await;
     // The name is made here from the case's identifier, never from outside input.
     sqlx::query(&format!("CREATE DATABASE `{schema}`"))
@@ -99,41 +99,6 @@ fn daily(key: &SeriesKey, n: i64, p: f64) -> SeriesBars {
         .map(|i| Bar::ohlcv(Timestamp(i * 86_400), p, p + 1.0, p - 1.0, p + 0.5, 1e6))
         .collect();
     SeriesBars::new(key.clone(), bars)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn symbols_with_dots_carets_and_equals_are_stored_as_given() {
-    let (store, _guard) = make_store("symbols").await;
-    let names = ["BRK.B", "^GSPC", "EURUSD=X", "600519.SS", "GC=F"];
-    let keys: Vec<SeriesKey> = names
-        .iter()
-        .map(|s| SeriesKey::new(Symbol::new(s).unwrap(), Interval::D1))
-        .collect();
-    let batch: Vec<SeriesBars> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| daily(k, 10 + i as i64, 100.0 * (i + 1) as f64))
-        .collect();
-    store.upsert(&batch).await.unwrap();
-    let mut listed: Vec<String> = store
-        .overview()
-        .await
-        .unwrap()
-        .iter()
-        .map(|o| o.key.symbol.as_str().to_owned())
-        .collect();
-    listed.sort();
-    let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    expected.sort();
-    assert_eq!(listed, expected);
-    for series in &batch {
-        let read: Vec<Bar> = store
-            .read(&series.key, TimeRange::all())
-            .try_concat()
-            .await
-            .unwrap();
-        assert_eq!(read, series.bars, "{}", series.key);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,64 +145,6 @@ async fn opening_twice_keeps_the_schema_and_the_bars() {
     assert_eq!((stats.inserted, stats.unchanged), (0, 20));
     assert_eq!(again.overview().await.unwrap()[0].count, 20);
     again.check().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writers_of_one_series_keep_counts_and_digests_exact() {
-    use dms_common::store::compute_bucket_digests;
-    let (store, _guard) = make_store("concurrent").await;
-    let store = Arc::new(store);
-    let key = SeriesKey::new(Symbol::new("SPY").unwrap(), Interval::H1);
-    // Four writers over overlapping ranges, each with its own prices: every ts ends up with one
-    // writer's bar, whichever committed last.
-    let writers: Vec<_> = (0..4i64)
-        .map(|w| {
-            let store = store.clone();
-            let key = key.clone();
-            tokio::spawn(async move {
-                for round in 0..5i64 {
-                    let start = (w * 50 + round * 20) * 3600;
-                    let bars: Vec<Bar> = (0..200)
-                        .map(|i| {
-                            let p = 100.0 + w as f64 + round as f64 / 10.0;
-                            Bar::ohlcv(Timestamp(start + i * 3600), p, p + 1.0, p - 1.0, p, 1.0)
-                        })
-                        .collect();
-                    store
-                        .upsert(&[SeriesBars::new(key.clone(), bars)])
-                        .await
-                        .expect("concurrent upsert");
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.await.unwrap();
-    }
-    let stored: Vec<Bar> = store
-        .read(&key, TimeRange::all())
-        .try_concat()
-        .await
-        .unwrap();
-    let overview = store.overview().await.unwrap();
-    assert_eq!(overview[0].count, stored.len() as u64);
-    assert_eq!(overview[0].first, stored[0].ts);
-    assert_eq!(overview[0].last, stored.last().unwrap().ts);
-    let computed = compute_bucket_digests(&*store, &key, TimeRange::all())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.bucket_digests(&key, TimeRange::all()).await.unwrap(),
-        computed
-    );
-    assert_eq!(
-        overview[0].digest,
-        dms_common::store::digest::total(&computed)
-    );
-    assert!(
-        store.scrub().await.unwrap().is_empty(),
-        "nothing to correct"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,8 @@ pub const CASES: &[&str] = &[
     "a_repeated_time_in_one_batch_keeps_the_later_bar",
     "replace_range_leaves_exactly_the_given_bars",
     "floats_round_trip_bit_exact",
+    "symbols_with_dots_carets_and_equals_are_stored_as_given",
+    "concurrent_writers_of_one_series_keep_counts_and_digests_exact",
 ];
 
 /// One test per conformance case, each on a fresh store from `$make` (an async fn taking the
@@ -65,6 +67,8 @@ macro_rules! store_conformance_tests {
             a_repeated_time_in_one_batch_keeps_the_later_bar,
             replace_range_leaves_exactly_the_given_bars,
             floats_round_trip_bit_exact,
+            symbols_with_dots_carets_and_equals_are_stored_as_given,
+            concurrent_writers_of_one_series_keep_counts_and_digests_exact,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -128,6 +132,12 @@ pub async fn run_case(case: &str, store: SharedStore) {
             replace_range_leaves_exactly_the_given_bars(store).await
         }
         "floats_round_trip_bit_exact" => floats_round_trip_bit_exact(store).await,
+        "symbols_with_dots_carets_and_equals_are_stored_as_given" => {
+            symbols_with_dots_carets_and_equals_are_stored_as_given(store).await
+        }
+        "concurrent_writers_of_one_series_keep_counts_and_digests_exact" => {
+            concurrent_writers_of_one_series_keep_counts_and_digests_exact(store).await
+        }
         other => panic!("unknown conformance case {other}"),
     }
 }
@@ -809,5 +819,78 @@ async fn floats_round_trip_bit_exact(store: SharedStore) {
         stats,
         [0, 0, values.len() as u64],
         "the same bits again",
+    );
+}
+
+/// Provider tickers with dots, carets, equals signs and digits are stored and read back as
+/// given, in one batch of several series.
+async fn symbols_with_dots_carets_and_equals_are_stored_as_given(store: SharedStore) {
+    let names = ["BRK.B", "^GSPC", "EURUSD=X", "600519.SS", "GC=F"];
+    let batch: Vec<SeriesBars> = names
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            SeriesBars::new(
+                key(s, Interval::D1),
+                bars(0..10 + i as i64, 100.0 * (i + 1) as f64),
+            )
+        })
+        .collect();
+    store.upsert(&batch).await.unwrap();
+    let mut listed: Vec<String> = store
+        .overview()
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.key.symbol.as_str().to_owned())
+        .collect();
+    listed.sort();
+    let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    for series in &batch {
+        let read = read_all(&*store, &series.key, TimeRange::all()).await;
+        assert_same_bars(&read, &series.bars, series.key.symbol.as_str());
+    }
+}
+
+/// Four writers upsert overlapping ranges of one series at once: every ts ends with one
+/// writer's bar, and counts, bounds and digests equal what the bars say.
+async fn concurrent_writers_of_one_series_keep_counts_and_digests_exact(store: SharedStore) {
+    let k = key("SPY", Interval::H1);
+    let writers: Vec<_> = (0..4i64)
+        .map(|w| {
+            let store = store.clone();
+            let k = k.clone();
+            tokio::spawn(async move {
+                for round in 0..5i64 {
+                    let start = T0 + (w * 50 + round * 20) * 3600;
+                    let bars: Vec<Bar> = (0..200)
+                        .map(|i| {
+                            let p = 100.0 + w as f64 + round as f64 / 10.0;
+                            Bar::ohlcv(Timestamp(start + i * 3600), p, p + 1.0, p - 1.0, p, 1.0)
+                        })
+                        .collect();
+                    store
+                        .upsert(&[SeriesBars::new(k.clone(), bars)])
+                        .await
+                        .expect("concurrent upsert");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let stored = read_all(&*store, &k, TimeRange::all()).await;
+    // Writer w, round r covers hours 50w + 20r .. +200: together hours 0 ..= 429.
+    assert_eq!(stored.len(), 430);
+    let ov = store.overview().await.unwrap();
+    assert_eq!(ov[0].count, stored.len() as u64);
+    assert_eq!((ov[0].first, ov[0].last), (stored[0].ts, stored[429].ts));
+    assert_digests_current(&*store, &k, "after concurrent writers").await;
+    assert!(
+        store.scrub().await.unwrap().is_empty(),
+        "nothing to correct"
     );
 }
