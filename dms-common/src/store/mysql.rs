@@ -33,7 +33,10 @@ use sqlx::{Connection, MySql, QueryBuilder, Row, Transaction};
 
 use super::config::SqlServerConfig;
 use super::digest::{BucketDigest, Digest, DigestBucketing};
-use super::sql::{self, SeriesRow, SqlScrub, SqlWrite, parse_key, sql_error};
+use super::sql::{
+    self, SeriesRow, SqlScrub, SqlWrite, bar_from_row, bucket_from_row, parse_key, series_from_row,
+    sql_error,
+};
 use super::{
     Bar, BarStore, BarStream, Capabilities, ReplaceStats, Result, SeriesBars, SeriesKey,
     SeriesOverview, StoreError, TimeRange, Timestamp, UpsertStats,
@@ -217,38 +220,6 @@ fn text(r: &MySqlRow, i: usize) -> Result<String> {
     let bytes: Vec<u8> = r.try_get(i).map_err(sql_error)?;
     String::from_utf8(bytes)
         .map_err(|e| StoreError::Invalid(format!("stored series name is not UTF-8: {e}")))
-}
-
-fn bar_from_row(r: &MySqlRow) -> std::result::Result<Bar, sqlx::Error> {
-    Ok(Bar {
-        ts: Timestamp(r.try_get(0)?),
-        open: r.try_get(1)?,
-        high: r.try_get(2)?,
-        low: r.try_get(3)?,
-        close: r.try_get(4)?,
-        volume: r.try_get(5)?,
-        adj_close: r.try_get(6)?,
-        turnover: r.try_get(7)?,
-        open_interest: r.try_get(8)?,
-    })
-}
-
-fn bucket_from_row(r: &MySqlRow) -> std::result::Result<BucketDigest, sqlx::Error> {
-    Ok(BucketDigest {
-        start: Timestamp(r.try_get(0)?),
-        digest: Digest::from_halves(r.try_get::<i64, _>(1)? as u64, r.try_get(2)?, r.try_get(3)?),
-    })
-}
-
-fn series_from_row(r: &MySqlRow) -> std::result::Result<SeriesRow, sqlx::Error> {
-    Ok(SeriesRow {
-        id: r.try_get(0)?,
-        count: r.try_get(1)?,
-        first: r.try_get(2)?,
-        last: r.try_get(3)?,
-        hash_lo: r.try_get(4)?,
-        hash_hi: r.try_get(5)?,
-    })
 }
 
 /// One write transaction.

@@ -28,12 +28,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Row, Transaction};
 
 use super::config::SqlServerConfig;
 use super::digest::{BucketDigest, Digest, DigestBucketing};
-use super::sql::{self, SeriesRow, SqlScrub, SqlWrite, parse_key, sql_error};
+use super::sql::{
+    self, SeriesRow, SqlScrub, SqlWrite, bar_from_row, bucket_from_row, parse_key, series_from_row,
+    sql_error,
+};
 use super::{
     Bar, BarStore, BarStream, Capabilities, ReplaceStats, Result, SeriesBars, SeriesKey,
     SeriesOverview, StoreError, TimeRange, Timestamp, UpsertStats,
@@ -232,38 +235,6 @@ async fn make_hypertable(conn: &mut sqlx::PgConnection) {
     if let Err(e) = made {
         tracing::warn!(error = %e, "timescaledb is available but dms_bars stays a plain table");
     }
-}
-
-fn bar_from_row(r: &PgRow) -> std::result::Result<Bar, sqlx::Error> {
-    Ok(Bar {
-        ts: Timestamp(r.try_get(0)?),
-        open: r.try_get(1)?,
-        high: r.try_get(2)?,
-        low: r.try_get(3)?,
-        close: r.try_get(4)?,
-        volume: r.try_get(5)?,
-        adj_close: r.try_get(6)?,
-        turnover: r.try_get(7)?,
-        open_interest: r.try_get(8)?,
-    })
-}
-
-fn bucket_from_row(r: &PgRow) -> std::result::Result<BucketDigest, sqlx::Error> {
-    Ok(BucketDigest {
-        start: Timestamp(r.try_get(0)?),
-        digest: Digest::from_halves(r.try_get::<i64, _>(1)? as u64, r.try_get(2)?, r.try_get(3)?),
-    })
-}
-
-fn series_from_row(r: &PgRow) -> std::result::Result<SeriesRow, sqlx::Error> {
-    Ok(SeriesRow {
-        id: r.try_get(0)?,
-        count: r.try_get(1)?,
-        first: r.try_get(2)?,
-        last: r.try_get(3)?,
-        hash_lo: r.try_get(4)?,
-        hash_hi: r.try_get(5)?,
-    })
 }
 
 /// One write transaction.

@@ -40,6 +40,57 @@ pub(crate) struct SeriesRow {
     pub(crate) hash_hi: i64,
 }
 
+/// The bar of a row of `ts, open, high, low, close, volume, adj_close, turnover, open_interest`.
+pub(crate) fn bar_from_row<'r, R>(r: &'r R) -> std::result::Result<Bar, sqlx::Error>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Bar {
+        ts: Timestamp(r.try_get(0)?),
+        open: r.try_get(1)?,
+        high: r.try_get(2)?,
+        low: r.try_get(3)?,
+        close: r.try_get(4)?,
+        volume: r.try_get(5)?,
+        adj_close: r.try_get(6)?,
+        turnover: r.try_get(7)?,
+        open_interest: r.try_get(8)?,
+    })
+}
+
+/// The digest of a row of `bucket, bar_count, hash_lo, hash_hi`.
+pub(crate) fn bucket_from_row<'r, R>(r: &'r R) -> std::result::Result<BucketDigest, sqlx::Error>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(BucketDigest {
+        start: Timestamp(r.try_get(0)?),
+        digest: Digest::from_halves(r.try_get::<i64, _>(1)? as u64, r.try_get(2)?, r.try_get(3)?),
+    })
+}
+
+/// A series row of `id, bar_count, first_ts, last_ts, hash_lo, hash_hi`.
+pub(crate) fn series_from_row<'r, R>(r: &'r R) -> std::result::Result<SeriesRow, sqlx::Error>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(SeriesRow {
+        id: r.try_get(0)?,
+        count: r.try_get(1)?,
+        first: r.try_get(2)?,
+        last: r.try_get(3)?,
+        hash_lo: r.try_get(4)?,
+        hash_hi: r.try_get(5)?,
+    })
+}
+
 /// The statements of one write transaction of a backend.
 #[async_trait]
 pub(crate) trait SqlWrite: Send {
