@@ -55,7 +55,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 pub use client::{InfluxClient, InfluxTarget, QuerySeries, StatementResult};
-use points::{Overview, Points, SeriesState, create_database};
+use points::{Chunks, Overview, Points, SeriesState, create_database};
 pub use schema::FIELDS;
 use schema::{bars_of, compare, loses_a_field, series_tags};
 
@@ -94,6 +94,18 @@ pub struct InfluxStore {
 pub fn valid_shard_duration(text: &str) -> bool {
     text.strip_suffix(['h', 'd', 'w'])
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// One series of a batch, compared with what is stored and ready to write.
+#[derive(Debug)]
+struct Plan {
+    key: SeriesKey,
+    stats: UpsertStats,
+    lo: Timestamp,
+    hi: Timestamp,
+    stored: BTreeMap<Timestamp, Bar>,
+    changed: Vec<Bar>,
+    losing_fields: Vec<Timestamp>,
 }
 
 impl InfluxStore {
@@ -143,10 +155,17 @@ impl InfluxStore {
         Ok(())
     }
 
-    async fn upsert_series(&self, state: &mut Overview, sb: &SeriesBars) -> Result<UpsertStats> {
+    /// What writing `sb` takes: the stored bars of its span, compared (its points are added
+    /// to `chunks`).
+    async fn plan_series(
+        &self,
+        state: &mut Overview,
+        sb: &SeriesBars,
+        chunks: &mut Chunks,
+    ) -> Result<Option<Plan>> {
         let key = &sb.key;
         if sb.bars.is_empty() {
-            return Ok(UpsertStats::default());
+            return Ok(None);
         }
         self.refresh(state, key).await?;
         let lo = sb.bars.iter().map(|b| b.ts).min().expect("non-empty");
@@ -160,46 +179,83 @@ impl InfluxStore {
             _ => BTreeMap::new(),
         };
         let (stats, fin) = compare(&stored, &sb.bars);
-        let changed: Vec<&Bar> = fin
+        let changed: Vec<Bar> = fin
             .values()
             .filter(|b| !stored.get(&b.ts).is_some_and(|s| digest::same_bar(s, b)))
+            .copied()
             .collect();
-        if changed.is_empty() {
-            return Ok(stats);
-        }
-        let lines = self.inner.encode(key, changed.iter().copied())?;
+        self.inner.encode_into(chunks, key, changed.iter())?;
         let losing_fields: Vec<Timestamp> = changed
             .iter()
             .filter(|b| stored.get(&b.ts).is_some_and(|s| loses_a_field(s, b)))
             .map(|b| b.ts)
             .collect();
-        let result = async {
-            self.inner.delete_points(key, &losing_fields).await?;
-            self.inner.write_chunks(&lines).await
+        Ok(Some(Plan {
+            key: key.clone(),
+            stats,
+            lo,
+            hi,
+            stored,
+            changed,
+            losing_fields,
+        }))
+    }
+
+    /// Counts, bounds and digest of a series after its plan was written.
+    fn apply_plan(state: &mut Overview, plan: &Plan) {
+        if plan.changed.is_empty() {
+            return;
         }
-        .await;
-        if let Err(e) = result {
-            state.stale.insert(key.clone());
-            return Err(e);
-        }
-        let entry = state.series.entry(key.clone()).or_insert(SeriesState {
+        let entry = state.series.entry(plan.key.clone()).or_insert(SeriesState {
             count: 0,
-            first: lo,
-            last: hi,
+            first: plan.lo,
+            last: plan.hi,
             digest: Some(Digest::default()),
         });
-        entry.first = entry.first.min(lo);
-        entry.last = entry.last.max(hi);
-        entry.count += stats.inserted;
+        entry.first = entry.first.min(plan.lo);
+        entry.last = entry.last.max(plan.hi);
+        entry.count += plan.stats.inserted;
         if let Some(d) = &mut entry.digest {
-            for b in &changed {
-                if let Some(old) = stored.get(&b.ts) {
+            for b in &plan.changed {
+                if let Some(old) = plan.stored.get(&b.ts) {
                     d.remove(old);
                 }
                 d.add(b);
             }
         }
-        Ok(stats)
+    }
+
+    /// Writes the series of `batch` (each series once) with their points packed into shared
+    /// requests; on a failure every series of the batch is read again before its next use.
+    async fn write_batch(&self, state: &mut Overview, batch: &[SeriesBars]) -> Result<UpsertStats> {
+        let mut chunks = Chunks::default();
+        let mut plans = Vec::with_capacity(batch.len());
+        for sb in batch {
+            if let Some(plan) = self.plan_series(state, sb, &mut chunks).await? {
+                plans.push(plan);
+            }
+        }
+        let result = async {
+            for plan in &plans {
+                self.inner
+                    .delete_points(&plan.key, &plan.losing_fields)
+                    .await?;
+            }
+            self.inner.write_chunks(&chunks.finish()).await
+        }
+        .await;
+        if let Err(e) = result {
+            for plan in &plans {
+                state.stale.insert(plan.key.clone());
+            }
+            return Err(e);
+        }
+        let mut total = UpsertStats::default();
+        for plan in &plans {
+            Self::apply_plan(state, plan);
+            total.add(plan.stats);
+        }
+        Ok(total)
     }
 
     /// After bars in `range` of `key` went (and `written` bars came), fixes the series' count,
@@ -250,10 +306,20 @@ impl BarStore for InfluxStore {
 
     async fn upsert(&self, batch: &[SeriesBars]) -> Result<UpsertStats> {
         let mut state = self.state.lock().await;
+        // Series of one batch share write requests. A series named twice is written in turns,
+        // so that its second part is compared with what the first wrote.
         let mut total = UpsertStats::default();
-        for sb in batch {
-            total.add(self.upsert_series(&mut state, sb).await?);
+        let mut start = 0;
+        let mut seen = std::collections::HashSet::new();
+        for (i, sb) in batch.iter().enumerate() {
+            if !seen.insert(&sb.key) {
+                total.add(self.write_batch(&mut state, &batch[start..i]).await?);
+                start = i;
+                seen.clear();
+                seen.insert(&sb.key);
+            }
         }
+        total.add(self.write_batch(&mut state, &batch[start..]).await?);
         Ok(total)
     }
 

@@ -45,6 +45,24 @@ pub(super) struct Points {
 
 /// Creates the database (a no-op when it exists) and the retention policy when missing, as the
 /// default policy, kept forever, with `shard_duration` shards.
+/// Line protocol being packed into write requests.
+#[derive(Debug, Default)]
+pub(super) struct Chunks {
+    chunks: Vec<String>,
+    lines: String,
+    points: usize,
+}
+
+impl Chunks {
+    /// The requests' bodies.
+    pub(super) fn finish(mut self) -> Vec<String> {
+        if !self.lines.is_empty() {
+            self.chunks.push(self.lines);
+        }
+        self.chunks
+    }
+}
+
 pub(super) async fn create_database(
     client: &InfluxClient,
     database: &str,
@@ -85,16 +103,26 @@ impl Points {
         FIELDS.map(query::ident).join(", ")
     }
 
-    /// Line protocol for `bars` of `key`.
+    /// Line protocol for `bars` of `key`, in requests of at most `batch_size` points.
     pub(super) fn encode<'a>(
         &self,
         key: &SeriesKey,
         bars: impl Iterator<Item = &'a Bar>,
     ) -> Result<Vec<String>> {
+        let mut chunks = Chunks::default();
+        self.encode_into(&mut chunks, key, bars)?;
+        Ok(chunks.finish())
+    }
+
+    /// Adds the line protocol for `bars` of `key` to `out`, so that the points of several
+    /// series share requests.
+    pub(super) fn encode_into<'a>(
+        &self,
+        out: &mut Chunks,
+        key: &SeriesKey,
+        bars: impl Iterator<Item = &'a Bar>,
+    ) -> Result<()> {
         let tags = series_tags(key);
-        let mut chunks = Vec::new();
-        let mut lines = String::new();
-        let mut n = 0;
         for b in bars {
             if !query::storable(b.ts) {
                 return Err(StoreError::Invalid(format!(
@@ -103,23 +131,20 @@ impl Points {
                 )));
             }
             line_protocol::encode_point(
-                &mut lines,
+                &mut out.lines,
                 &self.measurement,
                 &tags,
                 &bar_fields(b),
                 b.ts.0,
             )
             .map_err(|e| StoreError::Invalid(format!("{key} at {}: {e}", b.ts.0)))?;
-            n += 1;
-            if n == self.batch_size {
-                chunks.push(std::mem::take(&mut lines));
-                n = 0;
+            out.points += 1;
+            if out.points == self.batch_size {
+                out.chunks.push(std::mem::take(&mut out.lines));
+                out.points = 0;
             }
         }
-        if !lines.is_empty() {
-            chunks.push(lines);
-        }
-        Ok(chunks)
+        Ok(())
     }
 
     pub(super) async fn write_chunks(&self, chunks: &[String]) -> Result<()> {
