@@ -137,26 +137,13 @@ async fn run(
         })
     };
     let ingestor = Ingestor::new(journal.clone(), Quarantine::open(&state)?);
-    let origin = Origin {
-        task_id: "bench".into(),
-        source: "generator".into(),
-    };
 
     // Ingest everything first.
     let generator = BarGenerator { bars: size.bars };
     let dates = generator.dates();
     let started = Instant::now();
-    let mut last = Seq(0);
-    let mut i = 0;
-    while i < size.symbols {
-        let end = (i + size.group).min(size.symbols);
-        let batch: Vec<_> = (i..end).map(|s| generator.series(s, &dates)).collect();
-        let report = ingestor.ingest(batch, &origin).await?;
-        ensure!(report.rejected == 0, "generated bars were rejected");
-        n.bars += report.accepted;
-        last = *report.seqs.last().unwrap_or(&last);
-        i = end;
-    }
+    let (bars, last) = scenarios::journal_generated(&ingestor, size, &generator, &dates).await?;
+    n.bars = bars;
     applier.wait_applied(last).await;
     n.ingest_secs = started.elapsed().as_secs_f64();
     n.journal_bytes = journal.stats().await?.bytes;
@@ -250,6 +237,10 @@ anti_entropy_interval: 0s
     n.buckets = report.buckets_compared;
 
     // Steady ingest and the lag of each append.
+    let origin = Origin {
+        task_id: "bench".into(),
+        source: "generator".into(),
+    };
     let (lags, rate) = steady_lag(&journal, &ingestor, &origin, size, steady_secs).await?;
     n.steady_rate = rate;
     n.lag_samples = lags.len();

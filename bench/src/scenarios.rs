@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use dms_common::journal::{Journal, Origin, RetentionPolicy};
+use dms_common::journal::{Journal, Origin, RetentionPolicy, Seq};
 use dms_common::store::SharedStore;
 use dms_common::store::sqlite::{self, SqliteOptions, SqliteStore};
 use dms_master::applier::{self, ApplierOptions};
@@ -77,26 +77,8 @@ pub(crate) fn ingest(size: &Size) -> Result<Outcome> {
         };
         let generator = BarGenerator { bars: size.bars };
         let dates = generator.dates();
-        let origin = Origin {
-            task_id: "bench".into(),
-            source: "generator".into(),
-        };
         let started = Instant::now();
-        let mut total = 0u64;
-        let mut last = Default::default();
-        let mut i = 0;
-        while i < size.symbols {
-            let end = (i + size.group).min(size.symbols);
-            let batch: Vec<_> = (i..end).map(|s| generator.series(s, &dates)).collect();
-            let report = ingestor.ingest(batch, &origin).await?;
-            anyhow::ensure!(
-                report.rejected == 0,
-                "generated bars were rejected: {report:?}"
-            );
-            total += report.accepted;
-            last = *report.seqs.last().unwrap_or(&last);
-            i = end;
-        }
+        let (total, last) = journal_generated(&ingestor, size, &generator, &dates).await?;
         let journaled = started.elapsed().as_secs_f64();
         applier.wait_applied(last).await;
         let secs = started.elapsed().as_secs_f64();
@@ -122,6 +104,35 @@ pub(crate) fn ingest(size: &Size) -> Result<Outcome> {
             ),
         })
     })
+}
+
+/// Journals every generated series through `ingestor`, `size.group` series per append;
+/// returns the bars accepted and the last seq written.
+pub(crate) async fn journal_generated(
+    ingestor: &Ingestor,
+    size: &Size,
+    generator: &BarGenerator,
+    dates: &[dms_common::Timestamp],
+) -> Result<(u64, Seq)> {
+    let origin = Origin {
+        task_id: "bench".into(),
+        source: "generator".into(),
+    };
+    let (mut total, mut last) = (0u64, Seq(0));
+    let mut i = 0;
+    while i < size.symbols {
+        let end = (i + size.group).min(size.symbols);
+        let batch: Vec<_> = (i..end).map(|s| generator.series(s, dates)).collect();
+        let report = ingestor.ingest(batch, &origin).await?;
+        anyhow::ensure!(
+            report.rejected == 0,
+            "generated bars were rejected: {report:?}"
+        );
+        total += report.accepted;
+        last = *report.seqs.last().unwrap_or(&last);
+        i = end;
+    }
+    Ok((total, last))
 }
 
 /// `store-raw`: one prepared single-row upsert per bar, as the reference is defined.

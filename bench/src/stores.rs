@@ -16,12 +16,12 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use dms_common::journal::{Journal, Origin, RetentionPolicy, Seq};
+use dms_common::TimeRange;
+use dms_common::journal::{Journal, RetentionPolicy};
 use dms_common::store::SharedStore;
 use dms_common::store::config::StoreConfig;
 use dms_common::store::influx::line_protocol;
 use dms_common::store::open_store;
-use dms_common::{SeriesBars, TimeRange};
 use dms_master::applier::{self, ApplierOptions};
 use dms_master::ingest::Ingestor;
 use dms_master::quarantine::Quarantine;
@@ -240,21 +240,8 @@ async fn measure(
     )
     .await?;
     let ingestor = Ingestor::new(journal.clone(), Quarantine::open(&state)?);
-    let origin = Origin {
-        task_id: "bench".into(),
-        source: "generator".into(),
-    };
     let started = Instant::now();
-    let mut last = Seq(0);
-    let mut i = 0;
-    while i < size.symbols {
-        let end = (i + size.group).min(size.symbols);
-        let batch: Vec<SeriesBars> = (i..end).map(|s| generator.series(s, &dates)).collect();
-        let report = ingestor.ingest(batch, &origin).await?;
-        ensure!(report.rejected == 0, "generated bars were rejected");
-        last = *report.seqs.last().unwrap_or(&last);
-        i = end;
-    }
+    let (_, last) = scenarios::journal_generated(&ingestor, size, &generator, &dates).await?;
     applier.wait_applied(last).await;
     let ingest_secs = started.elapsed().as_secs_f64();
     let status = applier.status();

@@ -159,8 +159,19 @@ pub fn bars_json(key: &SeriesKey, page: &[Bar], next: Option<Timestamp>) -> Valu
     })
 }
 
-/// The totals of `/api/data/status` over a store's overview.
-pub fn status_totals(overview: &[SeriesOverview]) -> Value {
+/// The totals of `/api/data/status` over a store's overview; all `null` when the store could
+/// not be read (`None`).
+pub fn status_totals(overview: Option<&[SeriesOverview]>) -> Value {
+    let Some(overview) = overview else {
+        return json!({
+            "total_stocks": null,
+            "total_series": null,
+            "total_records": null,
+            "earliest_date": null,
+            "latest_date": null,
+            "record_count_millions": null,
+        });
+    };
     let date_of = |t: Timestamp| t.to_datetime().format("%Y-%m-%d").to_string();
     let symbols: std::collections::BTreeSet<&str> =
         overview.iter().map(|o| o.key.symbol.as_str()).collect();

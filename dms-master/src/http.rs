@@ -239,30 +239,20 @@ async fn status(State(s): State<ApiState>) -> Response {
         Ok(o) => (Some(o), None),
         Err(e) => (None, Some(e.to_string())),
     };
-    let counted = overview.is_some();
-    let overview = overview.unwrap_or_default();
-    let symbols: std::collections::BTreeSet<&str> =
-        overview.iter().map(|o| o.key.symbol.as_str()).collect();
-    let total: u64 = overview.iter().map(|o| o.count).sum();
-    let earliest = overview.iter().map(|o| o.first).min().map(date_of);
-    let latest = overview.iter().map(|o| o.last).max().map(date_of);
+    let journal_stats = s.journal.stats().await.ok();
     let quarantined = s.quarantine.count().await.unwrap_or(0);
     let dead = s.dead_letters.count().await.unwrap_or((0, 0));
     let cursors = s.journal.cursors().await.unwrap_or_default();
     let (hits, misses) = s.bars_cache.stats();
-    Json(json!({
-        "success": true,
-        "data": {
-            "total_stocks": counted.then_some(symbols.len()),
-            "total_series": counted.then_some(overview.len()),
-            "total_records": counted.then_some(total),
-            "earliest_date": earliest,
-            "latest_date": latest,
-            "record_count_millions": counted.then_some((total as f64 / 1e4).round() / 100.0),
+    let mut data = read_api::status_totals(overview.as_deref());
+    data.as_object_mut().expect("totals are an object").extend(
+        json!({
             "store": s.store.backend(),
             "store_error": store_error,
             "journal": {
                 "head": journal_head,
+                "entries": journal_stats.map(|j| j.entries),
+                "bytes": journal_stats.map(|j| j.bytes),
                 "append_error": s.journal.append_error(),
                 "store_applied": applier.applied_seq,
                 "store_lag": journal_head.0.saturating_sub(applier.applied_seq.0),
@@ -276,9 +266,12 @@ async fn status(State(s): State<ApiState>) -> Response {
             "kept_series": s.tasks.universe().len(),
             "imports": imports,
             "bars_cache": {"hits": hits, "misses": misses},
-        }
-    }))
-    .into_response()
+        })
+        .as_object()
+        .expect("an object")
+        .clone(),
+    );
+    Json(json!({"success": true, "data": data})).into_response()
 }
 
 /// Parses a JSON body; an empty body is `{}`. Errors name the field.

@@ -226,7 +226,7 @@ async fn anti_entropy(State(r): State<Replicator>) -> Response {
 async fn data_status(State(r): State<Replicator>) -> Response {
     match r.store.overview().await {
         Ok(o) => {
-            let mut data = read_api::status_totals(&o);
+            let mut data = read_api::status_totals(Some(&o));
             let s = r.status.get();
             data["store"] = Value::from(r.store.backend());
             data["replica"] = json!({"cursor": s.cursor, "state": s.state, "lag_seq": s.lag_seq});
