@@ -2,6 +2,7 @@
 //! quarantined with their reason, and the valid rest appended to the journal, where the store
 //! applier and the replicas pick them up. When `ingest` returns, the accepted bars are durable.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +46,9 @@ pub struct Ingestor {
     quarantine: Quarantine,
     validator: Validator,
     backpressure: Option<Backpressure>,
+    /// The last entry journaled for each series (by this ingestor), so that a comparison with
+    /// the store waits for exactly the entries of its series.
+    journaled: Arc<Mutex<HashMap<SeriesKey, Seq>>>,
 }
 
 /// Holds writers back while the primary store is far behind the journal, so that a slow or
@@ -118,7 +122,17 @@ impl Ingestor {
             quarantine,
             validator: Validator,
             backpressure: None,
+            journaled: Arc::default(),
         }
+    }
+
+    /// The last journal entry this ingestor wrote for `key`, if any.
+    pub fn last_journaled(&self, key: &SeriesKey) -> Option<Seq> {
+        self.journaled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
     }
 
     /// Makes every ingest wait while the store is too far behind (see [`Backpressure`]).
@@ -168,7 +182,12 @@ impl Ingestor {
         {
             bp.wait_for_room(&self.journal).await?;
         }
+        let keys: Vec<SeriesKey> = changes.iter().map(|c| c.series.clone()).collect();
         report.seqs = self.journal.append_all(changes).await?;
+        let mut journaled = self.journaled.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, seq) in keys.into_iter().zip(&report.seqs) {
+            journaled.insert(key, *seq);
+        }
         Ok(report)
     }
 }

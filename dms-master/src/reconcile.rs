@@ -5,16 +5,20 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dms_common::journal::{Journal, Seq};
+use dms_common::journal::Seq;
 use dms_common::store::SharedStore;
 use dms_common::{Bar, SeriesKey, TimeRange, Timestamp};
 use futures::TryStreamExt;
 use tokio::sync::watch;
 
+use crate::ingest::Ingestor;
+
 /// Compares delivered bars with the store.
 #[derive(Debug, Clone)]
 pub struct Reconciler {
-    pub journal: Journal,
+    /// The ingestor that journals what this comparison lets through: it knows the last entry
+    /// of each series, which the store must have applied before it is compared.
+    pub ingestor: Ingestor,
     pub store: SharedStore,
     /// The last journal seq the store applied.
     pub applied: watch::Receiver<Seq>,
@@ -30,13 +34,16 @@ impl Reconciler {
         ) else {
             return Vec::new();
         };
-        // Compare against a store that has applied everything journaled so far. It normally
-        // has within milliseconds; with the store down, compare with what it holds: bars that
-        // are journaled but not applied yet are journaled again, which upserts make harmless.
-        let head = self.journal.head();
-        let mut applied = self.applied.clone();
-        let _ = tokio::time::timeout(Duration::from_millis(500), applied.wait_for(|s| *s >= head))
-            .await;
+        // Compare against a store that has applied this series' last entry (waiting for the
+        // whole journal would hold every series up behind the others). It normally has within
+        // milliseconds; with the store down, compare with what it holds: bars journaled but not
+        // applied yet are journaled again, which upserts make harmless.
+        if let Some(last) = self.ingestor.last_journaled(key) {
+            let mut applied = self.applied.clone();
+            let _ =
+                tokio::time::timeout(Duration::from_millis(500), applied.wait_for(|s| *s >= last))
+                    .await;
+        }
         let range = TimeRange::new(first, Timestamp(last.0 + 1));
         let mut stored: HashMap<i64, Bar> = HashMap::new();
         let mut pages = self.store.read(key, range);

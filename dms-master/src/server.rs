@@ -108,7 +108,7 @@ pub async fn run(
 
     let imports: Arc<Mutex<Vec<ImportSummary>>> = Arc::default();
     let reconciler = Reconciler {
-        journal: journal.clone(),
+        ingestor: ingestor.clone(),
         store: store.clone(),
         applied: applier.applied(),
     };

@@ -614,7 +614,7 @@ impl TaskManager {
         counts.provider_nulls += fetched.stats.provider_nulls;
         let fetched_count = fetched.bars.len() as u64;
         let reconciler = Reconciler {
-            journal: self.ctx.journal.clone(),
+            ingestor: self.ctx.ingestor.clone(),
             store: self.ctx.store.clone(),
             applied: self.ctx.applied.clone(),
         };
