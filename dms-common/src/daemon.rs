@@ -193,3 +193,78 @@ async fn bound_rest_request(
             .into_response(),
     }
 }
+
+/// The HTTP listener section of a daemon's config (`http:`); `PORT` is the daemon's default
+/// port (the master 11183, a replica 11184).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig<const PORT: u16> {
+    /// Address and port to listen on.
+    #[serde(default = "default_listen::<PORT>")]
+    pub listen: std::net::SocketAddr,
+    /// Time to receive a request's headers; also how long a keep-alive connection may sit idle.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: crate::config::ConfigDuration,
+    /// Time for a REST request from its headers to its answer, its body included (408 after).
+    /// gRPC streams are not bounded by it.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: crate::config::ConfigDuration,
+    /// Most open connections; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_listen<const PORT: u16>() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([0, 0, 0, 0], PORT))
+}
+fn default_header_read_timeout() -> crate::config::ConfigDuration {
+    crate::config::ConfigDuration::from_secs(10)
+}
+fn default_request_timeout() -> crate::config::ConfigDuration {
+    crate::config::ConfigDuration::from_secs(60)
+}
+fn default_max_connections() -> usize {
+    1024
+}
+
+impl<const PORT: u16> Default for HttpConfig<PORT> {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen::<PORT>(),
+            header_read_timeout: default_header_read_timeout(),
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl<const PORT: u16> HttpConfig<PORT> {
+    /// The listener's limits.
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: self.header_read_timeout.0,
+            request_timeout: self.request_timeout.0,
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// Problems with the section, keys under `http.`.
+    pub fn validate(&self) -> Vec<crate::config::ConfigIssue> {
+        let mut issues = Vec::new();
+        for (key, d) in [
+            ("http.header_read_timeout", self.header_read_timeout),
+            ("http.request_timeout", self.request_timeout),
+        ] {
+            if d.0.is_zero() {
+                issues.push(crate::config::ConfigIssue::new(key, "must be more than 0s"));
+            }
+        }
+        if self.max_connections == 0 {
+            issues.push(crate::config::ConfigIssue::new(
+                "http.max_connections",
+                "must be at least 1",
+            ));
+        }
+        issues
+    }
+}

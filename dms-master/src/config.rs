@@ -4,7 +4,6 @@
 //! Relative paths are resolved against the working directory the master is started in.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dms_common::config::{self, ByteSize, ConfigDuration, ConfigError, ConfigIssue, Validate};
@@ -104,60 +103,8 @@ fn default_shutdown_timeout() -> ConfigDuration {
     ConfigDuration::from_secs(5)
 }
 
-/// HTTP listener settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Address and port to listen on.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-    /// Time to receive a request's headers; also how long a keep-alive connection may sit idle.
-    #[serde(default = "default_header_read_timeout")]
-    pub header_read_timeout: ConfigDuration,
-    /// Time for a REST request from its headers to its answer, its body included (408 after).
-    /// gRPC streams are not bounded by it.
-    #[serde(default = "default_request_timeout")]
-    pub request_timeout: ConfigDuration,
-    /// Most open connections; more wait to be accepted.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-}
-
-fn default_header_read_timeout() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
-}
-fn default_request_timeout() -> ConfigDuration {
-    ConfigDuration::from_secs(60)
-}
-fn default_max_connections() -> usize {
-    1024
-}
-
-impl HttpConfig {
-    /// The listener's limits.
-    pub fn limits(&self) -> dms_common::daemon::HttpLimits {
-        dms_common::daemon::HttpLimits {
-            header_read_timeout: self.header_read_timeout.0,
-            request_timeout: self.request_timeout.0,
-            max_connections: self.max_connections,
-        }
-    }
-}
-
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 11183))
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: default_listen(),
-            header_read_timeout: default_header_read_timeout(),
-            request_timeout: default_request_timeout(),
-            max_connections: default_max_connections(),
-        }
-    }
-}
+/// HTTP listener settings (default port 11183).
+pub type HttpConfig = dms_common::daemon::HttpConfig<11183>;
 
 /// Local state settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -449,20 +396,7 @@ impl Validate for MasterConfig {
                 "must be more than 0s",
             ));
         }
-        for (key, d) in [
-            ("http.header_read_timeout", self.http.header_read_timeout),
-            ("http.request_timeout", self.http.request_timeout),
-        ] {
-            if d.0.is_zero() {
-                issues.push(ConfigIssue::new(key, "must be more than 0s"));
-            }
-        }
-        if self.http.max_connections == 0 {
-            issues.push(ConfigIssue::new(
-                "http.max_connections",
-                "must be at least 1",
-            ));
-        }
+        issues.extend(self.http.validate());
         if self.shutdown_timeout.0.is_zero() {
             issues.push(ConfigIssue::new("shutdown_timeout", "must be more than 0s"));
         }

@@ -5,7 +5,6 @@
 //! `http://127.0.0.1:11183`, the replica's HTTP API on port 11184, its files under `./data/`
 //! beside (not in place of) the master's.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dms_common::config::{self, ConfigDuration, ConfigError, ConfigIssue, Secret, Validate};
@@ -79,45 +78,8 @@ pub struct MasterLink {
     pub compression: String,
 }
 
-/// HTTP listener settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Address and port to listen on.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-    /// Time to receive a request's headers; also how long a keep-alive connection may sit idle.
-    #[serde(default = "default_header_read_timeout")]
-    pub header_read_timeout: ConfigDuration,
-    /// Time for a REST request from its headers to its answer, its body included (408 after).
-    /// gRPC streams are not bounded by it.
-    #[serde(default = "default_request_timeout")]
-    pub request_timeout: ConfigDuration,
-    /// Most open connections; more wait to be accepted.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-}
-
-fn default_header_read_timeout() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
-}
-fn default_request_timeout() -> ConfigDuration {
-    ConfigDuration::from_secs(60)
-}
-fn default_max_connections() -> usize {
-    1024
-}
-
-impl HttpConfig {
-    /// The listener's limits.
-    pub fn limits(&self) -> dms_common::daemon::HttpLimits {
-        dms_common::daemon::HttpLimits {
-            header_read_timeout: self.header_read_timeout.0,
-            request_timeout: self.request_timeout.0,
-            max_connections: self.max_connections,
-        }
-    }
-}
+/// HTTP listener settings (default port 11184).
+pub type HttpConfig = dms_common::daemon::HttpConfig<11184>;
 
 /// Local state settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -149,9 +111,6 @@ fn default_reconnect_max() -> ConfigDuration {
 fn default_compression() -> String {
     "zstd".into()
 }
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 11184))
-}
 fn default_state_path() -> PathBuf {
     PathBuf::from("./data/replica-state.db")
 }
@@ -182,17 +141,6 @@ impl Default for MasterLink {
             reconnect_min_delay: default_reconnect_min(),
             reconnect_max_delay: default_reconnect_max(),
             compression: default_compression(),
-        }
-    }
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: default_listen(),
-            header_read_timeout: default_header_read_timeout(),
-            request_timeout: default_request_timeout(),
-            max_connections: default_max_connections(),
         }
     }
 }
@@ -264,20 +212,7 @@ impl Validate for ReplicaConfig {
                 issues.push(ConfigIssue::new(key, "must be more than 0s"));
             }
         }
-        for (key, d) in [
-            ("http.header_read_timeout", self.http.header_read_timeout),
-            ("http.request_timeout", self.http.request_timeout),
-        ] {
-            if d.0.is_zero() {
-                issues.push(ConfigIssue::new(key, "must be more than 0s"));
-            }
-        }
-        if self.http.max_connections == 0 {
-            issues.push(ConfigIssue::new(
-                "http.max_connections",
-                "must be at least 1",
-            ));
-        }
+        issues.extend(self.http.validate());
         if self.master.reconnect_max_delay < self.master.reconnect_min_delay {
             issues.push(ConfigIssue::new(
                 "master.reconnect_max_delay",
