@@ -48,6 +48,9 @@ pub struct MasterConfig {
     /// Replication to replicas over gRPC (served on `http.listen`).
     #[serde(default)]
     pub replication: ReplicationConfig,
+    /// Bearer tokens for the admin gRPC service and mutating REST requests.
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Replication settings.
@@ -347,6 +350,7 @@ impl Default for MasterConfig {
             tasks: TasksConfig::default(),
             shutdown_timeout: default_shutdown_timeout(),
             replication: ReplicationConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -400,6 +404,7 @@ impl Validate for MasterConfig {
         if self.shutdown_timeout.0.is_zero() {
             issues.push(ConfigIssue::new("shutdown_timeout", "must be more than 0s"));
         }
+        issues.extend(self.auth.issues());
         if let Err(issue) = self.replication.resolve_token() {
             issues.push(issue);
         }

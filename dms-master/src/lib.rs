@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: [`auth::Authorizer`], bearer tokens for admin gRPC and mutating REST calls.
 //! - [`config`]: [`config::MasterConfig`], the YAML config and its validation.
 //! - [`source`]: data sources behind the [`source::Source`] trait (Yahoo, CSV) and the
 //!   per-provider rate limiter.
@@ -27,6 +28,7 @@
 //! - [`server`]: wiring all of it into a running master with one shutdown.
 
 pub mod applier;
+pub mod auth;
 pub mod calendar;
 pub mod catalog;
 pub mod config;

@@ -129,9 +129,7 @@ pub fn authorize(token: Option<&str>, md: &tonic::metadata::MetadataMap) -> Resu
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use crate::auth::constant_time_eq;
 
 fn store_status(e: &StoreError) -> Status {
     if e.is_transient() {
