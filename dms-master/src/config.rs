@@ -51,6 +51,9 @@ pub struct MasterConfig {
     /// Bearer tokens for the admin gRPC service and mutating REST requests.
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// Jobs the master runs by itself on cron schedules.
+    #[serde(default)]
+    pub schedules: Vec<crate::schedule::ScheduleConfig>,
 }
 
 /// Replication settings.
@@ -351,6 +354,7 @@ impl Default for MasterConfig {
             shutdown_timeout: default_shutdown_timeout(),
             replication: ReplicationConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            schedules: Vec::new(),
         }
     }
 }
@@ -499,6 +503,7 @@ impl Validate for MasterConfig {
         if self.tasks.concurrency == 0 {
             issues.push(ConfigIssue::new("tasks.concurrency", "must be at least 1"));
         }
+        issues.extend(crate::schedule::config::validate(self));
         issues
     }
 }

@@ -12,6 +12,8 @@
 //! - [`universe`]: every kept series with its source and exchange calendar.
 //! - [`catalog`]: per-series fetch state and corporate actions.
 //! - [`gaps`]: missing expected bars.
+//! - [`schedule`]: [`schedule::Scheduler`], cron jobs (updates, imports, backfills,
+//!   validations, replica verifies) with catch-up, pause, resume and trigger.
 //! - [`tasks`]: background tasks (import, update, backfill, validate) with progress,
 //!   checkpoints, cancel and resume.
 //! - [`validate`]: [`validate::Validator`], the quality rules.
@@ -40,6 +42,7 @@ pub mod ingest;
 pub mod quarantine;
 pub mod reconcile;
 pub mod replication;
+pub mod schedule;
 pub mod server;
 pub mod source;
 pub mod tasks;

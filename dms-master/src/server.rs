@@ -1,7 +1,8 @@
 //! `run`: the running master. Opens the state file (journal, quarantine) and the bar store,
-//! starts the store applier, the journal retention loop, the writer of cursor acknowledgements
-//! and the start-up imports, serves HTTP, and on shutdown stops them in order: HTTP and imports
-//! first, then the applier drains the journal into the store, all within `shutdown_timeout`.
+//! starts the store applier, the journal retention loop, the writer of cursor acknowledgements,
+//! the start-up imports and the scheduler's jobs, serves HTTP, and on shutdown stops them in
+//! order: HTTP, imports and scheduled jobs first, then the applier drains the journal into the
+//! store, all within `shutdown_timeout`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use crate::reconcile::Reconciler;
 use crate::replication::api::NodesApi;
 use crate::replication::nodes::NodeRegistry;
 use crate::replication::{self, ReplicationContext, ReplicationService, StreamOptions};
+use crate::schedule::{self, RunContext, Scheduler, SystemClock};
 use crate::source::csv::CsvSource;
 use crate::tasks::manager::{TaskContext, TaskManager};
 use crate::tasks::store::TaskStore;
@@ -120,6 +122,27 @@ pub async fn run(
         work_stop.clone(),
     ));
 
+    let nodes_api = NodesApi {
+        nodes: nodes.clone(),
+        journal: journal.clone(),
+        store: store.clone(),
+        store_applied: applier.applied(),
+    };
+    let scheduler = Scheduler::start(
+        RunContext {
+            tasks: tasks.clone(),
+            store: store.clone(),
+            catalog: catalog.clone(),
+            nodes: Some(nodes_api.clone()),
+            watchlists: Arc::new(schedule::run::watchlist_symbols(&config.watchlists)?),
+        },
+        config.schedules.clone(),
+        &config.state.path,
+        Arc::new(SystemClock),
+        work_stop.clone(),
+    )
+    .await?;
+
     let dead = DeadLetters::open(&config.state.path)?;
     let state = ApiState {
         store: store.clone(),
@@ -159,12 +182,8 @@ pub async fn run(
             journal.clone(),
             backpressure_for_api,
         ))
-        .merge(replication::api::router(NodesApi {
-            nodes,
-            journal: journal.clone(),
-            store: store.clone(),
-            store_applied: applier.applied(),
-        }));
+        .merge(replication::api::router(nodes_api))
+        .merge(schedule::router(scheduler));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP and gRPC listening");
     let serve_result = dms_common::daemon::serve_http(
