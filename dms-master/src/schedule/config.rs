@@ -320,6 +320,17 @@ schedules:
     }
 
     #[test]
+    fn the_shipped_default_config_has_a_daily_update_of_the_sample_data() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dms-master.yaml");
+        let c: MasterConfig = dms_common::config::load(&path, Vec::new()).unwrap();
+        let s = &c.schedules[0];
+        assert_eq!(
+            (s.kind, s.source.as_deref(), s.cron.as_str()),
+            (super::ScheduleKind::Update, Some("sample"), "0 18 * * *")
+        );
+    }
+
+    #[test]
     fn bad_schedules_are_refused_naming_the_key() {
         let err = error_of(
             "  - {name: a, cron: '0 18 * * *', kind: update}\n  - {name: b, cron: '0 18 * * *', kind: update}\n  - {name: c, cron: '61 18 * * *', kind: update}\n",
