@@ -51,7 +51,7 @@ pub struct ScheduleConfig {
     pub only_existing: bool,
     /// (verify_replicas) Which replicas: `all` (every connected replica, the default) or a
     /// list of node ids.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "NodeSelection::is_all")]
     pub nodes: NodeSelection,
     /// Whether it starts active; `false` starts it paused. A pause or resume at run time
     /// wins over this until this value is changed in the config.
@@ -129,6 +129,13 @@ pub enum NodeSelection {
     All,
     /// These node ids.
     Nodes(Vec<String>),
+}
+
+impl NodeSelection {
+    /// Whether it is [`NodeSelection::All`].
+    pub fn is_all(&self) -> bool {
+        *self == NodeSelection::All
+    }
 }
 
 impl Serialize for NodeSelection {

@@ -540,8 +540,7 @@ impl Inner {
             }
             if c.kind == ScheduleKind::VerifyReplicas {
                 map.remove("only_existing");
-            } else {
-                map.remove("nodes");
+                map.insert("nodes".into(), serde_json::json!(c.nodes));
             }
         }
         ScheduleView {

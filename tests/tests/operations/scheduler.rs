@@ -1,12 +1,13 @@
 //! The scheduler in a real master: a job whose cron is shortened to every two seconds (6-field
 //! cron) runs its update over the sample data by itself; pause, resume and trigger over REST;
-//! a fire while the job's task still waits is recorded as an overlap.
+//! a fire while the job's task still waits is recorded as an overlap; a `verify_replicas` job
+//! verifies a real replica.
 
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use dms_e2e::provider::FakeYahoo;
-use dms_e2e::{Check, MasterProcess, copy_sample_data};
+use dms_e2e::{Check, MasterProcess, ReplicaProcess, copy_sample_data, replica_config};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -276,4 +277,46 @@ tasks:
     assert_eq!(code, 200, "{body}");
     let task = master.wait_task(&waiting, WAIT).await.unwrap();
     assert_eq!(task["status"], "completed", "{task}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_replicas_job_verifies_the_connected_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_sample_data(&dir.path().join("sample-data"));
+    let jobs = "    enabled: false
+  - {name: verify-all, cron: '*/2 * * * * *', kind: verify_replicas}
+  - {name: verify-ghost, cron: '*/2 * * * * *', kind: verify_replicas, nodes: [ghost]}
+";
+    let master = MasterProcess::start(dir.path(), &config(jobs, ""))
+        .await
+        .unwrap();
+    master.wait_imported(WAIT).await.unwrap();
+    let run = wait_run(&master, "verify-all", "a verify with no replica", |r| {
+        r["outcome"] == "completed"
+    })
+    .await;
+    assert_eq!(run["message"], "no replica is connected", "{run}");
+    let run = wait_run(
+        &master,
+        "verify-ghost",
+        "a verify of an unknown node",
+        |r| r["outcome"] == "failed",
+    )
+    .await;
+    assert!(run["message"].as_str().unwrap().contains("ghost"), "{run}");
+
+    let replica = ReplicaProcess::start(
+        &dir.path().join("replica"),
+        "replica-v",
+        &replica_config("replica-v", master.port, ""),
+    )
+    .await
+    .unwrap();
+    replica.wait_in_sync(&master, WAIT).await.unwrap();
+    let run = wait_run(&master, "verify-all", "a verify of the replica", |r| {
+        r["message"] == "equal: replica-v"
+    })
+    .await;
+    assert_eq!(run["outcome"], "completed", "{run}");
+    assert_eq!(run["task_id"], Value::Null, "{run}");
 }
