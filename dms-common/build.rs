@@ -7,7 +7,11 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
-    let files = ["dms/v1/types.proto", "dms/v1/replication.proto"];
+    let files = [
+        "dms/v1/types.proto",
+        "dms/v1/replication.proto",
+        "dms/v1/admin.proto",
+    ];
     let fds = protox::compile(files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("dms_descriptor.bin"), fds.encode_to_vec())?;

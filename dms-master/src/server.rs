@@ -12,7 +12,9 @@ use dms_common::store::open_store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{AdminContext, AdminService};
 use crate::applier::{self, ApplierOptions};
+use crate::auth::Authorizer;
 use crate::catalog::Catalog;
 use crate::config::{MasterConfig, SourceConfig};
 use crate::dead_letters::{self, DeadLetters};
@@ -152,19 +154,27 @@ pub async fn run(
         },
         shutdown: shutdown.clone(),
     });
-    let extra = replication::grpc_router(replication)
+    let nodes_api = NodesApi {
+        nodes,
+        journal: journal.clone(),
+        store: store.clone(),
+        store_applied: applier.applied(),
+    };
+    let admin = AdminService::new(AdminContext {
+        api: state.clone(),
+        nodes: nodes_api.clone(),
+        auth: Authorizer::from_config(&config.auth)
+            .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?,
+        shutdown: shutdown.clone(),
+    });
+    let extra = replication::grpc_router(replication, admin)
         .await?
         .merge(dead_letters::router(
             dead.clone(),
             journal.clone(),
             backpressure_for_api,
         ))
-        .merge(replication::api::router(NodesApi {
-            nodes,
-            journal: journal.clone(),
-            store: store.clone(),
-            store_applied: applier.applied(),
-        }));
+        .merge(replication::api::router(nodes_api));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP and gRPC listening");
     let serve_result = dms_common::daemon::serve_http(
