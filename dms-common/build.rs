@@ -18,6 +18,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // `dmsctl -o json` prints the messages as they are; enum fields by name.
+        .type_attribute(".dms.v1", "#[derive(serde::Serialize)]")
+        .field_attribute(
+            ".dms.v1.Task.kind",
+            "#[serde(serialize_with = \"crate::pb::serialize_task_kind\")]",
+        )
+        .field_attribute(
+            ".dms.v1.Task.status",
+            "#[serde(serialize_with = \"crate::pb::serialize_task_status\")]",
+        )
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())
