@@ -19,7 +19,7 @@ use dms_common::pb;
 
 use crate::cli::{Cli, Command, Kind, NodesCommand, Output, SchedulesCommand, Status, TaskCommand};
 use crate::client::{CliError, Client};
-use crate::output::{Table, count, opt, print_fields, print_json, time_ms, time_s};
+use crate::output::{Table, count, opt, outln, print_fields, print_json, time_ms, time_s};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,7 +29,9 @@ fn main() -> ExitCode {
             cli::Shell::Zsh => clap_complete::Shell::Zsh,
             cli::Shell::Fish => clap_complete::Shell::Fish,
         };
-        clap_complete::generate(shell, &mut Cli::command(), "dmsctl", &mut std::io::stdout());
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "dmsctl", &mut script);
+        output::emit(&String::from_utf8_lossy(&script));
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -155,7 +157,7 @@ async fn task(c: &mut Client, cmd: TaskCommand, out: Output) -> Result<u8, CliEr
             }
             match out {
                 Output::Json => print_json(&t),
-                Output::Table => println!("{} queued as {}", t.name, t.task_id),
+                Output::Table => outln!("{} queued as {}", t.name, t.task_id),
             }
             Ok(0)
         }
@@ -217,9 +219,9 @@ async fn task(c: &mut Client, cmd: TaskCommand, out: Output) -> Result<u8, CliEr
                 Output::Json => print_json(&t),
                 Output::Table => {
                     if t.status == i32::from(pb::TaskStatus::Cancelled) {
-                        println!("task {} cancelled", t.task_id);
+                        outln!("task {} cancelled", t.task_id);
                     } else {
-                        println!("cancel requested; task {} stops within 2 s", t.task_id);
+                        outln!("cancel requested; task {} stops within 2 s", t.task_id);
                     }
                 }
             }
@@ -444,7 +446,7 @@ fn print_gaps(r: &pb::GapReport, out: Output) {
         return print_json(r);
     }
     let (symbol, interval) = series_label(r.series.as_ref());
-    println!(
+    outln!(
         "{symbol} {interval} ({} calendar): {} expected, {} stored, {} missing, checked {} .. {}",
         r.calendar,
         count(r.expected),
@@ -631,7 +633,7 @@ async fn nodes(c: &Client, cmd: NodesCommand, out: Output) -> Result<u8, CliErro
                 print_json(&r);
                 return Ok(if r.equal { 0 } else { 1 });
             }
-            println!(
+            outln!(
                 "{}: {} (series {} equal, {} diverged of {}; buckets {} equal, {} diverged; bars master {}, replica {}; replica cursor {}, master store {}{}; {} ms)",
                 r.node_id,
                 if r.equal { "equal" } else { "DIVERGED" },
@@ -674,7 +676,7 @@ async fn nodes(c: &Client, cmd: NodesCommand, out: Output) -> Result<u8, CliErro
             .await?;
             match out {
                 Output::Json => print_json(&r),
-                Output::Table => println!("{}", r.message),
+                Output::Table => outln!("{}", r.message),
             }
         }
     }
@@ -719,7 +721,7 @@ async fn schedules(c: &Client, cmd: SchedulesCommand, out: Output) -> Result<u8,
             .await?;
             match out {
                 Output::Json => print_json(&r),
-                Output::Table => println!(
+                Output::Table => outln!(
                     "{name}: {}{} {}",
                     r.outcome,
                     r.task_id
@@ -765,7 +767,7 @@ fn print_journal(r: &pb::JournalStatsResponse, out: Output) {
         fields.push(("append error", e.clone()));
     }
     print_fields(&fields);
-    println!();
+    outln!();
     let mut t = Table::new(&["CURSOR", "SEQ", "LAG", "PROTECTED", "LAST ACK", "REPAIR"]);
     for cur in &r.cursors {
         t.row(vec![

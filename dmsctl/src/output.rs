@@ -1,7 +1,29 @@
 //! Printing answers: aligned tables and `key  value` lists for people, one JSON document for
 //! scripts, and the small formatters both tables use (times, durations, counts).
 
+use std::io::Write;
+
 use serde::Serialize;
+
+/// Writes `text` to stdout. A reader that went away (`dmsctl … | head`) ends the program
+/// quietly, as for any Unix filter, instead of a panic.
+pub(crate) fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the answer: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    () => { $crate::output::emit("\n") };
+    ($($arg:tt)*) => { $crate::output::emit(&format!("{}\n", format_args!($($arg)*))) };
+}
+pub(crate) use outln;
 
 /// Rows under a header, printed with every column as wide as its widest cell.
 #[derive(Debug)]
@@ -50,7 +72,7 @@ impl Table {
     }
 
     pub(crate) fn print(&self) {
-        print!("{}", self.render());
+        emit(&self.render());
     }
 }
 
@@ -58,14 +80,14 @@ impl Table {
 pub(crate) fn print_fields(fields: &[(&str, String)]) {
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in fields {
-        println!("{k:<width$}  {v}");
+        outln!("{k:<width$}  {v}");
     }
 }
 
 /// Prints `value` as one pretty JSON document.
 pub(crate) fn print_json<T: Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => outln!("{s}"),
         Err(e) => eprintln!("error: cannot print the answer as JSON: {e}"),
     }
 }
