@@ -1,0 +1,5 @@
+//! End-to-end tests of operating DMS (issue 7): the scheduler, admin gRPC and `dmsctl`, auth
+//! and TLS, systemd integration, metrics and alerts. Each part has its own module; all run the
+//! real daemons as processes.
+
+mod dmsctl;
