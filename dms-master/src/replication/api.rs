@@ -164,7 +164,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn refused(e: NodeApiError) -> Response {
+fn refused(e: &NodeApiError) -> Response {
     let status = match e {
         NodeApiError::Invalid(_) => StatusCode::BAD_REQUEST,
         NodeApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -181,14 +181,14 @@ async fn list(State(api): State<NodesApi>) -> Response {
             let count = nodes.len();
             Json(json!({"success": true, "data": nodes, "count": count})).into_response()
         }
-        Err(e) => refused(e),
+        Err(e) => refused(&e),
     }
 }
 
 async fn one(State(api): State<NodesApi>, Path(id): Path<String>) -> Response {
     match api.get(&id).await {
         Ok(n) => Json(json!({"success": true, "data": n})).into_response(),
-        Err(e) => refused(e),
+        Err(e) => refused(&e),
     }
 }
 
@@ -212,20 +212,20 @@ async fn history(
             let count = rows.len();
             Json(json!({"success": true, "data": rows, "count": count})).into_response()
         }
-        Err(e) => refused(e),
+        Err(e) => refused(&e),
     }
 }
 
 async fn verify(State(api): State<NodesApi>, Path(id): Path<String>) -> Response {
     match api.verify(&id).await {
         Ok(report) => Json(json!({"success": true, "data": report})).into_response(),
-        Err(e) => refused(e),
+        Err(e) => refused(&e),
     }
 }
 
 async fn forget(State(api): State<NodesApi>, Path(id): Path<String>) -> Response {
     match api.forget(&id).await {
         Ok(message) => Json(json!({"success": true, "message": message})).into_response(),
-        Err(e) => refused(e),
+        Err(e) => refused(&e),
     }
 }
