@@ -18,6 +18,40 @@ pub use generated::*;
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/dms_descriptor.bin"));
 
+impl TaskKind {
+    /// The kind's short name: `import`, `update`, `backfill`, `validate` (`unspecified`).
+    pub fn label(self) -> String {
+        enum_label(self.as_str_name(), "TASK_KIND_")
+    }
+}
+
+impl TaskStatus {
+    /// The status's short name: `pending`, `running`, `completed`, `failed`, `cancelled`.
+    pub fn label(self) -> String {
+        enum_label(self.as_str_name(), "TASK_STATUS_")
+    }
+}
+
+fn enum_label(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_ascii_lowercase()
+}
+
+/// Serializes a `TaskKind` field (an `i32` in the message) by its short name.
+pub fn serialize_task_kind<S: serde::Serializer>(v: &i32, s: S) -> Result<S::Ok, S::Error> {
+    match TaskKind::try_from(*v) {
+        Ok(k) => s.serialize_str(&k.label()),
+        Err(_) => s.serialize_i32(*v),
+    }
+}
+
+/// Serializes a `TaskStatus` field (an `i32` in the message) by its short name.
+pub fn serialize_task_status<S: serde::Serializer>(v: &i32, s: S) -> Result<S::Ok, S::Error> {
+    match TaskStatus::try_from(*v) {
+        Ok(k) => s.serialize_str(&k.label()),
+        Err(_) => s.serialize_i32(*v),
+    }
+}
+
 /// A protobuf message that does not make a valid domain value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {

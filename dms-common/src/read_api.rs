@@ -159,10 +159,47 @@ pub fn bars_json(key: &SeriesKey, page: &[Bar], next: Option<Timestamp>) -> Valu
     })
 }
 
+/// The totals of `/api/data/status` over a store's overview.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreTotals {
+    /// Different symbols.
+    pub symbols: u64,
+    pub series: u64,
+    /// Bars.
+    pub records: u64,
+    /// The first and the last bar of any series.
+    pub earliest: Option<Timestamp>,
+    pub latest: Option<Timestamp>,
+}
+
+impl StoreTotals {
+    pub fn of(overview: &[SeriesOverview]) -> StoreTotals {
+        let symbols: std::collections::BTreeSet<&str> =
+            overview.iter().map(|o| o.key.symbol.as_str()).collect();
+        StoreTotals {
+            symbols: symbols.len() as u64,
+            series: overview.len() as u64,
+            records: overview.iter().map(|o| o.count).sum(),
+            earliest: overview.iter().map(|o| o.first).min(),
+            latest: overview.iter().map(|o| o.last).max(),
+        }
+    }
+}
+
+/// A date as `/api/data/status` shows it (`2024-01-31`).
+pub fn date_of(t: Timestamp) -> String {
+    t.to_datetime().format("%Y-%m-%d").to_string()
+}
+
 /// The totals of `/api/data/status` over a store's overview; all `null` when the store could
 /// not be read (`None`).
 pub fn status_totals(overview: Option<&[SeriesOverview]>) -> Value {
-    let Some(overview) = overview else {
+    totals_json(overview.map(StoreTotals::of).as_ref())
+}
+
+/// [`StoreTotals`] as `/api/data/status` shows them; all `null` for `None`.
+pub fn totals_json(totals: Option<&StoreTotals>) -> Value {
+    let Some(t) = totals else {
         return json!({
             "total_stocks": null,
             "total_series": null,
@@ -172,16 +209,12 @@ pub fn status_totals(overview: Option<&[SeriesOverview]>) -> Value {
             "record_count_millions": null,
         });
     };
-    let date_of = |t: Timestamp| t.to_datetime().format("%Y-%m-%d").to_string();
-    let symbols: std::collections::BTreeSet<&str> =
-        overview.iter().map(|o| o.key.symbol.as_str()).collect();
-    let total: u64 = overview.iter().map(|o| o.count).sum();
     json!({
-        "total_stocks": symbols.len(),
-        "total_series": overview.len(),
-        "total_records": total,
-        "earliest_date": overview.iter().map(|o| o.first).min().map(date_of),
-        "latest_date": overview.iter().map(|o| o.last).max().map(date_of),
-        "record_count_millions": (total as f64 / 1e4).round() / 100.0,
+        "total_stocks": t.symbols,
+        "total_series": t.series,
+        "total_records": t.records,
+        "earliest_date": t.earliest.map(date_of),
+        "latest_date": t.latest.map(date_of),
+        "record_count_millions": (t.records as f64 / 1e4).round() / 100.0,
     })
 }

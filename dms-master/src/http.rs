@@ -22,8 +22,7 @@ use axum::{Json, Router};
 use dms_common::journal::Journal;
 use dms_common::read_api::{self, SeriesQuery};
 use dms_common::store::SharedStore;
-use dms_common::{Interval, SeriesKey, Symbol, Timestamp};
-use serde::Deserialize;
+use dms_common::{SeriesKey, Symbol, Timestamp};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -31,15 +30,14 @@ use crate::applier::{SeriesVersions, StatusCell};
 use crate::catalog::Catalog;
 use crate::import::ImportSummary;
 use crate::quarantine::Quarantine;
-use crate::tasks::manager::{SubmitError, TaskManager};
-use crate::tasks::{TaskKind, TaskParams, TaskStatus};
+use crate::tasks::manager::TaskManager;
+use crate::tasks::request::{self, TaskApiError, TaskRequest};
+use crate::tasks::{TaskKind, TaskStatus};
+use crate::views::{self, DataStatus, SeriesGaps};
 
+pub use crate::tasks::request::{MAX_SYMBOLS, MAX_TASK_LIMIT};
 /// Most bars one `/api/data/bars` page returns.
 pub use dms_common::read_api::MAX_PAGE_BARS;
-/// Most series one request may select with `limit`.
-pub const MAX_TASK_LIMIT: usize = 1_000_000;
-/// Most different symbols one task request may name.
-pub const MAX_SYMBOLS: usize = 20_000;
 
 /// What the HTTP handlers read.
 #[derive(Debug, Clone)]
@@ -161,13 +159,17 @@ pub fn router(state: ApiState, extra: Router) -> Router {
 
 /// A task as JSON; a running task held back by backpressure says so in its message.
 fn task_json(s: &ApiState, t: &crate::tasks::Task) -> Value {
-    let mut v = t.to_json();
-    if t.status == TaskStatus::Running
-        && let Some(reason) = s.backpressure.waiting()
-    {
-        v["message"] = Value::from(reason);
+    request::shown(t.clone(), &s.backpressure).to_json()
+}
+
+/// The answer to a refused task operation: 400, 404, 409 or 500.
+fn task_error(e: TaskApiError) -> Response {
+    match e {
+        TaskApiError::Invalid(m) => bad_request(m),
+        e @ TaskApiError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        e @ TaskApiError::AlreadyEnded { .. } => error(StatusCode::CONFLICT, e.to_string()),
+        TaskApiError::Store(e) => internal(e),
     }
-    v
 }
 
 /// An error response in the API envelope.
@@ -222,55 +224,8 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-fn date_of(t: Timestamp) -> String {
-    t.to_datetime().format("%Y-%m-%d").to_string()
-}
-
 async fn status(State(s): State<ApiState>) -> Response {
-    // Read in the order the write path moves (imports journal, the store applies, the counts
-    // follow), so the answer is never torn the other way: an import shown done is within the
-    // head, and the counts include everything shown applied.
-    let imports = s.imports.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let journal_head = s.journal.head();
-    let applier = s.applier.get();
-    // With the store unreachable, the counts are unknown (null) but the rest, the journal
-    // waiting for the store above all, is what an operator needs to see.
-    let (overview, store_error) = match s.store.overview().await {
-        Ok(o) => (Some(o), None),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    let journal_stats = s.journal.stats().await.ok();
-    let quarantined = s.quarantine.count().await.unwrap_or(0);
-    let dead = s.dead_letters.count().await.unwrap_or((0, 0));
-    let cursors = s.journal.cursors().await.unwrap_or_default();
-    let (hits, misses) = s.bars_cache.stats();
-    let mut data = read_api::status_totals(overview.as_deref());
-    data.as_object_mut().expect("totals are an object").extend(
-        json!({
-            "store": s.store.backend(),
-            "store_error": store_error,
-            "journal": {
-                "head": journal_head,
-                "entries": journal_stats.map(|j| j.entries),
-                "bytes": journal_stats.map(|j| j.bytes),
-                "append_error": s.journal.append_error(),
-                "store_applied": applier.applied_seq,
-                "store_lag": journal_head.0.saturating_sub(applier.applied_seq.0),
-                "store_retries": applier.retries,
-                "store_last_error": applier.last_error,
-                "cursors": cursors,
-            },
-            "quarantined_bars": quarantined,
-            "dead_letters": {"entries": dead.0, "bars": dead.1},
-            "backpressure": s.backpressure.waiting(),
-            "kept_series": s.tasks.universe().len(),
-            "imports": imports,
-            "bars_cache": {"hits": hits, "misses": misses},
-        })
-        .as_object()
-        .expect("an object")
-        .clone(),
-    );
+    let data = DataStatus::gather(&s).await.to_json();
     Json(json!({"success": true, "data": data})).into_response()
 }
 
@@ -298,231 +253,43 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     )
 }
 
-/// A date (`2024-01-31`) or a date-time (RFC 3339) in a request.
-fn parse_when(field: &str, raw: &str) -> Result<Timestamp, Response> {
-    read_api::parse_when(field, raw).map_err(bad_request)
-}
-
-fn parse_symbols(raw: Option<Vec<String>>) -> Result<Option<Vec<Symbol>>, Response> {
-    let Some(list) = raw else { return Ok(None) };
-    if list.is_empty() {
-        return Err(bad_request(
-            "field `symbols`: the list is empty; leave it out to select every kept series",
-        ));
-    }
-    // The same symbol twice selects it once.
-    let mut seen = std::collections::HashSet::new();
-    let list: Vec<String> = list
-        .into_iter()
-        .filter(|s| seen.insert(s.clone()))
-        .collect();
-    if list.len() > MAX_SYMBOLS {
-        return Err(bad_request(format!(
-            "field `symbols`: at most {MAX_SYMBOLS} different symbols"
-        )));
-    }
-    list.iter()
-        .enumerate()
-        .map(|(i, s)| Symbol::new(s).map_err(|e| bad_request(format!("field `symbols[{i}]`: {e}"))))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
-}
-
-fn parse_interval(field: &str, raw: Option<&str>) -> Result<Option<Interval>, Response> {
-    raw.map(|r| {
-        r.parse()
-            .map_err(|e| bad_request(format!("field `{field}`: {e}")))
-    })
-    .transpose()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ImportRequest {
-    start_date: Option<String>,
-    end_date: Option<String>,
-    limit: Option<usize>,
-    skip: Option<usize>,
-    symbols: Option<Vec<String>>,
-    interval: Option<String>,
-    source: Option<String>,
-}
-
 async fn import(State(s): State<ApiState>, body: Bytes) -> Response {
-    let req: ImportRequest = match parse_body(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let params = match import_params(req) {
-        Ok(p) => p,
-        Err(e) => return e,
-    };
-    submit(&s, TaskKind::FullImport, "full import", params).await
-}
-
-fn check_paging(limit: Option<usize>, skip: Option<usize>) -> Result<(), Response> {
-    if let Some(l) = limit
-        && (l == 0 || l > MAX_TASK_LIMIT)
-    {
-        return Err(bad_request(format!(
-            "field `limit`: {l} is out of range; use 1 to {MAX_TASK_LIMIT}"
-        )));
-    }
-    if let Some(k) = skip
-        && k > MAX_TASK_LIMIT
-    {
-        return Err(bad_request(format!(
-            "field `skip`: {k} is out of range; use 0 to {MAX_TASK_LIMIT}"
-        )));
-    }
-    Ok(())
-}
-
-fn import_params(req: ImportRequest) -> Result<TaskParams, Response> {
-    check_paging(req.limit, req.skip)?;
-    let start = req
-        .start_date
-        .as_deref()
-        .map(|d| parse_when("start_date", d))
-        .transpose()?;
-    let end = req
-        .end_date
-        .as_deref()
-        .map(|d| parse_when("end_date", d))
-        .transpose()?;
-    if let (Some(a), Some(b)) = (start, end)
-        && b <= a
-    {
-        return Err(bad_request(format!(
-            "field `end_date`: {} is not after start_date {}",
-            date_of(b),
-            date_of(a)
-        )));
-    }
-    if let Some(a) = start
-        && a > Timestamp::now()
-    {
-        return Err(bad_request(format!(
-            "field `start_date`: {} is in the future",
-            date_of(a)
-        )));
-    }
-    Ok(TaskParams {
-        symbols: parse_symbols(req.symbols)?,
-        interval: parse_interval("interval", req.interval.as_deref())?,
-        source: req.source,
-        start,
-        end,
-        skip: req.skip,
-        limit: req.limit,
-        ..Default::default()
-    })
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateRequest {
-    days: Option<u32>,
-    #[serde(default)]
-    only_existing: bool,
-    symbols: Option<Vec<String>>,
-    interval: Option<String>,
-    source: Option<String>,
-    limit: Option<usize>,
-    skip: Option<usize>,
+    start_task(&s, &body, TaskKind::FullImport).await
 }
 
 async fn update(State(s): State<ApiState>, body: Bytes) -> Response {
-    let req: UpdateRequest = match parse_body(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    if let Err(e) = check_paging(req.limit, req.skip) {
-        return e;
-    }
-    if let Some(d) = req.days
-        && !(1..=36_500).contains(&d)
-    {
-        return bad_request(format!("field `days`: {d} is out of range; use 1 to 36500"));
-    }
-    let params = match (
-        parse_symbols(req.symbols),
-        parse_interval("interval", req.interval.as_deref()),
-    ) {
-        (Ok(symbols), Ok(interval)) => TaskParams {
-            symbols,
-            interval,
-            source: req.source,
-            days: req.days,
-            only_existing: req.only_existing,
-            limit: req.limit,
-            skip: req.skip,
-            ..Default::default()
-        },
-        (Err(e), _) | (_, Err(e)) => return e,
-    };
-    submit(
-        &s,
-        TaskKind::IncrementalUpdate,
-        "incremental update",
-        params,
-    )
-    .await
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SelectRequest {
-    symbols: Option<Vec<String>>,
-    interval: Option<String>,
-    source: Option<String>,
-}
-
-async fn select_task(s: &ApiState, body: &Bytes, kind: TaskKind, name: &str) -> Response {
-    let req: SelectRequest = match parse_body(body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let params = match (
-        parse_symbols(req.symbols),
-        parse_interval("interval", req.interval.as_deref()),
-    ) {
-        (Ok(symbols), Ok(interval)) => TaskParams {
-            symbols,
-            interval,
-            source: req.source,
-            ..Default::default()
-        },
-        (Err(e), _) | (_, Err(e)) => return e,
-    };
-    submit(s, kind, name, params).await
+    start_task(&s, &body, TaskKind::IncrementalUpdate).await
 }
 
 async fn backfill(State(s): State<ApiState>, body: Bytes) -> Response {
-    select_task(&s, &body, TaskKind::Backfill, "gap backfill").await
+    start_task(&s, &body, TaskKind::Backfill).await
 }
 
 async fn validate(State(s): State<ApiState>, body: Bytes) -> Response {
-    select_task(&s, &body, TaskKind::Validate, "validation").await
+    start_task(&s, &body, TaskKind::Validate).await
 }
 
-async fn submit(s: &ApiState, kind: TaskKind, name: &str, params: TaskParams) -> Response {
-    match s.tasks.submit(kind, name.to_owned(), params).await {
+/// Parses the body as a [`TaskRequest`] and queues the task (202), or answers why not.
+async fn start_task(s: &ApiState, body: &Bytes, kind: TaskKind) -> Response {
+    let req: TaskRequest = match parse_body(body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    match request::start(&s.tasks, kind, req).await {
         Ok(task) => (
             StatusCode::ACCEPTED,
             Json(json!({
                 "success": true,
                 "task_id": task.id,
-                "message": format!("{name} queued as {}", task.id),
+                "message": format!("{} queued as {}", kind.display_name(), task.id),
             })),
         )
             .into_response(),
-        Err(SubmitError::Invalid(m)) => bad_request(m),
-        Err(SubmitError::Store(e)) => internal(e),
+        Err(e) => task_error(e),
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 struct TaskQuery {
     status: Option<String>,
     limit: Option<String>,
@@ -536,62 +303,37 @@ async fn list_tasks(
         Ok(q) => q,
         Err(e) => return bad_request(e.body_text()),
     };
-    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(raw) => match raw.parse::<TaskStatus>() {
-            Ok(st) => Some(st),
-            Err(e) => return bad_request(format!("parameter `status`: {e}")),
-        },
+    let params = request::parse_status(q.status.as_deref())
+        .and_then(|status| Ok((status, request::list_limit(q.limit.as_deref())?)));
+    let (status, limit) = match params {
+        Ok(p) => p,
+        Err(e) => return task_error(e),
     };
-    let limit = match q.limit.as_deref() {
-        None => 20,
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(l) if (1..=1000).contains(&l) => l,
-            _ => {
-                return bad_request(format!(
-                    "parameter `limit`: {raw:?} is not a number from 1 to 1000"
-                ));
-            }
-        },
-    };
-    match s.tasks.tasks().list(status, limit).await {
+    match request::list(&s.tasks, status, limit).await {
         Ok(tasks) => {
             let data: Vec<Value> = tasks.iter().map(|t| task_json(&s, t)).collect();
             Json(json!({"success": true, "count": data.len(), "data": data})).into_response()
         }
-        Err(e) => internal(e),
+        Err(e) => task_error(e),
     }
 }
 
 async fn get_task(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    match s.tasks.tasks().get(&id).await {
-        Ok(Some(t)) => Json(json!({"success": true, "data": task_json(&s, &t)})).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no task {id:?}")),
-        Err(e) => internal(e),
+    match request::get(&s.tasks, &id).await {
+        Ok(t) => Json(json!({"success": true, "data": task_json(&s, &t)})).into_response(),
+        Err(e) => task_error(e),
     }
 }
 
 async fn cancel_task(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    match s.tasks.tasks().get(&id).await {
-        Ok(Some(t)) if t.status.is_final() => {
-            return error(
-                StatusCode::CONFLICT,
-                format!("task {id} already ended ({})", t.status),
-            );
-        }
-        Ok(Some(_)) => {}
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no task {id:?}")),
-        Err(e) => return internal(e),
-    }
-    match s.tasks.cancel(&id).await {
-        Ok(Some(t)) => Json(json!({
+    match request::cancel(&s.tasks, &id).await {
+        Ok(t) => Json(json!({
             "success": true,
             "message": if t.status == TaskStatus::Cancelled { "task cancelled" } else { "cancel requested; the task stops within 2 s" },
             "data": t.to_json(),
         }))
         .into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no task {id:?}")),
-        Err(e) => internal(e),
+        Err(e) => task_error(e),
     }
 }
 
@@ -604,12 +346,8 @@ async fn gaps(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
         Ok(k) => k,
         Err(e) => return e,
     };
-    let (calendar, limit) = match s.tasks.universe().get(&key) {
-        Some(e) => (e.calendar.clone(), e.source.history_limit(key.interval)),
-        None => (crate::universe::guess_calendar(&key.symbol), None),
-    };
-    match crate::gaps::find_gaps(&*s.store, &key, &calendar, limit, Timestamp::now()).await {
-        Ok(report) => {
+    match views::series_gaps(&s, &key).await {
+        Ok(SeriesGaps { report, calendar }) => {
             let gaps: Vec<Value> = report
                 .gaps
                 .iter()
@@ -620,7 +358,7 @@ async fn gaps(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
                 "data": {
                     "symbol": key.symbol,
                     "interval": key.interval,
-                    "calendar": format!("{calendar:?}").split(' ').next().unwrap_or(""),
+                    "calendar": calendar,
                     "checked_from": report.checked.map(|c| c.0.to_rfc3339()),
                     "checked_to": report.checked.map(|c| c.1.to_rfc3339()),
                     "expected": report.expected,
@@ -636,31 +374,21 @@ async fn gaps(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
 }
 
 async fn series(State(s): State<ApiState>) -> Response {
-    let overview = match s.store.overview().await {
-        Ok(o) => o,
+    let rows = match views::catalog_rows(&s).await {
+        Ok(r) => r,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     };
-    let catalog = s.catalog.entries().await.unwrap_or_default();
-    let catalog: std::collections::HashMap<(&str, &str), &crate::catalog::CatalogEntry> = catalog
+    let data: Vec<Value> = rows
         .iter()
-        .map(|c| ((c.symbol.as_str(), c.interval.as_str()), c))
-        .collect();
-    let data: Vec<Value> = overview
-        .iter()
-        .map(|o| {
-            let c = catalog
-                .get(&(o.key.symbol.as_str(), o.key.interval.as_str()))
-                .copied();
-            let source = c
-                .map(|c| c.source.clone())
-                .or_else(|| s.tasks.universe().get(&o.key).map(|e| e.source.name().to_owned()));
+        .map(|r| {
+            let (o, c) = (&r.overview, r.catalog.as_ref());
             json!({
                 "symbol": o.key.symbol,
                 "interval": o.key.interval,
                 "count": o.count,
                 "first": o.first.to_rfc3339(),
                 "last": o.last.to_rfc3339(),
-                "source": source,
+                "source": r.source,
                 "last_fetch_at": c.and_then(|c| c.last_fetch_at_ms).and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339()),
                 "last_fetch_ok": c.and_then(|c| c.last_fetch_ok),
                 "last_error": c.and_then(|c| c.last_error.clone()),

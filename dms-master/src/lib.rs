@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //!
+//! - [`admin`]: the admin gRPC service `dms.v1.Admin` that `dmsctl` drives.
 //! - [`auth`]: [`auth::Authorizer`], bearer tokens for admin gRPC and mutating REST calls.
 //! - [`config`]: [`config::MasterConfig`], the YAML config and its validation.
 //! - [`source`]: data sources behind the [`source::Source`] trait (Yahoo, CSV) and the
@@ -27,8 +28,10 @@
 //! - [`replication`]: the `dms.v1.Replication` gRPC service, replica sessions and the node
 //!   registry with its sync history.
 //! - [`http`]: health, readiness and the REST API.
+//! - [`views`]: what the REST API and admin gRPC both show (data status, catalog, gaps).
 //! - [`server`]: wiring all of it into a running master with one shutdown.
 
+pub mod admin;
 pub mod applier;
 pub mod auth;
 pub mod calendar;
@@ -48,3 +51,4 @@ pub mod source;
 pub mod tasks;
 pub mod universe;
 pub mod validate;
+pub mod views;

@@ -13,7 +13,9 @@ use dms_common::store::open_store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{AdminContext, AdminService};
 use crate::applier::{self, ApplierOptions};
+use crate::auth::Authorizer;
 use crate::catalog::Catalog;
 use crate::config::{MasterConfig, SourceConfig};
 use crate::dead_letters::{self, DeadLetters};
@@ -175,7 +177,15 @@ pub async fn run(
         },
         shutdown: shutdown.clone(),
     });
-    let extra = replication::grpc_router(replication)
+    let admin = AdminService::new(AdminContext {
+        api: state.clone(),
+        nodes: nodes_api.clone(),
+        auth: Authorizer::from_config(&config.auth)
+            .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?,
+        scheduler: scheduler.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let extra = replication::grpc_router(replication, admin)
         .await?
         .merge(dead_letters::router(
             dead.clone(),

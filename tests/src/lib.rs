@@ -18,6 +18,8 @@
 //!   journal; [`run_master_command`] for its one-shot commands.
 //! - [`ReplicaProcess`]: `dms-replica` as a `DaemonProcess`, with a wait until it is in sync
 //!   with a master; [`replica_config`] writes its config.
+//! - [`Dmsctl`]: the real `dmsctl` binary run against a master, its exit status and output
+//!   returned ([`CtlOutput`]).
 //! - [`LinkProxy`]: a TCP proxy that cuts, throttles and flaps a replica's link to its master.
 //! - [`InfluxServer`]: a real `influxd` (InfluxDB 1.x) on a free loopback port with its data in
 //!   a temporary directory, for the master's InfluxDB store; stopped and started again on the
@@ -28,6 +30,7 @@
 
 mod binary;
 mod daemon;
+mod dmsctl;
 mod influx;
 mod master;
 pub mod provider;
@@ -37,6 +40,7 @@ mod wait;
 
 pub use binary::{binary, run_binary};
 pub use daemon::{DaemonCommand, DaemonProcess};
+pub use dmsctl::{CtlOutput, Dmsctl};
 pub use influx::InfluxServer;
 pub use master::{MasterProcess, run_master_command};
 pub use proxy::{LinkMode, LinkProxy};

@@ -7,7 +7,8 @@
 //!   their sync history.
 //! - [`verify`]: compares a replica's digests with the master's.
 //! - [`api`]: the REST view, `/api/nodes`.
-//! - [`grpc_router`]: this service, gRPC health and reflection as routes beside the REST API.
+//! - [`grpc_router`]: this service, the admin service, gRPC health and reflection as routes
+//!   beside the REST API.
 //!
 //! Every call needs `authorization: Bearer <token>` when a token is configured. Each replica
 //! follows the journal with its own cursor (`replica:<node id>`), moved by its acks, so the
@@ -279,12 +280,20 @@ pub fn series_digests(
 }
 
 /// The gRPC services as axum routes (one per service path, no fallback), to merge with the REST
-/// router on the same listener: replication, `grpc.health.v1` and server reflection.
-pub async fn grpc_router(service: ReplicationService) -> anyhow::Result<axum::Router> {
+/// router on the same listener: replication, admin (`dms.v1.Admin`), `grpc.health.v1` and
+/// server reflection.
+pub async fn grpc_router(
+    service: ReplicationService,
+    admin: crate::admin::AdminService,
+) -> anyhow::Result<axum::Router> {
+    use dms_common::pb::admin_server::AdminServer;
     use tonic::server::NamedService;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ReplicationServer<ReplicationService>>()
+        .await;
+    health
+        .set_serving::<AdminServer<crate::admin::AdminService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -293,8 +302,10 @@ pub async fn grpc_router(service: ReplicationService) -> anyhow::Result<axum::Ro
         format!("/{}/{{*method}}", S::NAME)
     }
     let server = service.into_server();
+    let admin = admin.into_server();
     Ok(axum::Router::new()
         .route_service(&path(&server), server)
+        .route_service(&path(&admin), admin)
         .route_service(&path(&health_service), health_service)
         .route_service(&path(&reflection), reflection))
 }

@@ -8,6 +8,7 @@
 //! queue and resumes it without fetching the series its checkpoints say are done.
 
 pub mod manager;
+pub mod request;
 pub mod store;
 
 use std::fmt;

@@ -3,8 +3,11 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+
 use dms_common::SeriesKey;
 use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::watch;
 
 use super::{Task, TaskCounters, TaskKind, TaskParams, TaskStatus};
 use dms_common::state::{StateError, StateTables};
@@ -55,6 +58,8 @@ pub enum Checkpoint {
 #[derive(Debug, Clone)]
 pub struct TaskStore {
     tables: StateTables,
+    /// Counts the writes to tasks, so watchers wake when one changed.
+    changes: Arc<watch::Sender<u64>>,
 }
 
 fn now_ms() -> i64 {
@@ -65,6 +70,7 @@ impl TaskStore {
     pub fn open(path: &Path) -> Result<TaskStore, TaskStoreError> {
         Ok(TaskStore {
             tables: StateTables::open(path, "task store", SCHEMA)?,
+            changes: Arc::new(watch::channel(0).0),
         })
     }
 
@@ -73,6 +79,22 @@ impl TaskStore {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, TaskStoreError> {
         self.tables.with(f).await
+    }
+
+    /// Like `with`, for a change to tasks: watchers are woken after it.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, TaskStoreError> {
+        let result = self.tables.with(f).await;
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        result
+    }
+
+    /// A receiver that sees a change each time a task is written (created, started, its
+    /// progress, its end, a cancel request): watchers re-read the task then.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Creates a pending task.
@@ -85,7 +107,7 @@ impl TaskStore {
         let params_json = serde_json::to_string(&params).expect("params serialize");
         let created = now_ms();
         let id = self
-            .with(move |c| {
+            .write(move |c| {
                 let seq: i64 =
                     c.query_row("SELECT coalesce(max(seq), 0) + 1 FROM tasks", [], |r| {
                         r.get(0)
@@ -152,7 +174,7 @@ impl TaskStore {
 
     /// Tasks that were running when the master stopped go back to pending, to resume.
     pub async fn requeue_interrupted(&self) -> Result<Vec<String>, TaskStoreError> {
-        self.with(|c| {
+        self.write(|c| {
             let ids: Vec<String> = c
                 .prepare("SELECT id FROM tasks WHERE status = 'running' ORDER BY seq")?
                 .query_map([], |r| r.get(0))?
@@ -170,7 +192,7 @@ impl TaskStore {
     pub async fn start(&self, id: &str) -> Result<bool, TaskStoreError> {
         let id = id.to_owned();
         let now = now_ms();
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "UPDATE tasks SET status = 'running', started_at_ms = coalesce(started_at_ms, ?2)
                  WHERE id = ?1 AND status = 'pending' AND cancel_requested = 0",
@@ -191,7 +213,7 @@ impl TaskStore {
     ) -> Result<(), TaskStoreError> {
         let id = id.to_owned();
         let counters = serde_json::to_string(counters).expect("counters serialize");
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "UPDATE tasks SET progress = ?2, message = ?3, counters = ?4 WHERE id = ?1",
                 params![id, progress, message, counters],
@@ -223,7 +245,7 @@ impl TaskStore {
         };
         let counters = serde_json::to_string(counters).expect("counters serialize");
         let now = now_ms();
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "UPDATE tasks SET status = ?2, message = ?3, error = ?4, counters = ?5,
                     completed_at_ms = ?6,
@@ -240,7 +262,7 @@ impl TaskStore {
     pub async fn request_cancel(&self, id: &str) -> Result<Option<Task>, TaskStoreError> {
         let key = id.to_owned();
         let now = now_ms();
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "UPDATE tasks SET cancel_requested = 1 WHERE id = ?1 AND status IN ('pending', 'running')",
                 params![key],
@@ -277,7 +299,7 @@ impl TaskStore {
                 (if retryable { "retry" } else { "failed" }, reason)
             }
         };
-        self.with(move |c| {
+        self.write(move |c| {
             let tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO task_checkpoints (task_id, symbol, interval, state, detail)

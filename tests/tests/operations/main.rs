@@ -1,5 +1,6 @@
-//! End-to-end tests of operating DMS (issue 7): scheduling, the admin service and `dmsctl`,
-//! authentication and TLS, systemd integration, metrics and alerts. One test binary; each
-//! concern is its own module.
+//! End-to-end tests of operating DMS (issue 7): the scheduler, admin gRPC and `dmsctl`, auth
+//! and TLS, systemd integration, metrics and alerts. Each part has its own module; all run the
+//! real daemons as processes.
 
+mod dmsctl;
 mod scheduler;

@@ -1,0 +1,533 @@
+//! The admin gRPC service `dms.v1.Admin` (`proto/dms/v1/admin.proto`): what an operator does
+//! with `dmsctl`. It serves on the master's listener beside `dms.v1.Replication`.
+//!
+//! It is a second front end over the same operations as the REST API, never a copy of them:
+//! task requests are checked by [`crate::tasks::request`], the figures come from
+//! [`crate::views`], replicas from [`crate::replication::api::NodesApi`]. So both front ends
+//! refuse the same requests with the same messages.
+//!
+//! - [`AdminService`]: the service; every call is checked by the master's
+//!   [`Authorizer`] first (reads need [`Access::Read`], calls that change something
+//!   [`Access::Write`]).
+//! - [`AdminContext`]: what it reads and drives.
+//! - [`convert`]: domain values as protobuf messages.
+//! - Errors become gRPC statuses here only: an invalid parameter is `InvalidArgument` naming the
+//!   field, an unknown task or replica `NotFound`, an operation that does not fit the current
+//!   state `FailedPrecondition`, a store that cannot be read `Unavailable`.
+//! - `WatchTask` sends the task at once and again after each change the task store announces
+//!   ([`crate::tasks::store::TaskStore::changes`]), until the task has ended.
+
+pub mod convert;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use dms_common::pb::admin_server::{Admin, AdminServer};
+use dms_common::pb::{self};
+use dms_common::read_api::{self, SeriesQuery};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{Access, Authorizer};
+use crate::http::ApiState;
+use crate::replication::api::{NodeApiError, NodesApi, history_limit};
+use crate::tasks::request::{self, TaskApiError};
+use crate::views::{self, DataStatus};
+
+/// How often a watched task is looked at even without a change announced (its message can
+/// change without a write, e.g. while it waits for the store).
+const WATCH_REFRESH: Duration = Duration::from_secs(1);
+
+/// What the admin service reads and drives.
+#[derive(Debug, Clone)]
+pub struct AdminContext {
+    /// What the REST API reads: store, journal, tasks, catalog, …
+    pub api: ApiState,
+    /// The replicas.
+    pub nodes: NodesApi,
+    pub auth: Authorizer,
+    /// The scheduled jobs.
+    pub scheduler: crate::schedule::Scheduler,
+    /// Fires when the master shuts down: open watches end.
+    pub shutdown: CancellationToken,
+}
+
+/// The `dms.v1.Admin` service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    ctx: AdminContext,
+}
+
+impl AdminService {
+    pub fn new(ctx: AdminContext) -> Self {
+        AdminService { ctx }
+    }
+
+    /// The tonic server for this service, accepting compressed requests.
+    pub fn into_server(self) -> AdminServer<AdminService> {
+        AdminServer::new(self)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+    }
+
+    fn check<T>(&self, req: &Request<T>, need: Access) -> Result<(), Status> {
+        self.ctx.auth.check_grpc(req.metadata(), need)
+    }
+}
+
+/// The answer to every schedule call until a scheduler is wired in.
+/// A refused schedule operation as a gRPC status.
+fn schedule_status(e: &crate::schedule::ScheduleError) -> Status {
+    use crate::schedule::ScheduleError;
+    match e {
+        ScheduleError::NotFound(_) => Status::not_found(e.to_string()),
+        ScheduleError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        ScheduleError::State(_) => Status::internal(e.to_string()),
+    }
+}
+
+/// A refused task operation as a gRPC status.
+pub fn task_status(e: TaskApiError) -> Status {
+    match e {
+        TaskApiError::Invalid(m) => Status::invalid_argument(m),
+        e @ TaskApiError::NotFound(_) => Status::not_found(e.to_string()),
+        e @ TaskApiError::AlreadyEnded { .. } => Status::failed_precondition(e.to_string()),
+        TaskApiError::Store(e) => Status::unavailable(format!("the task store failed: {e}")),
+    }
+}
+
+/// A refused node operation as a gRPC status.
+pub fn node_status(e: NodeApiError) -> Status {
+    match e {
+        NodeApiError::Invalid(m) => Status::invalid_argument(m),
+        e @ NodeApiError::NotFound(_) => Status::not_found(e.to_string()),
+        NodeApiError::NotConnected(m) => Status::failed_precondition(m),
+        NodeApiError::NoAnswer(m) => Status::deadline_exceeded(m),
+        NodeApiError::Internal(m) => Status::internal(m),
+    }
+}
+
+/// A store that could not be read.
+fn store_status(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("the store cannot be read: {e}"))
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    type WatchTaskStream = BoxStream<pb::Task>;
+
+    async fn start_task(
+        &self,
+        req: Request<pb::StartTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        self.check(&req, Access::Write)?;
+        let req = req.into_inner();
+        let kind = convert::kind_from_pb(req.kind).ok_or_else(|| {
+            Status::invalid_argument(
+                "field `kind`: give one of import, update, backfill or validate",
+            )
+        })?;
+        let params = convert::task_request(req.params);
+        let task = request::start(&self.ctx.api.tasks, kind, params)
+            .await
+            .map_err(task_status)?;
+        Ok(Response::new(convert::task(&task)))
+    }
+
+    async fn get_task(
+        &self,
+        req: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        self.check(&req, Access::Read)?;
+        let task = request::get(&self.ctx.api.tasks, &req.get_ref().task_id)
+            .await
+            .map_err(task_status)?;
+        let task = request::shown(task, &self.ctx.api.backpressure);
+        Ok(Response::new(convert::task(&task)))
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        self.check(&req, Access::Read)?;
+        let req = req.into_inner();
+        let status = convert::status_from_pb(req.status).map_err(Status::invalid_argument)?;
+        let limit = (req.limit != 0).then(|| req.limit.to_string());
+        let limit = request::list_limit(limit.as_deref()).map_err(task_status)?;
+        let tasks = request::list(&self.ctx.api.tasks, status, limit)
+            .await
+            .map_err(task_status)?;
+        let bp = &self.ctx.api.backpressure;
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: tasks
+                .into_iter()
+                .map(|t| convert::task(&request::shown(t, bp)))
+                .collect(),
+        }))
+    }
+
+    async fn cancel_task(
+        &self,
+        req: Request<pb::CancelTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        self.check(&req, Access::Write)?;
+        let task = request::cancel(&self.ctx.api.tasks, &req.get_ref().task_id)
+            .await
+            .map_err(task_status)?;
+        Ok(Response::new(convert::task(&task)))
+    }
+
+    async fn watch_task(
+        &self,
+        req: Request<pb::WatchTaskRequest>,
+    ) -> Result<Response<Self::WatchTaskStream>, Status> {
+        self.check(&req, Access::Read)?;
+        let id = req.into_inner().task_id;
+        // Subscribe before the first read, so no change after it is missed.
+        let changes = self.ctx.api.tasks.tasks().changes();
+        let first = request::get(&self.ctx.api.tasks, &id)
+            .await
+            .map_err(task_status)?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(watch(self.ctx.clone(), first, changes, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_status(
+        &self,
+        req: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::DataStatus>, Status> {
+        self.check(&req, Access::Read)?;
+        let status = DataStatus::gather(&self.ctx.api).await;
+        Ok(Response::new(convert::data_status(&status)))
+    }
+
+    async fn list_series(
+        &self,
+        req: Request<pb::AdminListSeriesRequest>,
+    ) -> Result<Response<pb::AdminListSeriesResponse>, Status> {
+        self.check(&req, Access::Read)?;
+        let rows = views::catalog_rows(&self.ctx.api)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::AdminListSeriesResponse {
+            series: rows.iter().map(convert::catalog_series).collect(),
+        }))
+    }
+
+    async fn get_gaps(
+        &self,
+        req: Request<pb::GetGapsRequest>,
+    ) -> Result<Response<pb::GapReport>, Status> {
+        self.check(&req, Access::Read)?;
+        let req = req.into_inner();
+        let query = SeriesQuery {
+            symbol: Some(req.symbol),
+            interval: req.interval,
+            ..Default::default()
+        };
+        let key = query.series_key().map_err(Status::invalid_argument)?;
+        let gaps = views::series_gaps(&self.ctx.api, &key)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(convert::gap_report(&gaps)))
+    }
+
+    async fn get_bars(
+        &self,
+        req: Request<pb::GetBarsRequest>,
+    ) -> Result<Response<pb::BarsPage>, Status> {
+        self.check(&req, Access::Read)?;
+        let req = req.into_inner();
+        let query = SeriesQuery {
+            symbol: Some(req.symbol),
+            interval: req.interval,
+            start: req.start,
+            end: req.end,
+            limit: req.limit.map(|l| l.to_string()),
+            format: None,
+        };
+        let bars = query.bars_request().map_err(Status::invalid_argument)?;
+        let (page, next) = read_api::read_page(&*self.ctx.api.store, &bars)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::BarsPage {
+            series: Some((&bars.key).into()),
+            bars: page.iter().map(pb::Bar::from).collect(),
+            next_start: next.map(|t| t.0),
+        }))
+    }
+
+    async fn list_nodes(
+        &self,
+        req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        self.check(&req, Access::Read)?;
+        let nodes = self.ctx.nodes.list().await.map_err(node_status)?;
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: nodes.iter().map(convert::node).collect(),
+        }))
+    }
+
+    async fn get_node(
+        &self,
+        req: Request<pb::GetNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        self.check(&req, Access::Read)?;
+        let node = self
+            .ctx
+            .nodes
+            .get(&req.get_ref().node_id)
+            .await
+            .map_err(node_status)?;
+        Ok(Response::new(convert::node(&node)))
+    }
+
+    async fn get_node_history(
+        &self,
+        req: Request<pb::GetNodeHistoryRequest>,
+    ) -> Result<Response<pb::NodeHistory>, Status> {
+        self.check(&req, Access::Read)?;
+        let req = req.into_inner();
+        let limit = (req.limit != 0).then(|| req.limit.to_string());
+        let limit = history_limit(limit.as_deref()).map_err(node_status)?;
+        let sessions = self
+            .ctx
+            .nodes
+            .history(&req.node_id, limit)
+            .await
+            .map_err(node_status)?;
+        Ok(Response::new(pb::NodeHistory {
+            node_id: req.node_id,
+            sessions: sessions.iter().map(convert::session).collect(),
+        }))
+    }
+
+    async fn verify_node(
+        &self,
+        req: Request<pb::VerifyNodeRequest>,
+    ) -> Result<Response<pb::NodeVerifyReport>, Status> {
+        self.check(&req, Access::Write)?;
+        let report = self
+            .ctx
+            .nodes
+            .verify(&req.get_ref().node_id)
+            .await
+            .map_err(node_status)?;
+        Ok(Response::new(convert::verify_report(&report)))
+    }
+
+    async fn forget_node(
+        &self,
+        req: Request<pb::ForgetNodeRequest>,
+    ) -> Result<Response<pb::ForgetNodeResponse>, Status> {
+        self.check(&req, Access::Write)?;
+        let message = self
+            .ctx
+            .nodes
+            .forget(&req.get_ref().node_id)
+            .await
+            .map_err(node_status)?;
+        Ok(Response::new(pb::ForgetNodeResponse { message }))
+    }
+
+    async fn list_schedules(
+        &self,
+        req: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        self.check(&req, Access::Read)?;
+        let schedules = self.ctx.scheduler.list().await;
+        Ok(Response::new(pb::ListSchedulesResponse {
+            schedules: schedules.iter().map(convert::schedule).collect(),
+        }))
+    }
+
+    async fn trigger_schedule(
+        &self,
+        req: Request<pb::ScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleRun>, Status> {
+        self.check(&req, Access::Write)?;
+        self.ctx
+            .scheduler
+            .trigger(&req.get_ref().name)
+            .await
+            .map(|r| Response::new(convert::schedule_run(&r)))
+            .map_err(|e| schedule_status(&e))
+    }
+
+    async fn pause_schedule(
+        &self,
+        req: Request<pb::ScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        self.check(&req, Access::Write)?;
+        self.ctx
+            .scheduler
+            .pause(&req.get_ref().name)
+            .await
+            .map(|r| Response::new(convert::schedule(&r)))
+            .map_err(|e| schedule_status(&e))
+    }
+
+    async fn resume_schedule(
+        &self,
+        req: Request<pb::ScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        self.check(&req, Access::Write)?;
+        self.ctx
+            .scheduler
+            .resume(&req.get_ref().name)
+            .await
+            .map(|r| Response::new(convert::schedule(&r)))
+            .map_err(|e| schedule_status(&e))
+    }
+
+    async fn journal_stats(
+        &self,
+        req: Request<pb::JournalStatsRequest>,
+    ) -> Result<Response<pb::JournalStatsResponse>, Status> {
+        self.check(&req, Access::Read)?;
+        let journal = &self.ctx.api.journal;
+        let stats = journal
+            .stats()
+            .await
+            .map_err(|e| Status::unavailable(format!("the journal cannot be read: {e}")))?;
+        let cursors = journal
+            .cursors()
+            .await
+            .map_err(|e| Status::unavailable(format!("the journal cannot be read: {e}")))?;
+        Ok(Response::new(pb::JournalStatsResponse {
+            history_id: journal.history_id().0.clone(),
+            head: stats.head.0,
+            pruned_through: stats.pruned_through.0,
+            entries: stats.entries,
+            bytes: stats.bytes,
+            pending_acks: stats.pending_acks as u64,
+            store_applied: self.ctx.api.applier.get().applied_seq.0,
+            append_error: journal.append_error(),
+            cursors: cursors.iter().map(convert::cursor).collect(),
+        }))
+    }
+}
+
+/// Sends `first`, then the task again each time it changed, until it has ended, the client
+/// went away or the master shuts down.
+async fn watch(
+    ctx: AdminContext,
+    first: crate::tasks::Task,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    tx: mpsc::Sender<Result<pb::Task, Status>>,
+) {
+    let tasks = &ctx.api.tasks;
+    let mut task = first;
+    let mut last_sent: Option<pb::Task> = None;
+    loop {
+        let shown = convert::task(&request::shown(task.clone(), &ctx.api.backpressure));
+        if last_sent.as_ref() != Some(&shown) {
+            if tx.send(Ok(shown.clone())).await.is_err() {
+                return;
+            }
+            last_sent = Some(shown);
+        }
+        if task.status.is_final() {
+            return;
+        }
+        tokio::select! {
+            r = changes.changed() => {
+                if r.is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(WATCH_REFRESH) => {}
+            _ = tx.closed() => return,
+            _ = ctx.shutdown.cancelled() => {
+                let _ = tx.send(Err(Status::unavailable("the master is shutting down"))).await;
+                return;
+            }
+        }
+        task = match request::get(tasks, &task.id).await {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = tx.send(Err(task_status(e))).await;
+                return;
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::TaskStatus;
+    use tonic::Code;
+
+    #[test]
+    fn task_errors_map_to_grpc_codes() {
+        let cases = [
+            (
+                TaskApiError::Invalid("field `limit`: 0".into()),
+                Code::InvalidArgument,
+            ),
+            (TaskApiError::NotFound("x".into()), Code::NotFound),
+            (
+                TaskApiError::AlreadyEnded {
+                    id: "x".into(),
+                    status: TaskStatus::Completed,
+                },
+                Code::FailedPrecondition,
+            ),
+        ];
+        for (e, code) in cases {
+            let message = e.to_string();
+            let s = task_status(e);
+            assert_eq!(s.code(), code);
+            assert_eq!(s.message(), message, "the message is the shared one");
+        }
+    }
+
+    #[test]
+    fn an_invalid_task_request_is_refused_with_the_rest_message() {
+        // The same request, checked once, gives the same message on both front ends.
+        let req = request::TaskRequest {
+            days: Some(0),
+            ..Default::default()
+        };
+        let e = req
+            .check(crate::tasks::TaskKind::IncrementalUpdate)
+            .unwrap_err();
+        let s = task_status(e);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().starts_with("field `days`"), "{}", s.message());
+    }
+
+    #[test]
+    fn node_errors_map_to_grpc_codes() {
+        let cases = [
+            (
+                NodeApiError::Invalid("field `limit`".into()),
+                Code::InvalidArgument,
+            ),
+            (NodeApiError::NotFound("r1".into()), Code::NotFound),
+            (
+                NodeApiError::NotConnected("r1".into()),
+                Code::FailedPrecondition,
+            ),
+            (NodeApiError::NoAnswer("r1".into()), Code::DeadlineExceeded),
+            (NodeApiError::Internal("disk".into()), Code::Internal),
+        ];
+        for (e, code) in cases {
+            assert_eq!(node_status(e).code(), code);
+        }
+        let e = crate::schedule::ScheduleError::NotFound("nightly".into());
+        assert_eq!(schedule_status(&e).code(), Code::NotFound);
+        assert!(schedule_status(&e).message().contains("nightly"));
+    }
+}

@@ -1,0 +1,191 @@
+//! What the REST API and admin gRPC both show, gathered in one place so the two front ends
+//! report the same figures; each renders them its own way (JSON, protobuf).
+//!
+//! - [`DataStatus`]: the figures of `GET /api/data/status` (store totals, journal, applier,
+//!   quarantine, dead letters, backpressure, start-up imports, the bars cache).
+//! - [`catalog_rows`]: every stored series with its catalog state (`/api/data/series`).
+//! - [`series_gaps`]: a series' missing expected bars by its exchange calendar
+//!   (`/api/data/gaps`).
+
+use dms_common::journal::{Cursor, JournalStats, Seq};
+use dms_common::read_api::StoreTotals;
+use dms_common::store::{SeriesOverview, StoreError};
+use dms_common::{SeriesKey, Timestamp};
+
+use crate::applier::ApplierStatus;
+use crate::catalog::CatalogEntry;
+use crate::gaps::GapReport;
+use crate::http::ApiState;
+use crate::import::ImportSummary;
+
+/// The figures of `/api/data/status`.
+#[derive(Debug, Clone)]
+pub struct DataStatus {
+    /// `None` when the store could not be read; `store_error` says why.
+    pub totals: Option<StoreTotals>,
+    /// The store backend (`sqlite`, `influxdb`, …).
+    pub store: &'static str,
+    pub store_error: Option<String>,
+    pub journal_head: Seq,
+    /// `None` when the journal's size could not be read.
+    pub journal: Option<JournalStats>,
+    /// Why journal appends fail, while they do.
+    pub append_error: Option<String>,
+    pub applier: ApplierStatus,
+    pub cursors: Vec<Cursor>,
+    pub quarantined_bars: u64,
+    /// Dead-letter entries and the bars in them.
+    pub dead_letter_entries: u64,
+    pub dead_letter_bars: u64,
+    pub backpressure: Option<String>,
+    pub kept_series: usize,
+    pub imports: Vec<ImportSummary>,
+    pub bars_cache_hits: u64,
+    pub bars_cache_misses: u64,
+}
+
+impl DataStatus {
+    /// Reads every figure. Never fails: a part that cannot be read shows as unknown.
+    pub async fn gather(s: &ApiState) -> DataStatus {
+        // Read in the order the write path moves (imports journal, the store applies, the
+        // counts follow), so the answer is never torn the other way: an import shown done is
+        // within the head, and the counts include everything shown applied.
+        let imports = s.imports.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let journal_head = s.journal.head();
+        let applier = s.applier.get();
+        // With the store unreachable, the counts are unknown but the rest, the journal waiting
+        // for the store above all, is what an operator needs to see.
+        let (totals, store_error) = match s.store.overview().await {
+            Ok(o) => (Some(StoreTotals::of(&o)), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let journal = s.journal.stats().await.ok();
+        let (dead_letter_entries, dead_letter_bars) =
+            s.dead_letters.count().await.unwrap_or((0, 0));
+        let (bars_cache_hits, bars_cache_misses) = s.bars_cache.stats();
+        DataStatus {
+            totals,
+            store: s.store.backend(),
+            store_error,
+            journal_head,
+            journal,
+            append_error: s.journal.append_error(),
+            applier,
+            cursors: s.journal.cursors().await.unwrap_or_default(),
+            quarantined_bars: s.quarantine.count().await.unwrap_or(0),
+            dead_letter_entries,
+            dead_letter_bars,
+            backpressure: s.backpressure.waiting(),
+            kept_series: s.tasks.universe().len(),
+            imports,
+            bars_cache_hits,
+            bars_cache_misses,
+        }
+    }
+
+    /// Journal entries the store has not applied yet.
+    pub fn store_lag(&self) -> u64 {
+        self.journal_head
+            .0
+            .saturating_sub(self.applier.applied_seq.0)
+    }
+
+    /// The `data` of `GET /api/data/status`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut data = dms_common::read_api::totals_json(self.totals.as_ref());
+        let rest = serde_json::json!({
+            "store": self.store,
+            "store_error": self.store_error,
+            "journal": {
+                "head": self.journal_head,
+                "entries": self.journal.map(|j| j.entries),
+                "bytes": self.journal.map(|j| j.bytes),
+                "append_error": self.append_error,
+                "store_applied": self.applier.applied_seq,
+                "store_lag": self.store_lag(),
+                "store_retries": self.applier.retries,
+                "store_last_error": self.applier.last_error,
+                "cursors": self.cursors,
+            },
+            "quarantined_bars": self.quarantined_bars,
+            "dead_letters": {"entries": self.dead_letter_entries, "bars": self.dead_letter_bars},
+            "backpressure": self.backpressure,
+            "kept_series": self.kept_series,
+            "imports": self.imports,
+            "bars_cache": {"hits": self.bars_cache_hits, "misses": self.bars_cache_misses},
+        });
+        if let (Some(data), serde_json::Value::Object(rest)) = (data.as_object_mut(), rest) {
+            data.extend(rest);
+        }
+        data
+    }
+}
+
+/// A stored series with what the catalog knows of it.
+#[derive(Debug, Clone)]
+pub struct CatalogRow {
+    pub overview: SeriesOverview,
+    /// The source its bars come from (the catalog's record, else the configured one).
+    pub source: Option<String>,
+    pub catalog: Option<CatalogEntry>,
+}
+
+/// Every stored series with its catalog state, in the store's order.
+pub async fn catalog_rows(s: &ApiState) -> Result<Vec<CatalogRow>, StoreError> {
+    let overview = s.store.overview().await?;
+    let mut catalog: std::collections::HashMap<(String, String), CatalogEntry> = s
+        .catalog
+        .entries()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| ((c.symbol.clone(), c.interval.clone()), c))
+        .collect();
+    Ok(overview
+        .iter()
+        .map(|o| {
+            let c = catalog.remove(&(
+                o.key.symbol.as_str().to_owned(),
+                o.key.interval.as_str().to_owned(),
+            ));
+            let source = c.as_ref().map(|c| c.source.clone()).or_else(|| {
+                s.tasks
+                    .universe()
+                    .get(&o.key)
+                    .map(|e| e.source.name().to_owned())
+            });
+            CatalogRow {
+                overview: o.clone(),
+                source,
+                catalog: c,
+            }
+        })
+        .collect())
+}
+
+/// A series' gaps and the calendar they were found with.
+#[derive(Debug, Clone)]
+pub struct SeriesGaps {
+    pub report: GapReport,
+    /// The calendar's name (`Nyse`, `Weekdays`, …).
+    pub calendar: String,
+}
+
+/// The missing expected bars of `key` by its exchange calendar (the configured one, else one
+/// guessed from the symbol), up to now.
+pub async fn series_gaps(s: &ApiState, key: &SeriesKey) -> Result<SeriesGaps, StoreError> {
+    let (calendar, limit) = match s.tasks.universe().get(key) {
+        Some(e) => (e.calendar.clone(), e.source.history_limit(key.interval)),
+        None => (crate::universe::guess_calendar(&key.symbol), None),
+    };
+    let report = crate::gaps::find_gaps(&*s.store, key, &calendar, limit, Timestamp::now()).await?;
+    let name = format!("{calendar:?}")
+        .split([' ', '{', '('])
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    Ok(SeriesGaps {
+        report,
+        calendar: name,
+    })
+}

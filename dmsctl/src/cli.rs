@@ -1,0 +1,229 @@
+//! The command line: global connection options and every subcommand (clap derive). Every
+//! option of the connection can also come from the environment (`DMS_ENDPOINT`, `DMS_TOKEN`,
+//! `DMS_TOKEN_FILE`, `DMS_CA`, `DMS_CERT`, `DMS_KEY`, `DMS_OUTPUT`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Drive a DMS master: tasks, data status, replicas, schedules and the journal, over gRPC.
+///
+/// Exit status: 0 success (for `--follow` and `task follow`: the task completed), 1 failure (the
+/// task failed, the master is unreachable or refused the call), 2 bad usage (a bad argument,
+/// here or as judged by the master), 3 the followed task was cancelled.
+#[derive(Debug, Parser)]
+#[command(name = "dmsctl", version, about, long_about)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub conn: Connection,
+    /// Output: aligned columns, or one JSON document for scripts.
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        env = "DMS_OUTPUT",
+        default_value = "table"
+    )]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the master is and how to talk to it.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Connection {
+    /// The master's listener (`https://…` uses TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "DMS_ENDPOINT",
+        default_value = "http://127.0.0.1:11183"
+    )]
+    pub endpoint: String,
+    /// Bearer token (when the master has `auth.token`); prefer --token-file.
+    #[arg(long, global = true, env = "DMS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file holding the bearer token.
+    #[arg(long, global = true, env = "DMS_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the master's certificate (default: the system's roots).
+    #[arg(long, global = true, env = "DMS_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --key.
+    #[arg(long, global = true, env = "DMS_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "DMS_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Start, show, list, cancel and follow tasks.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// The data status: store totals, journal, applier, imports.
+    Status,
+    /// The catalog: every stored series.
+    Series,
+    /// Missing expected bars of one series.
+    Gaps {
+        symbol: String,
+        /// 1m 5m 15m 30m 1h 1d 1wk 1mo (default 1d).
+        #[arg(long, short)]
+        interval: Option<String>,
+    },
+    /// One page of bars of one series.
+    Bars {
+        symbol: String,
+        /// 1m 5m 15m 30m 1h 1d 1wk 1mo (default 1d).
+        #[arg(long, short)]
+        interval: Option<String>,
+        /// First bar (`YYYY-MM-DD` or RFC 3339).
+        #[arg(long)]
+        start: Option<String>,
+        /// End of the range, exclusive.
+        #[arg(long)]
+        end: Option<String>,
+        /// Bars in the page (1 to 100000; default 10000).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Replicas: list them (lag and state), or one's details, history, verify, forget.
+    Nodes {
+        #[command(subcommand)]
+        command: Option<NodesCommand>,
+    },
+    /// Scheduled jobs.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
+    /// Journal size, bounds and consumers.
+    Journal,
+    /// Print a shell completion script.
+    Completions { shell: Shell },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Kind {
+    /// A whole date range for every selected series.
+    Import,
+    /// From each series' last bar (minus a re-fetch window) to now.
+    Update,
+    /// Exactly the missing expected bars.
+    Backfill,
+    /// Stored bars checked against the quality rules.
+    Validate,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Status {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TaskCommand {
+    /// Queue a task (the master checks the parameters as the REST API does).
+    Start(StartArgs),
+    /// One task.
+    Get { id: String },
+    /// Tasks, newest first.
+    List {
+        #[arg(long)]
+        status: Option<Status>,
+        /// 1 to 1000 (default 20).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Ask a task to stop.
+    Cancel { id: String },
+    /// Show a task's progress live until it ends; exit with its outcome.
+    Follow { id: String },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StartArgs {
+    pub kind: Kind,
+    /// Only these symbols (repeat or separate with commas; default: every kept series).
+    #[arg(long = "symbols", short = 's', value_delimiter = ',')]
+    pub symbols: Vec<String>,
+    /// Only this interval.
+    #[arg(long, short)]
+    pub interval: Option<String>,
+    /// Only series of this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Import: first date (`YYYY-MM-DD` or RFC 3339).
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Import: end date, exclusive.
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Skip this many series of the selection (symbol order).
+    #[arg(long)]
+    pub skip: Option<u64>,
+    /// Take at most this many series of the selection.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Update: days before the last stored bar to fetch again.
+    #[arg(long)]
+    pub days: Option<u32>,
+    /// Update: leave series with nothing stored alone.
+    #[arg(long)]
+    pub only_existing: bool,
+    /// Follow the task's progress until it ends, and exit with its outcome.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodesCommand {
+    /// Every replica (the default).
+    List,
+    /// One replica.
+    Get { id: String },
+    /// Its sync sessions, newest first.
+    History {
+        id: String,
+        /// 1 to 1000 (default 20).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Compare its digests with the master's.
+    Verify { id: String },
+    /// Forget it and release what the journal kept for it.
+    Forget { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SchedulesCommand {
+    /// Every job with its next fire times and last run.
+    List,
+    /// Run a job now (overlap with its running task is still refused).
+    Trigger {
+        name: String,
+        /// Follow the task it starts until it ends; exit with its outcome.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Stop a job from firing until resumed.
+    Pause { name: String },
+    /// Let a paused job fire again.
+    Resume { name: String },
+}
