@@ -328,6 +328,30 @@ pub fn verify_report(r: &VerifyReport) -> pb::NodeVerifyReport {
     }
 }
 
+/// A schedule run for the admin API.
+pub fn schedule_run(r: &crate::schedule::RunRecord) -> pb::ScheduleRun {
+    pb::ScheduleRun {
+        scheduled_for_ms: r.scheduled_for.timestamp_millis(),
+        started_at_ms: r.started_at.timestamp_millis(),
+        outcome: r.outcome.as_str().to_owned(),
+        task_id: r.task_id.clone(),
+        message: r.message.clone(),
+    }
+}
+
+/// A schedule for the admin API.
+pub fn schedule(s: &crate::schedule::ScheduleView) -> pb::Schedule {
+    pb::Schedule {
+        name: s.name.clone(),
+        cron: s.cron.clone(),
+        timezone: s.timezone.clone(),
+        kind: s.kind.as_str().to_owned(),
+        paused: s.paused,
+        next_fires_ms: s.next_fires.iter().map(|t| t.timestamp_millis()).collect(),
+        last_run: s.last_run.as_ref().map(schedule_run),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,29 +390,5 @@ mod tests {
         }));
         assert_eq!(r.symbols, Some(vec!["AAPL".to_owned()]));
         assert_eq!(r.days, Some(3));
-    }
-}
-
-/// A schedule run for the admin API.
-pub fn schedule_run(r: &crate::schedule::RunRecord) -> pb::ScheduleRun {
-    pb::ScheduleRun {
-        scheduled_for_ms: r.scheduled_for.timestamp_millis(),
-        started_at_ms: r.started_at.timestamp_millis(),
-        outcome: r.outcome.as_str().to_owned(),
-        task_id: r.task_id.clone(),
-        message: r.message.clone(),
-    }
-}
-
-/// A schedule for the admin API.
-pub fn schedule(s: &crate::schedule::ScheduleView) -> pb::Schedule {
-    pb::Schedule {
-        name: s.name.clone(),
-        cron: s.cron.clone(),
-        timezone: s.timezone.clone(),
-        kind: s.kind.as_str().to_owned(),
-        paused: s.paused,
-        next_fires_ms: s.next_fires.iter().map(|t| t.timestamp_millis()).collect(),
-        last_run: s.last_run.as_ref().map(schedule_run),
     }
 }
