@@ -25,6 +25,7 @@
 //! - [`replication`]: the `dms.v1.Replication` gRPC service, replica sessions and the node
 //!   registry with its sync history.
 //! - [`http`]: health, readiness and the REST API.
+//! - [`reload`]: re-reading the config on SIGHUP (TLS certificates, schedules, alerts).
 //! - [`server`]: wiring all of it into a running master with one shutdown.
 
 pub mod applier;
@@ -39,6 +40,7 @@ pub mod import;
 pub mod ingest;
 pub mod quarantine;
 pub mod reconcile;
+pub mod reload;
 pub mod replication;
 pub mod server;
 pub mod source;
