@@ -142,3 +142,46 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// Whether the server behind a plaintext `http://` url answers like a TLS server: it is sent
+/// the HTTP/2 preface, and a TLS alert record or a DMS master's "serves TLS" answer comes back.
+/// Used to explain a failing link.
+pub async fn speaks_tls(url: &str, timeout: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(uri) = url.parse::<tonic::codegen::http::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let probe = async move {
+        let mut stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 512];
+        while answer.len() < 4096 {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.first() == Some(&0x15) {
+                break;
+            }
+        }
+        std::io::Result::Ok(answer)
+    };
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(Ok(answer)) => {
+            answer.first() == Some(&0x15) || answer.windows(15).any(|w| w == b"serves TLS: use")
+        }
+        _ => false,
+    }
+}
