@@ -350,4 +350,29 @@ mod tests {
         assert!(!printed.contains("s3cret-value"), "{printed}");
         assert!(!format!("{c:?}").contains("s3cret-value"));
     }
+
+    #[test]
+    fn master_tls_must_fit_the_url_and_name_its_files() {
+        let err = load("master:\n  url: https://127.0.0.1:11183\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("master.tls.ca"), "{err}");
+        let err = load("master:\n  tls:\n    ca: /nonexistent/ca.pem\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("master.tls") && err.contains("https://"),
+            "{err}"
+        );
+        let err = load(
+            "master:\n  url: https://127.0.0.1:11183\n  tls:\n    ca: /nonexistent/ca.pem\n    cert: /nonexistent/c.pem\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("master.tls.ca") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
+        assert!(err.contains("master.tls.key"), "{err}");
+    }
 }

@@ -367,7 +367,7 @@ async fn unusable_certificate_files_are_named_with_their_key() {
     );
     let mismatched = CertFiles {
         cert: server.cert.clone(),
-        key: other.key.clone(),
+        key: other.key,
     };
     let (code, _, err) = check(&tls_section(&mismatched, None));
     assert_eq!(code, 2, "{err}");
