@@ -142,8 +142,15 @@ pub async fn run(
             (work_stop.clone(), notifier.clone()),
         );
         let (store, notifier) = (store.clone(), notifier.clone());
+        let (journal, mut applied, stop) = (journal.clone(), applier.applied(), work_stop.clone());
         async move {
             if imports.await {
+                // Count the series once the store holds what the import journaled.
+                let head = journal.head();
+                tokio::select! {
+                    _ = applied.wait_for(|s| *s >= head) => {}
+                    _ = stop.cancelled() => return,
+                }
                 notifier.status(&ready_status(&store).await);
             }
         }

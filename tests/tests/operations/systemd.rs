@@ -131,7 +131,7 @@ async fn the_master_tells_systemd_it_is_ready_alive_and_stopping() {
     wait_until("the final status line", WAIT, async || {
         let statuses = notify.statuses();
         Ok(match statuses.last() {
-            Some(s) if s == "ready: 2 series" => Check::Ready(()),
+            Some(s) if s == "ready: 3 series" => Check::Ready(()),
             _ => Check::Waiting(format!("{statuses:?}")),
         })
     })
