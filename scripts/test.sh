@@ -94,11 +94,35 @@ if ! command -v influxd >/dev/null 2>&1; then
     apt_install influxdb influxdb-client
 fi
 
+# `systemd-analyze verify` checks the units in deploy/ (Debian package `systemd`).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "== installing systemd (systemd-analyze is missing)"
+    apt_install systemd
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# The units start /usr/local/bin/dms-*, which verify wants to exist: verify copies that start
+# the binaries just built instead.
+echo "== systemd-analyze verify deploy/*.service"
+cargo build --locked -p dms-master -p dms-replica
+bin_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug"
+units="$(mktemp -d)"
+trap 'rm -rf "$units"' EXIT
+for unit in deploy/*.service; do
+    name="$(basename "$unit" .service)"
+    sed "s#/usr/local/bin/$name#$bin_dir/$name#" "$unit" >"$units/$(basename "$unit")"
+done
+# verify exits 0 on some problems (an unknown value is only "ignoring"): any output fails.
+if ! verify_out="$(systemd-analyze verify "$units"/*.service 2>&1)" || [ -n "$verify_out" ]; then
+    echo "$verify_out" >&2
+    echo "error: systemd-analyze verify found problems in deploy/*.service" >&2
+    exit 1
+fi
 
 echo "== tests"
 cargo test --workspace --locked

@@ -205,7 +205,7 @@ anti_entropy_interval: 0s
     let replica = tokio::spawn(dms_replica::server::run(
         config.clone(),
         replica_listener,
-        replica_stop.clone(),
+        dms_common::daemon::Daemon::detached(replica_stop.clone()),
     ));
     let head = journal.head();
     wait_acked(&journal, head, Duration::from_secs(3600)).await?;

@@ -1,8 +1,12 @@
 //! What both daemon binaries do around their server: a multi-threaded runtime, the listener
-//! bound from the config, SIGINT and SIGTERM turned into one shutdown token, and the exit
-//! status (0 after a clean shutdown, 1 on any failure); and the HTTP server itself
-//! ([`serve_http`]), with the limits that keep one slow or stuck client from holding the
-//! process ([`HttpLimits`]).
+//! bound from the config, signals (SIGINT and SIGTERM turned into one shutdown token, SIGHUP
+//! into a reload), systemd notifications and its watchdog, and the exit status (0 after a clean
+//! shutdown, 1 on any failure); and the HTTP server itself ([`serve_http`]), with the limits
+//! that keep one slow or stuck client from holding the process ([`HttpLimits`]) and TLS when
+//! configured ([`crate::tls`]).
+//!
+//! Key types: [`Daemon`] (what `serve` hands the daemon's `run`: the shutdown token, the
+//! reload signal and the systemd notifier), [`ReloadSignal`], [`HttpConfig`], [`HttpLimits`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,11 +15,66 @@ use std::process::ExitCode;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Binds `listen` (named `key` in errors) and runs `run(listener, shutdown)` until it returns;
-/// `shutdown` fires on SIGINT or SIGTERM.
+use crate::systemd::Notifier;
+use crate::tls::TlsAcceptor;
+
+/// What a daemon's `run` gets from [`serve`] besides its listener.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    /// Fires on SIGINT or SIGTERM.
+    pub shutdown: CancellationToken,
+    /// Changes on every SIGHUP: re-read the config and apply what can change at run time.
+    pub reload: ReloadSignal,
+    /// Readiness and status for systemd (`Type=notify`); call [`Notifier::ready`] once the
+    /// state is open and the listener serves.
+    pub notifier: Notifier,
+}
+
+impl Daemon {
+    /// A daemon run in-process (tests, benchmarks): stops on `shutdown`, never reloads,
+    /// notifies no one.
+    pub fn detached(shutdown: CancellationToken) -> Daemon {
+        Daemon {
+            shutdown,
+            reload: ReloadSignal::never(),
+            notifier: Notifier::disabled(),
+        }
+    }
+}
+
+/// SIGHUPs as a generation counter: [`ReloadSignal::changed`] returns once per reload asked
+/// for (several SIGHUPs before it is awaited count as one).
+#[derive(Debug, Clone)]
+pub struct ReloadSignal(tokio::sync::watch::Receiver<u64>);
+
+impl ReloadSignal {
+    /// A pair: the sender bumps the generation, the signal sees it.
+    pub fn channel() -> (tokio::sync::watch::Sender<u64>, ReloadSignal) {
+        let (tx, rx) = tokio::sync::watch::channel(0);
+        (tx, ReloadSignal(rx))
+    }
+
+    /// A signal that never fires.
+    pub fn never() -> ReloadSignal {
+        Self::channel().1
+    }
+
+    /// Waits for the next reload; returns its generation.
+    pub async fn changed(&mut self) -> u64 {
+        if self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        *self.0.borrow_and_update()
+    }
+}
+
+/// Binds `listen` (named `key` in errors) and runs `run(listener, daemon)` until it returns;
+/// `daemon.shutdown` fires on SIGINT or SIGTERM (and `STOPPING=1` goes to systemd),
+/// `daemon.reload` on SIGHUP. Under a systemd watchdog (`WATCHDOG_USEC`) it pings for as long
+/// as the runtime answers.
 pub fn serve<F, Fut, E>(listen: SocketAddr, key: &str, run: F) -> ExitCode
 where
-    F: FnOnce(TcpListener, CancellationToken) -> Fut,
+    F: FnOnce(TcpListener, Daemon) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
@@ -30,42 +89,91 @@ where
         }
     };
     runtime.block_on(async move {
+        let notifier = Notifier::from_env();
+        let watchdog_stop = CancellationToken::new();
+        let _stop_watchdog = watchdog_stop.clone().drop_guard();
+        if let Some(interval) = crate::systemd::watchdog_interval() {
+            tokio::spawn(crate::systemd::run_watchdog(
+                notifier.clone(),
+                interval,
+                watchdog_stop,
+            ));
+        }
+        notifier.status("starting: opening the state file and the store");
         let listener = match TcpListener::bind(listen).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("cannot listen on {listen} ({key}): {e}");
+                notifier.status(&format!("failed: cannot listen on {listen}: {e}"));
                 return ExitCode::FAILURE;
             }
         };
         let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        match run(listener, shutdown).await {
+        let (reload_tx, reload) = ReloadSignal::channel();
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::spawn(signals.run(shutdown.clone(), reload_tx, notifier.clone()));
+        let daemon = Daemon {
+            shutdown,
+            reload,
+            notifier: notifier.clone(),
+        };
+        match run(listener, daemon).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
+                notifier.status(&format!("failed: {e:#}"));
                 ExitCode::FAILURE
             }
         }
     })
 }
 
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// SIGTERM or SIGINT: `STOPPING=1` and cancel `shutdown`; SIGHUP: bump the reload
+    /// generation (until shutdown).
+    async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        reload: tokio::sync::watch::Sender<u64>,
+        notifier: Notifier,
     ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("cannot install signal handlers");
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => tracing::info!("SIGTERM received"),
+                _ = self.int.recv() => tracing::info!("SIGINT received"),
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading the config");
+                    reload.send_modify(|g| *g += 1);
+                    continue;
+                }
+                _ = shutdown.cancelled() => {}
+            }
+            notifier.stopping();
+            shutdown.cancel();
             return;
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
     }
-    shutdown.cancel();
 }
 
 /// Limits of the HTTP listener of both daemons (REST and gRPC on one port).
@@ -94,13 +202,16 @@ impl Default for HttpLimits {
 }
 
 /// Serves `app` on `listener` until `shutdown` fires, then stops accepting, lets open requests
-/// and streams finish for at most `deadline`, and closes what is left.
+/// and streams finish for at most `deadline`, and closes what is left. With `tls`, every
+/// connection is a TLS connection (its handshake bounded by `limits.header_read_timeout`, and
+/// holding one of the `max_connections` slots meanwhile).
 pub async fn serve_http(
     listener: TcpListener,
     app: axum::Router,
     shutdown: &CancellationToken,
     deadline: std::time::Duration,
     limits: HttpLimits,
+    tls: Option<TlsAcceptor>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
@@ -145,13 +256,33 @@ pub async fn serve_http(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let Some(tls) = tls.clone() else {
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        };
+        let (builder, shutdown) = (builder.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = conn.await {
+            let stream = tokio::select! {
+                s = tls.accept(stream, limits.header_read_timeout) => match s {
+                    Some(s) => s,
+                    None => return,
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -212,6 +343,9 @@ pub struct HttpConfig<const PORT: u16> {
     /// Most open connections; more wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// TLS on the listener (HTTPS and gRPC over TLS); plaintext without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::ServerTlsConfig>,
 }
 
 fn default_listen<const PORT: u16>() -> std::net::SocketAddr {
@@ -234,6 +368,7 @@ impl<const PORT: u16> Default for HttpConfig<PORT> {
             header_read_timeout: default_header_read_timeout(),
             request_timeout: default_request_timeout(),
             max_connections: default_max_connections(),
+            tls: None,
         }
     }
 }
@@ -248,9 +383,20 @@ impl<const PORT: u16> HttpConfig<PORT> {
         }
     }
 
-    /// Problems with the section, keys under `http.`.
+    /// The TLS acceptor `http.tls` describes (its files read now), if TLS is configured.
+    pub fn tls_acceptor(&self) -> Result<Option<TlsAcceptor>, crate::config::ConfigIssue> {
+        self.tls
+            .as_ref()
+            .map(|t| t.server_config("http.tls").map(TlsAcceptor::new))
+            .transpose()
+    }
+
+    /// Problems with the section, keys under `http.` (TLS files included).
     pub fn validate(&self) -> Vec<crate::config::ConfigIssue> {
         let mut issues = Vec::new();
+        if let Err(issue) = self.tls_acceptor() {
+            issues.push(issue);
+        }
         for (key, d) in [
             ("http.header_read_timeout", self.header_read_timeout),
             ("http.request_timeout", self.request_timeout),

@@ -11,6 +11,10 @@
 //!   limit, a method the path does not take) are rewritten into it, with a message a user
 //!   understands.
 //!
+//! - A request announcing a body over [`MAX_REST_BODY`] (`Content-Length`) is refused with 413
+//!   at once, before its body is read; a longer body without a length is cut there by the
+//!   framework's limit (also 413).
+//!
 //! gRPC calls (`Content-Type: application/grpc…`) pass through untouched.
 
 use axum::body::to_bytes;
@@ -19,6 +23,9 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+/// The largest REST request body taken (the framework's default limit, checked up front).
+pub const MAX_REST_BODY: u64 = 2 << 20;
 
 /// Longest framework error body rewritten into the envelope.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -56,6 +63,19 @@ pub async fn enforce(req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = length.filter(|n| *n > MAX_REST_BODY) {
+        return envelope(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "{method} {path}: the body is larger than this endpoint takes ({n} bytes; at most {MAX_REST_BODY})"
+            ),
+        );
+    }
     let mutating = matches!(
         method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE

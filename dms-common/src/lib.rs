@@ -19,6 +19,8 @@
 //! - [`config`]: YAML + environment config loading with errors that name the key.
 //! - [`telemetry`]: log setup.
 //! - [`daemon`]: runtime, listener and signal handling around a daemon's server.
+//! - [`tls`]: rustls (aws-lc-rs) server config from PEM files, reloadable on SIGHUP.
+//! - [`systemd`]: `sd_notify` readiness, status and watchdog pings.
 
 pub mod bar;
 pub mod config;
@@ -31,8 +33,10 @@ pub mod read_api;
 pub mod state;
 pub mod store;
 pub mod symbol;
+pub mod systemd;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 
 pub use bar::{Bar, SeriesBars, SeriesKey};
 pub use interval::Interval;

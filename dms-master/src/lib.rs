@@ -29,6 +29,7 @@
 //!   registry with its sync history.
 //! - [`http`]: health, readiness and the REST API.
 //! - [`views`]: what the REST API and admin gRPC both show (data status, catalog, gaps).
+//! - [`reload`]: re-reading the config on SIGHUP (TLS certificates, schedules, alerts).
 //! - [`server`]: wiring all of it into a running master with one shutdown.
 
 pub mod admin;
@@ -44,6 +45,7 @@ pub mod import;
 pub mod ingest;
 pub mod quarantine;
 pub mod reconcile;
+pub mod reload;
 pub mod replication;
 pub mod schedule;
 pub mod server;

@@ -58,12 +58,12 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run => run(config, universe),
+        Command::Run => run(config, cli.config, universe),
     }
 }
 
-fn run(config: MasterConfig, universe: Universe) -> ExitCode {
-    dms_common::daemon::serve(config.http.listen, "http.listen", |listener, shutdown| {
-        dms_master::server::run(config, universe, listener, shutdown)
+fn run(config: MasterConfig, path: PathBuf, universe: Universe) -> ExitCode {
+    dms_common::daemon::serve(config.http.listen, "http.listen", |listener, daemon| {
+        dms_master::server::run(config, Some(path), universe, listener, daemon)
     })
 }

@@ -3,19 +3,23 @@
 //! the start-up imports and the scheduler's jobs, serves HTTP, and on shutdown stops them in
 //! order: HTTP, imports and scheduled jobs first, then the applier drains the journal into the
 //! store, all within `shutdown_timeout`.
+//!
+//! Under systemd it reports what it does (`STATUS=`), `READY=1` once the state and the store
+//! are open and the listener serves; on SIGHUP it re-reads its config file ([`reload`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use dms_common::daemon::Daemon;
 use dms_common::journal::Journal;
 use dms_common::store::open_store;
+use dms_common::systemd::Notifier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminContext, AdminService};
 use crate::applier::{self, ApplierOptions};
-use crate::auth::Authorizer;
 use crate::catalog::Catalog;
 use crate::config::{MasterConfig, SourceConfig};
 use crate::dead_letters::{self, DeadLetters};
@@ -24,6 +28,7 @@ use crate::import::{self, ImportSummary};
 use crate::ingest::{Backpressure, Ingestor};
 use crate::quarantine::Quarantine;
 use crate::reconcile::Reconciler;
+use crate::reload;
 use crate::replication::api::NodesApi;
 use crate::replication::nodes::NodeRegistry;
 use crate::replication::{self, ReplicationContext, ReplicationService, StreamOptions};
@@ -36,14 +41,28 @@ use crate::universe::Universe;
 /// How often acknowledged cursor positions are written to the state file.
 const ACK_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Runs the master on an already-bound listener until `shutdown` fires. `universe` is the
-/// series list built from `config` (built by the caller, which checks it with the config).
+/// Runs the master on an already-bound listener until `daemon.shutdown` fires. `universe` is
+/// the series list built from `config` (built by the caller, which checks it with the config);
+/// `config_path` is the file `config` came from, re-read on SIGHUP (`None`: reloads are
+/// refused).
 pub async fn run(
     config: MasterConfig,
+    config_path: Option<std::path::PathBuf>,
     universe: Universe,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    daemon: Daemon,
 ) -> anyhow::Result<()> {
+    let Daemon {
+        shutdown,
+        reload: reload_signal,
+        notifier,
+    } = daemon;
+    let authorizer = crate::auth::Authorizer::from_config(&config.auth)
+        .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
+    let tls = config
+        .http
+        .tls_acceptor()
+        .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
     let journal = Journal::open(&config.state.path, config.journal.policy())
         .with_context(|| format!("cannot open the state file {}", config.state.path.display()))?;
     let quarantine = Quarantine::open(&config.state.path)?;
@@ -65,6 +84,7 @@ pub async fn run(
         head = %journal.head(),
         "state opened"
     );
+    notifier.status("state opened; starting the applier, tasks and imports");
 
     let applier_stop = CancellationToken::new();
     let applier = applier::start(
@@ -116,13 +136,28 @@ pub async fn run(
         store: store.clone(),
         applied: applier.applied(),
     };
-    let import_task = tokio::spawn(startup_imports(
-        config.sources.clone(),
-        (ingestor, reconciler),
-        tasks.clone(),
-        imports.clone(),
-        work_stop.clone(),
-    ));
+    let import_task = tokio::spawn({
+        let imports = startup_imports(
+            config.sources.clone(),
+            (ingestor, reconciler),
+            tasks.clone(),
+            imports.clone(),
+            (work_stop.clone(), notifier.clone()),
+        );
+        let (store, notifier) = (store.clone(), notifier.clone());
+        let (journal, mut applied, stop) = (journal.clone(), applier.applied(), work_stop.clone());
+        async move {
+            if imports.await {
+                // Count the series once the store holds what the import journaled.
+                let head = journal.head();
+                tokio::select! {
+                    _ = applied.wait_for(|s| *s >= head) => {}
+                    _ = stop.cancelled() => return,
+                }
+                notifier.status(&ready_status(&store).await);
+            }
+        }
+    });
 
     let nodes_api = NodesApi {
         nodes: nodes.clone(),
@@ -155,7 +190,7 @@ pub async fn run(
         catalog,
         applier: applier.status_cell(),
         versions: applier.versions(),
-        imports,
+        imports: imports.clone(),
         tasks,
         bars_cache: Arc::new(BarsCache::new(256, 64 << 20)),
     };
@@ -180,8 +215,7 @@ pub async fn run(
     let admin = AdminService::new(AdminContext {
         api: state.clone(),
         nodes: nodes_api.clone(),
-        auth: Authorizer::from_config(&config.auth)
-            .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?,
+        auth: authorizer.clone(),
         scheduler: scheduler.clone(),
         shutdown: shutdown.clone(),
     });
@@ -193,17 +227,48 @@ pub async fn run(
             backpressure_for_api,
         ))
         .merge(replication::api::router(nodes_api))
-        .merge(schedule::router(scheduler));
+        .merge(schedule::router(scheduler.clone()));
+    let scheduler_for_reload = scheduler;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "HTTP and gRPC listening");
+    let router = http::router(state, extra).layer(axum::middleware::from_fn_with_state(
+        authorizer,
+        crate::auth::require_token_for_writes,
+    ));
+    let reloader = tokio::spawn(reload::run(
+        reload::Reloadable {
+            config_path,
+            current: config.clone(),
+            tls: tls.clone(),
+            scheduler: scheduler_for_reload,
+            notifier: notifier.clone(),
+            ready_status: {
+                let store = store.clone();
+                Arc::new(move || {
+                    let store = store.clone();
+                    Box::pin(async move { ready_status(&store).await })
+                })
+            },
+        },
+        reload_signal,
+        work_stop.clone(),
+    ));
+    tracing::info!(%addr, tls = tls.is_some(), "HTTP and gRPC listening");
+    // The listener is bound: connections made from now on are served.
+    let importing = imports_running(&imports);
+    notifier.ready(&match importing {
+        Some(source) => format!("ready; importing from source {source}"),
+        None => ready_status(&store).await,
+    });
     let serve_result = dms_common::daemon::serve_http(
         listener,
-        http::router(state, extra),
+        router,
         &shutdown,
         config.shutdown_timeout.0,
         config.http.limits(),
+        tls,
     )
     .await;
+    notifier.stopping();
     let started = Instant::now();
     tracing::info!("shutting down");
 
@@ -218,6 +283,7 @@ pub async fn run(
     }
     let _ = retention.await;
     let _ = ack_flusher.await;
+    let _ = reloader.await;
     if tokio::time::timeout(remaining(), task_runner)
         .await
         .is_err()
@@ -236,6 +302,22 @@ pub async fn run(
         );
     }
     serve_result.context("HTTP server failed")
+}
+
+/// The source of the start-up import running now, if one is.
+fn imports_running(imports: &Mutex<Vec<ImportSummary>>) -> Option<String> {
+    let all = imports.lock().unwrap_or_else(|p| p.into_inner());
+    all.iter()
+        .find(|i| i.state == "running")
+        .map(|i| i.source.clone())
+}
+
+/// `ready: N series` (the series the store holds).
+async fn ready_status(store: &dms_common::store::SharedStore) -> String {
+    match store.overview().await {
+        Ok(o) => format!("ready: {} series", o.len()),
+        Err(e) => format!("ready; the store cannot list its series: {e}"),
+    }
 }
 
 async fn retention_loop(journal: Journal, every: std::time::Duration, stop: CancellationToken) {
@@ -269,18 +351,21 @@ async fn startup_imports(
     (ingestor, reconciler): (Ingestor, Reconciler),
     tasks: Arc<TaskManager>,
     imports: Arc<Mutex<Vec<ImportSummary>>>,
-    stop: CancellationToken,
-) {
+    (stop, notifier): (CancellationToken, Notifier),
+) -> bool {
+    let mut imported = false;
     for source in sources {
         match source {
             SourceConfig::Csv(c) if c.import_on_start => {
                 // One import at a time: wait for a running task to finish first.
                 let _gate = tokio::select! {
                     g = tasks.exclusive() => g,
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => return imported,
                 };
                 let csv = CsvSource::new(c);
                 tracing::info!(source = csv.name(), "start-up import begins");
+                notifier.status(&format!("importing from source {}", csv.name()));
+                imported = true;
                 let slot = {
                     let mut all = imports.lock().unwrap_or_else(|p| p.into_inner());
                     all.push(ImportSummary::default());
@@ -304,7 +389,8 @@ async fn startup_imports(
             SourceConfig::Csv(_) | SourceConfig::Yahoo(_) => {}
         }
         if stop.is_cancelled() {
-            return;
+            return imported;
         }
     }
+    imported
 }

@@ -76,6 +76,57 @@ pub struct MasterLink {
     /// Compression of the stream: `zstd` (default), `gzip` or `none`.
     #[serde(default = "default_compression")]
     pub compression: String,
+    /// TLS to the master (with an `https://` url): the CA that signed the master's
+    /// certificate and, when the master requires client certificates (mutual TLS), this
+    /// replica's certificate and key. The files are read at every connection, so renewed ones
+    /// are picked up at the next reconnect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<MasterTlsConfig>,
+}
+
+/// `master.tls`: how the replica checks the master and proves who it is.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterTlsConfig {
+    /// PEM file with the CA certificate(s) the master's certificate must be signed by.
+    pub ca: PathBuf,
+    /// PEM file with this replica's client certificate (mutual TLS); needs `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM file with the client certificate's private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+impl MasterTlsConfig {
+    /// Problems with the section: unreadable or invalid files, a certificate without its key.
+    pub fn issues(&self) -> Vec<ConfigIssue> {
+        use dms_common::tls::{read_certs, read_key};
+        let mut issues = Vec::new();
+        if let Err(i) = read_certs("master.tls.ca", &self.ca) {
+            issues.push(i);
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                if let Err(i) = read_certs("master.tls.cert", cert) {
+                    issues.push(i);
+                }
+                if let Err(i) = read_key("master.tls.key", key) {
+                    issues.push(i);
+                }
+            }
+            (Some(_), None) => issues.push(ConfigIssue::new(
+                "master.tls.key",
+                "master.tls.cert is set: give its private key too",
+            )),
+            (None, Some(_)) => issues.push(ConfigIssue::new(
+                "master.tls.cert",
+                "master.tls.key is set: give its certificate too",
+            )),
+            (None, None) => {}
+        }
+        issues
+    }
 }
 
 /// HTTP listener settings (default port 11184).
@@ -141,6 +192,7 @@ impl Default for MasterLink {
             reconnect_min_delay: default_reconnect_min(),
             reconnect_max_delay: default_reconnect_max(),
             compression: default_compression(),
+            tls: None,
         }
     }
 }
@@ -192,6 +244,22 @@ impl Validate for ReplicaConfig {
         }
         if let Err(issue) = self.master.resolve_token() {
             issues.push(issue);
+        }
+        let https = self.master.url.starts_with("https://");
+        match &self.master.tls {
+            Some(tls) if https => issues.extend(tls.issues()),
+            Some(_) => issues.push(ConfigIssue::new(
+                "master.tls",
+                format!(
+                    "is set but master.url {:?} is plaintext: use https://",
+                    self.master.url
+                ),
+            )),
+            None if https => issues.push(ConfigIssue::new(
+                "master.tls.ca",
+                "an https:// master url needs the CA that signed the master's certificate",
+            )),
+            None => {}
         }
         if !matches!(self.master.compression.as_str(), "zstd" | "gzip" | "none") {
             issues.push(ConfigIssue::new(
@@ -281,5 +349,30 @@ mod tests {
         let printed = serde_json::to_string(&c).unwrap();
         assert!(!printed.contains("s3cret-value"), "{printed}");
         assert!(!format!("{c:?}").contains("s3cret-value"));
+    }
+
+    #[test]
+    fn master_tls_must_fit_the_url_and_name_its_files() {
+        let err = load("master:\n  url: https://127.0.0.1:11183\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("master.tls.ca"), "{err}");
+        let err = load("master:\n  tls:\n    ca: /nonexistent/ca.pem\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("master.tls") && err.contains("https://"),
+            "{err}"
+        );
+        let err = load(
+            "master:\n  url: https://127.0.0.1:11183\n  tls:\n    ca: /nonexistent/ca.pem\n    cert: /nonexistent/c.pem\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("master.tls.ca") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
+        assert!(err.contains("master.tls.key"), "{err}");
     }
 }

@@ -54,7 +54,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: ReplicaConfig) -> ExitCode {
-    dms_common::daemon::serve(config.http.listen, "http.listen", |listener, shutdown| {
-        dms_replica::server::run(config, listener, shutdown)
+    dms_common::daemon::serve(config.http.listen, "http.listen", |listener, daemon| {
+        dms_replica::server::run(config, listener, daemon)
     })
 }

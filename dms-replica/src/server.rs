@@ -1,12 +1,16 @@
 //! `run`: the running replica. Opens its state file and store, starts the replication loop and
 //! serves HTTP; on shutdown stops HTTP, then lets the loop finish the batch it is applying,
-//! within `shutdown_timeout`.
+//! within `shutdown_timeout`. Under systemd it sends `READY=1` once its state and store are
+//! open and the listener serves; on SIGHUP it reloads the certificate of its own listener
+//! (`http.tls`; its client certificate for the master is read at every connection anyway).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use dms_common::daemon::{Daemon, ReloadSignal};
 use dms_common::store::open_store;
+use dms_common::tls::{ServerTlsConfig, TlsAcceptor};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -16,12 +20,21 @@ use crate::http;
 use crate::state::ReplicaState;
 use crate::sync::{Replicator, StatusCell};
 
-/// Runs the replica on an already-bound listener until `shutdown` fires.
+/// Runs the replica on an already-bound listener until `daemon.shutdown` fires.
 pub async fn run(
     config: ReplicaConfig,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    daemon: Daemon,
 ) -> anyhow::Result<()> {
+    let Daemon {
+        shutdown,
+        reload,
+        notifier,
+    } = daemon;
+    let tls = config
+        .http
+        .tls_acceptor()
+        .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
     let token = config
         .master
         .resolve_token()
@@ -51,18 +64,31 @@ pub async fn run(
     };
     let sync_stop = CancellationToken::new();
     let sync = tokio::spawn(replicator.clone().run(sync_stop.clone()));
-    tracing::info!(%addr, "HTTP listening");
+    let reloader = tokio::spawn(reload_tls(
+        replicator.config.http.tls.clone(),
+        tls.clone(),
+        reload,
+        sync_stop.clone(),
+    ));
+    tracing::info!(%addr, tls = tls.is_some(), "HTTP listening");
+    notifier.ready(&format!(
+        "ready: following the master at {}",
+        replicator.config.master.url
+    ));
     let serve_result = dms_common::daemon::serve_http(
         listener,
         http::router(replicator.clone()),
         &shutdown,
         replicator.config.shutdown_timeout.0,
         replicator.config.http.limits(),
+        tls,
     )
     .await;
     let started = Instant::now();
     tracing::info!("shutting down");
+    notifier.stopping();
     sync_stop.cancel();
+    let _ = reloader.await;
     let deadline = replicator.config.shutdown_timeout.0;
     if tokio::time::timeout(deadline.saturating_sub(started.elapsed()), sync)
         .await
@@ -73,4 +99,35 @@ pub async fn run(
         );
     }
     serve_result.context("HTTP server failed")
+}
+
+/// On every reload signal, reads the listener's certificate and key again (same paths) and
+/// serves them to new connections; a file that cannot be used leaves the old ones in place.
+async fn reload_tls(
+    config: Option<ServerTlsConfig>,
+    acceptor: Option<TlsAcceptor>,
+    mut reload: ReloadSignal,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = reload.changed() => {}
+            _ = stop.cancelled() => return,
+        }
+        let (Some(config), Some(acceptor)) = (&config, &acceptor) else {
+            tracing::info!("reload: the listener has no TLS; nothing to reload");
+            continue;
+        };
+        match config.server_config("http.tls") {
+            Ok(c) => {
+                acceptor.replace(c);
+                tracing::info!(cert = %config.cert.display(), "TLS certificate reloaded; new connections use it");
+            }
+            Err(i) => tracing::error!(
+                "TLS reload refused, the running certificate stays: {}: {}",
+                i.key,
+                i.message
+            ),
+        }
+    }
 }

@@ -92,7 +92,7 @@ impl StatusCell {
 pub enum SyncError {
     #[error(transparent)]
     Connect(#[from] client::ConnectError),
-    #[error("the master refused the subscription: {}", .0.message())]
+    #[error("{}", refused_text(.0))]
     Refused(tonic::Status),
     #[error("the stream broke: {0}")]
     Stream(String),
@@ -104,6 +104,30 @@ pub enum SyncError {
     Repair(#[from] RepairError),
     #[error("the master sent a bad message: {0}")]
     Protocol(String),
+}
+
+/// A status the master sent says why it refused; one made on this side (the call never got an
+/// answer) carries the transport error, TLS errors included, as its source.
+fn refused_text(status: &tonic::Status) -> String {
+    match std::error::Error::source(status) {
+        Some(source) => format!(
+            "the call to the master failed: {}: {}",
+            status.message(),
+            client::error_chain(source)
+        ),
+        None => format!("the master refused the subscription: {}", status.message()),
+    }
+}
+
+impl SyncError {
+    /// Whether the link itself failed (no answer from the master's gRPC service).
+    fn is_transport(&self) -> bool {
+        match self {
+            SyncError::Connect(_) | SyncError::Stream(_) => true,
+            SyncError::Refused(s) => std::error::Error::source(s).is_some(),
+            _ => false,
+        }
+    }
 }
 
 /// About the most bars applied in one store transaction when several messages are waiting.
@@ -178,7 +202,15 @@ impl Replicator {
                 Ok(Next::Stop) => return,
                 Ok(Next::Reconnect | Next::AntiEntropy) => {}
                 Err(e) => {
-                    let message = e.to_string();
+                    let mut message = e.to_string();
+                    if e.is_transport()
+                        && link.url.starts_with("http://")
+                        && client::speaks_tls(&link.url, link.connect_timeout.0).await
+                    {
+                        message.push_str(
+                            "; the master's port speaks TLS: use an https:// master.url and set master.tls.ca",
+                        );
+                    }
                     match &e {
                         SyncError::Refused(s) if s.code() == tonic::Code::Unauthenticated => {
                             tracing::error!(

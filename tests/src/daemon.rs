@@ -27,6 +27,7 @@ pub struct DaemonCommand {
     args: Vec<String>,
     env: Vec<(String, String)>,
     ready_path: String,
+    https: Option<reqwest::Client>,
 }
 
 impl DaemonCommand {
@@ -38,6 +39,7 @@ impl DaemonCommand {
             args: Vec::new(),
             env: Vec::new(),
             ready_path: "/readyz".into(),
+            https: None,
         }
     }
 
@@ -45,6 +47,13 @@ impl DaemonCommand {
     /// unless set; a replica started while its master is away is only `/healthz`-alive).
     pub fn ready_path(mut self, path: &str) -> DaemonCommand {
         self.ready_path = path.to_owned();
+        self
+    }
+
+    /// Talks to the daemon over HTTPS with `client` (built with the test CA and, for mutual
+    /// TLS, a client certificate) instead of plain HTTP.
+    pub fn https(mut self, client: reqwest::Client) -> DaemonCommand {
+        self.https = Some(client);
         self
     }
 
@@ -79,15 +88,23 @@ impl DaemonCommand {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .with_context(|| format!("spawn {}", self.bin))?;
+        let (scheme, client) = match self.https {
+            Some(c) => ("https", c),
+            None => (
+                "http",
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()?,
+            ),
+        };
         let mut daemon = DaemonProcess {
             bin: self.bin,
             child: Some(child),
             port,
+            scheme,
             workdir: workdir.to_path_buf(),
             log,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
+            client,
         };
         daemon.wait_ready(&self.ready_path).await?;
         Ok(daemon)
@@ -101,6 +118,7 @@ pub struct DaemonProcess {
     child: Option<Child>,
     /// The HTTP port on loopback.
     pub port: u16,
+    scheme: &'static str,
     /// Where it runs.
     pub workdir: PathBuf,
     /// Its stderr (the log).
@@ -110,8 +128,8 @@ pub struct DaemonProcess {
 
 impl DaemonProcess {
     async fn wait_ready(&mut self, path: &str) -> Result<()> {
+        let url = self.url(path);
         let (bin, child, client) = (&self.bin, &mut self.child, &self.client);
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
         let ready = wait_until(&format!("{bin} to be ready"), READY_TIMEOUT, async || {
             if let Some(status) = child.as_mut().map(Child::try_wait).transpose()?.flatten() {
                 bail!("{bin} exited with {status} before it was ready");
@@ -140,9 +158,21 @@ impl DaemonProcess {
         self.child.as_ref().map(Child::id)
     }
 
-    /// `http://127.0.0.1:PORT{path}`.
+    /// `http://127.0.0.1:PORT{path}` (`https://` when started with [`DaemonCommand::https`]).
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
+    }
+
+    /// The HTTP client the daemon is driven with.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends SIGHUP (reload).
+    pub fn reload(&self) -> Result<()> {
+        let pid = self.pid().context("not running")?;
+        kill(Pid::from_raw(i32::try_from(pid)?), Signal::SIGHUP)?;
+        Ok(())
     }
 
     /// GET `path`; returns the status code and the JSON body.

@@ -59,13 +59,25 @@ impl MasterProcess {
         env: &[(&str, &str)],
         port: u16,
     ) -> Result<MasterProcess> {
+        Self::start_with(workdir, config, port, |c| c.envs(env)).await
+    }
+
+    /// Like [`MasterProcess::start_on`], with the command adjusted by `configure` (HTTPS,
+    /// environment).
+    pub async fn start_with(
+        workdir: &Path,
+        config: &str,
+        port: u16,
+        configure: impl FnOnce(DaemonCommand) -> DaemonCommand,
+    ) -> Result<MasterProcess> {
         let config = config.replace("{port}", &port.to_string());
         std::fs::write(workdir.join("dms-master.yaml"), config)?;
-        let daemon = DaemonCommand::new("dms-master", "dms-master")
-            .args(&["--config", "dms-master.yaml", "run"])
-            .envs(env)
-            .start(workdir, port)
-            .await?;
+        let command = DaemonCommand::new("dms-master", "dms-master").args(&[
+            "--config",
+            "dms-master.yaml",
+            "run",
+        ]);
+        let daemon = configure(command).start(workdir, port).await?;
         Ok(MasterProcess { daemon })
     }
 

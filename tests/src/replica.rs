@@ -66,14 +66,24 @@ impl ReplicaProcess {
         config: &str,
         port: u16,
     ) -> Result<ReplicaProcess> {
+        Self::start_with(workdir, node_id, config, port, |c| c).await
+    }
+
+    /// Like [`ReplicaProcess::start_on`], with the command adjusted by `configure`.
+    pub async fn start_with(
+        workdir: &Path,
+        node_id: &str,
+        config: &str,
+        port: u16,
+        configure: impl FnOnce(DaemonCommand) -> DaemonCommand,
+    ) -> Result<ReplicaProcess> {
         std::fs::create_dir_all(workdir)?;
         let config = config.replace("{port}", &port.to_string());
         std::fs::write(workdir.join("dms-replica.yaml"), config)?;
-        let daemon = DaemonCommand::new("dms-replica", "dms-replica")
+        let command = DaemonCommand::new("dms-replica", "dms-replica")
             .args(&["--config", "dms-replica.yaml", "run"])
-            .ready_path("/healthz")
-            .start(workdir, port)
-            .await?;
+            .ready_path("/healthz");
+        let daemon = configure(command).start(workdir, port).await?;
         Ok(ReplicaProcess {
             daemon,
             node_id: node_id.to_owned(),

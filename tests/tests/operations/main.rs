@@ -2,5 +2,8 @@
 //! and TLS, systemd integration, metrics and alerts. Each part has its own module; all run the
 //! real daemons as processes.
 
+mod auth;
 mod dmsctl;
 mod scheduler;
+mod systemd;
+mod tls;

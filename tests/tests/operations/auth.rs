@@ -1,0 +1,163 @@
+//! Bearer tokens on the master's REST API (writes need the full token, reads stay open) and
+//! the size limits of REST bodies and gRPC messages. (A replica with a wrong replication token
+//! is tested in tests/tests/replication.rs.)
+
+use std::time::Duration;
+
+use dms_e2e::MasterProcess;
+
+use crate::tls::master_config;
+
+const FULL: &str = "full-token-for-tests";
+const READ_ONLY: &str = "read-only-token-for-tests";
+
+async fn post_update(master: &MasterProcess, token: Option<&str>, body: String) -> (u16, String) {
+    let mut req = master
+        .client()
+        .post(master.url("/api/data/update"))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// `POST /api/data/update` announcing a JSON body of `length` bytes, over a raw connection
+/// that sends only the headers; returns the status code and the body of the answer.
+async fn post_headers_only(port: u16, token: Option<&str>, length: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST /api/data/update HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{auth}content-length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the answer's body is complete (the server may keep the connection open).
+    let read = async {
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                if length.is_some_and(|n| body.len() >= n) {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer within 10 s");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_writes_need_the_full_token_reads_stay_open_and_big_bodies_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    dms_e2e::copy_sample_data(&dir.path().join("sample-data"));
+    std::fs::write(dir.path().join("token"), format!("{FULL}\n")).unwrap();
+    let config = master_config(&format!(
+        "auth:\n  token_file: ./token\n  read_only:\n    token: {READ_ONLY}\n"
+    ));
+    let master = MasterProcess::start(dir.path(), &config).await.unwrap();
+    master.wait_imported(Duration::from_secs(60)).await.unwrap();
+    let body = || r#"{"symbols": ["BTC-USD"]}"#.to_owned();
+
+    let (code, answer) = post_update(&master, None, body()).await;
+    assert_eq!(code, 401, "{answer}");
+    assert!(answer.contains("bearer token is required"), "{answer}");
+    let (code, answer) = post_update(&master, Some("not-the-token"), body()).await;
+    assert_eq!(code, 401, "{answer}");
+    assert!(answer.contains("not valid"), "{answer}");
+    let (code, answer) = post_update(&master, Some(READ_ONLY), body()).await;
+    assert_eq!(code, 403, "{answer}");
+    assert!(answer.contains("read-only"), "{answer}");
+    let (code, answer) = post_update(&master, Some(FULL), body()).await;
+    assert_eq!(code, 202, "{answer}");
+
+    // Reads need no token.
+    let (code, status) = master.get("/api/data/status").await.unwrap();
+    assert_eq!(code, 200, "{status}");
+    let (code, tasks) = master.get("/api/data/tasks").await.unwrap();
+    assert_eq!(code, 200, "{tasks}");
+
+    // A body over the REST limit (2 MiB) is refused from its Content-Length, before it is
+    // read (sent as headers only: a client still writing would see the connection close).
+    let big = 3 << 20;
+    let (code, answer) = post_headers_only(master.port, Some(FULL), big).await;
+    assert_eq!(code, 413, "{answer}");
+    assert!(
+        answer.contains("larger than this endpoint takes"),
+        "{answer}"
+    );
+    // Without the token, the same request is refused for the token first.
+    let (code, answer) = post_headers_only(master.port, None, big).await;
+    assert_eq!(code, 401, "{answer}");
+    assert!(!master.log_text().contains(FULL), "a token was logged");
+    assert!(!master.log_text().contains(READ_ONLY), "a token was logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_grpc_message_is_refused_with_a_clear_status() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    dms_e2e::copy_sample_data(&dir.path().join("sample-data"));
+    let master = MasterProcess::start(dir.path(), &master_config(""))
+        .await
+        .unwrap();
+    let channel = tonic::transport::Channel::from_shared(master.url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let small = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(small.into_inner().status, 1, "SERVING");
+    let status = health
+        .check(HealthCheckRequest {
+            service: "x".repeat(5 << 20),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+    // The master still serves.
+    let (code, _) = master.get("/healthz").await.unwrap();
+    assert_eq!(code, 200);
+}
