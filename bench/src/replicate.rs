@@ -163,7 +163,7 @@ async fn run(
     });
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let master_port = listener.local_addr()?.port();
-    let grpc = replication::grpc_router(service).await?;
+    let grpc = replication::grpc_router(service, None).await?;
     let serve_stop = stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, grpc)

@@ -219,7 +219,7 @@ pub async fn run(
         scheduler: scheduler.clone(),
         shutdown: shutdown.clone(),
     });
-    let extra = replication::grpc_router(replication, admin)
+    let extra = replication::grpc_router(replication, Some(admin))
         .await?
         .merge(dead_letters::router(
             dead.clone(),

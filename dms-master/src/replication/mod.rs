@@ -280,11 +280,11 @@ pub fn series_digests(
 }
 
 /// The gRPC services as axum routes (one per service path, no fallback), to merge with the REST
-/// router on the same listener: replication, admin (`dms.v1.Admin`), `grpc.health.v1` and
-/// server reflection.
+/// router on the same listener: replication, admin (`dms.v1.Admin`, when given),
+/// `grpc.health.v1` and server reflection.
 pub async fn grpc_router(
     service: ReplicationService,
-    admin: crate::admin::AdminService,
+    admin: Option<crate::admin::AdminService>,
 ) -> anyhow::Result<axum::Router> {
     use dms_common::pb::admin_server::AdminServer;
     use tonic::server::NamedService;
@@ -292,9 +292,11 @@ pub async fn grpc_router(
     health
         .set_serving::<ReplicationServer<ReplicationService>>()
         .await;
-    health
-        .set_serving::<AdminServer<crate::admin::AdminService>>()
-        .await;
+    if admin.is_some() {
+        health
+            .set_serving::<AdminServer<crate::admin::AdminService>>()
+            .await;
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -302,10 +304,13 @@ pub async fn grpc_router(
         format!("/{}/{{*method}}", S::NAME)
     }
     let server = service.into_server();
-    let admin = admin.into_server();
-    Ok(axum::Router::new()
+    let mut router = axum::Router::new()
         .route_service(&path(&server), server)
-        .route_service(&path(&admin), admin)
         .route_service(&path(&health_service), health_service)
-        .route_service(&path(&reflection), reflection))
+        .route_service(&path(&reflection), reflection);
+    if let Some(admin) = admin {
+        let admin = admin.into_server();
+        router = router.route_service(&path(&admin), admin);
+    }
+    Ok(router)
 }
