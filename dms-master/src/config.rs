@@ -51,6 +51,9 @@ pub struct MasterConfig {
     /// Bearer tokens for the admin gRPC service and mutating REST requests.
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// Webhook alerts: receivers, rules and thresholds, rate limit, repeat interval.
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// Replication settings.
@@ -351,6 +354,7 @@ impl Default for MasterConfig {
             shutdown_timeout: default_shutdown_timeout(),
             replication: ReplicationConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            alerts: crate::alerts::AlertsConfig::default(),
         }
     }
 }
@@ -405,6 +409,7 @@ impl Validate for MasterConfig {
             issues.push(ConfigIssue::new("shutdown_timeout", "must be more than 0s"));
         }
         issues.extend(self.auth.issues());
+        issues.extend(self.alerts.issues());
         if let Err(issue) = self.replication.resolve_token() {
             issues.push(issue);
         }

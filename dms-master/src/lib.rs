@@ -25,8 +25,12 @@
 //! - [`replication`]: the `dms.v1.Replication` gRPC service, replica sessions and the node
 //!   registry with its sync history.
 //! - [`http`]: health, readiness and the REST API.
+//! - [`metrics`]: the Prometheus figures on `/metrics`.
+//! - [`alerts`]: [`alerts::Alerts`], webhook alerts with de-duplication, rate limits and
+//!   resolution.
 //! - [`server`]: wiring all of it into a running master with one shutdown.
 
+pub mod alerts;
 pub mod applier;
 pub mod auth;
 pub mod calendar;
@@ -37,6 +41,7 @@ pub mod gaps;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod metrics;
 pub mod quarantine;
 pub mod reconcile;
 pub mod replication;

@@ -12,6 +12,7 @@ use dms_common::store::open_store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{self, Alerts, watcher::Watched};
 use crate::applier::{self, ApplierOptions};
 use crate::catalog::Catalog;
 use crate::config::{MasterConfig, SourceConfig};
@@ -19,6 +20,7 @@ use crate::dead_letters::{self, DeadLetters};
 use crate::http::{self, ApiState, BarsCache};
 use crate::import::{self, ImportSummary};
 use crate::ingest::{Backpressure, Ingestor};
+use crate::metrics::{self, MetricsSource};
 use crate::quarantine::Quarantine;
 use crate::reconcile::Reconciler;
 use crate::replication::api::NodesApi;
@@ -40,6 +42,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    crate::metrics::install();
+    let alerts = Alerts::start(config.alerts.clone(), &shutdown);
     let journal = Journal::open(&config.state.path, config.journal.policy())
         .with_context(|| format!("cannot open the state file {}", config.state.path.display()))?;
     let quarantine = Quarantine::open(&config.state.path)?;
@@ -102,6 +106,7 @@ pub async fn run(
         catalog: catalog.clone(),
         applied: applier.applied(),
         config: config.tasks.clone(),
+        alerts: alerts.clone(),
     });
     tracing::info!(series = universe.len(), "series kept");
     let task_runner = tokio::spawn(tasks.clone().run(work_stop.clone()));
@@ -119,6 +124,17 @@ pub async fn run(
         imports.clone(),
         work_stop.clone(),
     ));
+
+    let watcher = alerts::watcher::spawn(
+        alerts.clone(),
+        Watched {
+            journal: journal.clone(),
+            nodes: nodes.clone(),
+            store: store.clone(),
+            applier: applier.status_cell(),
+        },
+        work_stop.clone(),
+    );
 
     let dead = DeadLetters::open(&config.state.path)?;
     let state = ApiState {
@@ -159,6 +175,11 @@ pub async fn run(
             journal.clone(),
             backpressure_for_api,
         ))
+        .merge(metrics::router(MetricsSource {
+            journal: journal.clone(),
+            applier: applier.status_cell(),
+            nodes: nodes.clone(),
+        }))
         .merge(replication::api::router(NodesApi {
             nodes,
             journal: journal.clone(),
@@ -188,6 +209,7 @@ pub async fn run(
         tracing::warn!("start-up import did not stop in time; its journaled part is kept");
     }
     let _ = retention.await;
+    let _ = watcher.await;
     let _ = ack_flusher.await;
     if tokio::time::timeout(remaining(), task_runner)
         .await

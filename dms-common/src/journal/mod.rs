@@ -427,6 +427,24 @@ impl Journal {
         .await?
     }
 
+    /// When the first entry after `seq` was committed (Unix ms), if there is one: how long a
+    /// consumer at `seq` has been behind (the age of the oldest change it has not applied).
+    pub async fn committed_after(&self, seq: Seq) -> Result<Option<i64>> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.with_reader(|conn| {
+                conn.query_row(
+                    "SELECT committed_at_ms FROM journal WHERE seq > ?1 ORDER BY seq LIMIT 1",
+                    params![seq.0 as i64],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()
+                .map_err(|e| inner.err(e))
+            })
+        })
+        .await?
+    }
+
     /// Checks that the state file answers (for readiness probes).
     pub async fn check(&self) -> Result<()> {
         let inner = self.inner.clone();
