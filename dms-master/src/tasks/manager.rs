@@ -98,6 +98,7 @@ impl SeriesCounts {
         t.bars_rejected += self.rejected;
         t.requests += self.requests;
         t.retries += self.retries;
+        t.failed_requests += self.retries;
         t.provider_null_bars += self.provider_nulls;
         t.new_actions += self.new_actions;
         t.gaps_found += self.gaps;
@@ -350,8 +351,7 @@ impl TaskManager {
         }
     }
 
-    /// Reports a finished fetching task's provider success rate to the alerts. A failed
-    /// request is a retried attempt or the last attempt of a series that failed.
+    /// Reports a finished fetching task's provider success rate to the alerts.
     fn judge_provider(&self, task: &Task, counters: &TaskCounters) {
         if task.kind == TaskKind::Validate {
             return;
@@ -374,10 +374,12 @@ impl TaskManager {
             1 => sources.into_iter().next().unwrap_or_default(),
             _ => "all".to_owned(),
         };
-        let failed = counters.retries + counters.series_failed;
-        self.ctx
-            .alerts
-            .provider_run(&source, &task.id, counters.requests, failed);
+        self.ctx.alerts.provider_run(
+            &source,
+            &task.id,
+            counters.requests,
+            counters.failed_requests,
+        );
     }
 
     /// Runs every series of the task; returns the final counters or why it stopped.
@@ -495,6 +497,7 @@ impl TaskManager {
                     let stats = e.stats();
                     counters.requests += stats.requests;
                     counters.retries += stats.retries;
+                    counters.failed_requests += stats.retries + u64::from(stats.requests > 0);
                     let reason = e.to_string();
                     if e.is_retryable() && !last_pass {
                         retry.push(entry.clone());
