@@ -68,9 +68,18 @@ fn describe() {
     );
     describe_gauge!("dms_journal_head_seq", "The journal's last sequence number");
     describe_gauge!("dms_journal_entries", "Entries kept in the journal");
-    describe_gauge!("dms_journal_size_bytes", "Payload bytes kept in the journal");
-    describe_gauge!("dms_store_applied_seq", "Last journal entry the store applied");
-    describe_gauge!("dms_store_lag_entries", "Journal entries the store has yet to apply");
+    describe_gauge!(
+        "dms_journal_size_bytes",
+        "Payload bytes kept in the journal"
+    );
+    describe_gauge!(
+        "dms_store_applied_seq",
+        "Last journal entry the store applied"
+    );
+    describe_gauge!(
+        "dms_store_lag_entries",
+        "Journal entries the store has yet to apply"
+    );
     describe_gauge!(
         "dms_store_lag_seconds",
         "Age of the oldest journal entry the store has yet to apply"
@@ -259,4 +268,56 @@ pub fn router(source: MetricsSource) -> Router {
 async fn scrape(State(source): State<MetricsSource>) -> Response {
     source.refresh().await;
     dms_common::prometheus::response(dms_common::prometheus::render())
+}
+
+#[cfg(test)]
+mod tests {
+    use dms_common::journal::{Change, NewChange, Origin, RetentionPolicy};
+    use dms_common::{Bar, Interval, SeriesKey, Symbol, Timestamp};
+
+    use super::*;
+
+    fn change() -> NewChange {
+        NewChange {
+            series: SeriesKey::new(Symbol::new("AAPL").unwrap(), Interval::D1),
+            change: Change::Upsert(vec![Bar::ohlcv(Timestamp(0), 1.0, 2.0, 0.5, 1.5, 10.0)]),
+            origin: Origin {
+                task_id: "t1".into(),
+                source: "test".into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn lag_counts_entries_after_the_cursor_and_the_age_of_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal =
+            Journal::open(dir.path().join("state.db"), RetentionPolicy::default()).unwrap();
+        assert_eq!(lag_of(&journal, Seq(0)).await, Lag::default());
+        journal.append_all(vec![change(), change()]).await.unwrap();
+        let lag = lag_of(&journal, Seq(0)).await;
+        assert_eq!(lag.entries, 2);
+        assert!((0.0..5.0).contains(&lag.seconds), "{lag:?}");
+        assert_eq!(lag_of(&journal, Seq(1)).await.entries, 1);
+        assert_eq!(lag_of(&journal, Seq(2)).await, Lag::default());
+    }
+
+    #[tokio::test]
+    async fn the_recorded_figures_render_in_the_text_format() {
+        install();
+        bars_ingested("metrics-test", 7, 2);
+        task_finished("validate", "completed", Duration::from_millis(1500));
+        provider_request("metrics-test", Duration::from_millis(30), Some("server"));
+        let text = dms_common::prometheus::render();
+        for line in [
+            "# TYPE dms_bars_ingested_total counter",
+            "dms_bars_ingested_total{source=\"metrics-test\"} 7",
+            "dms_bars_rejected_total{source=\"metrics-test\"} 2",
+            "dms_provider_errors_total{source=\"metrics-test\",kind=\"server\"} 1",
+            "dms_task_duration_seconds_bucket{kind=\"validate\",outcome=\"completed\",le=\"2.5\"} 1",
+            "# HELP dms_bars_ingested_total Bars validated and journaled",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
 }

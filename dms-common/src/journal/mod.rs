@@ -674,6 +674,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn committed_after_is_the_time_of_the_first_entry_a_consumer_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path().join("state.db"), RetentionPolicy::default()).unwrap();
+        assert_eq!(j.committed_after(Seq(0)).await.unwrap(), None);
+        let before = chrono::Utc::now().timestamp_millis();
+        j.append_all(vec![change(1), change(2)]).await.unwrap();
+        let after = chrono::Utc::now().timestamp_millis();
+        let first = j.committed_after(Seq(0)).await.unwrap().unwrap();
+        assert!(
+            (before..=after).contains(&first),
+            "{before} {first} {after}"
+        );
+        assert!(j.committed_after(Seq(1)).await.unwrap().unwrap() >= first);
+        assert_eq!(j.committed_after(Seq(2)).await.unwrap(), None);
+    }
+
+    #[tokio::test]
     async fn appends_survive_reopen_with_the_same_history() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");

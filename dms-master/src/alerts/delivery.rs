@@ -189,7 +189,10 @@ impl Sender {
             && let Some(code) = v.get("errcode").and_then(Value::as_i64)
             && code != 0
         {
-            return Err(format!("errcode {code}: {}", snippet(&v["errmsg"].to_string())));
+            return Err(format!(
+                "errcode {code}: {}",
+                snippet(&v["errmsg"].to_string())
+            ));
         }
         Ok(())
     }

@@ -269,10 +269,7 @@ impl Alerts {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.inner
-            .shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.inner.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The config in force.

@@ -121,10 +121,7 @@ mod tests {
         assert_eq!(v["msgtype"], "markdown");
         let md = v["markdown"].as_object().unwrap();
         assert_eq!(keys(md), ["text", "title"], "exactly title and text");
-        assert_eq!(
-            md["title"],
-            "[DMS FIRING] task t-1 (full_import) failed"
-        );
+        assert_eq!(md["title"], "[DMS FIRING] task t-1 (full_import) failed");
         let text = md["text"].as_str().unwrap();
         assert!(text.starts_with("### [DMS FIRING]"), "{text}");
         assert!(text.contains("task_failed:t-1") && text.contains("every series failed"));

@@ -42,10 +42,7 @@ impl Receiver {
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "expected {n} messages, got {:?}",
-                    self.got.lock().unwrap()
-                );
+                panic!("expected {n} messages, got {:?}", self.got.lock().unwrap());
             }
         }
     }
@@ -88,10 +85,7 @@ fn pair(status: &str, key: &str) -> (String, String) {
 async fn a_repeated_alert_is_sent_once_while_active_then_resolved_once() {
     let (rx, base) = Receiver::start().await;
     let stop = CancellationToken::new();
-    let alerts = Alerts::start(
-        config(&format!("{base}/a"), WebhookFormat::Generic),
-        &stop,
-    );
+    let alerts = Alerts::start(config(&format!("{base}/a"), WebhookFormat::Generic), &stop);
     alerts.raise(lag("r1"));
     alerts.raise(lag("r1"));
     alerts.raise(lag("r1"));
@@ -99,7 +93,11 @@ async fn a_repeated_alert_is_sent_once_while_active_then_resolved_once() {
     alerts.resolve("replica_lag:r1");
     // Resolving what is not active sends nothing; an event after it marks the end.
     alerts.resolve("replica_lag:never-raised");
-    alerts.raise(Alert::task_failed("t-9", "full_import", "every series failed"));
+    alerts.raise(Alert::task_failed(
+        "t-9",
+        "full_import",
+        "every series failed",
+    ));
     let got = rx.wait_for(3).await;
     assert_eq!(
         summary(&got),
@@ -112,7 +110,11 @@ async fn a_repeated_alert_is_sent_once_while_active_then_resolved_once() {
     assert_eq!(got[1].1["summary"], got[0].1["summary"]);
     assert!(!alerts.is_active("replica_lag:r1"));
     // The event stays known within its repeat interval: raised again, it is not re-sent.
-    alerts.raise(Alert::task_failed("t-9", "full_import", "every series failed"));
+    alerts.raise(Alert::task_failed(
+        "t-9",
+        "full_import",
+        "every series failed",
+    ));
     alerts.raise(lag("r2"));
     let got = rx.wait_for(4).await;
     assert_eq!(summary(&got)[3], pair("firing", "replica_lag:r2"));
@@ -135,7 +137,10 @@ async fn an_active_alert_is_sent_again_after_the_repeat_interval() {
     let got = rx.wait_for(2).await;
     assert_eq!(
         summary(&got),
-        [pair("firing", "replica_lag:r1"), pair("firing", "replica_lag:r1")]
+        [
+            pair("firing", "replica_lag:r1"),
+            pair("firing", "replica_lag:r1")
+        ]
     );
     stop.cancel();
 }
@@ -207,10 +212,7 @@ async fn reload_keeps_active_alerts_and_switches_webhooks_formats_and_rules() {
 async fn provider_success_rate_fires_below_the_threshold_and_resolves_at_it() {
     let (rx, base) = Receiver::start().await;
     let stop = CancellationToken::new();
-    let alerts = Alerts::start(
-        config(&format!("{base}/a"), WebhookFormat::Generic),
-        &stop,
-    );
+    let alerts = Alerts::start(config(&format!("{base}/a"), WebhookFormat::Generic), &stop);
     alerts.provider_run("yahoo", "t-1", 100, 6); // 94 % < 95 %
     alerts.provider_run("yahoo", "t-2", 0, 0); // nothing to judge
     alerts.provider_run("yahoo", "t-3", 100, 5); // 95 %: fine again
@@ -250,7 +252,10 @@ fn config_errors_name_the_key_and_never_repeat_the_url() {
         .map(|i| format!("{}: {}", i.key, i.message))
         .collect();
     let all = issues.join("\n");
-    assert!(all.contains("alerts.webhooks[0].url: scheme \"ftp\""), "{all}");
+    assert!(
+        all.contains("alerts.webhooks[0].url: scheme \"ftp\""),
+        "{all}"
+    );
     assert!(all.contains("alerts.webhooks[1].name"), "{all}");
     assert!(all.contains("alerts.rules.provider_success_rate"), "{all}");
     assert!(all.contains("alerts.rate_limit.max_messages"), "{all}");

@@ -320,9 +320,11 @@ impl TaskManager {
             Err((Stop::Invalid(reason), counters)) => {
                 tracing::error!(task = %id, %reason, "task cannot run");
                 crate::metrics::task_finished(kind, "failed", started.elapsed());
-                self.ctx
-                    .alerts
-                    .raise(Alert::task_failed(&id, kind, &format!("cannot run: {reason}")));
+                self.ctx.alerts.raise(Alert::task_failed(
+                    &id,
+                    kind,
+                    &format!("cannot run: {reason}"),
+                ));
                 store
                     .finish(
                         &id,
@@ -362,12 +364,7 @@ impl TaskManager {
                 .ctx
                 .universe
                 .select(&task.params)
-                .map(|entries| {
-                    entries
-                        .iter()
-                        .map(|e| e.source.name().to_owned())
-                        .collect()
-                })
+                .map(|entries| entries.iter().map(|e| e.source.name().to_owned()).collect())
                 .unwrap_or_default(),
         };
         let source = match sources.len() {

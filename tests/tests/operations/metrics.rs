@@ -33,9 +33,9 @@ impl Metrics {
     }
 
     fn find(&self, metric: &str, labels: &[(&str, &str)]) -> Option<&Sample> {
-        self.0.iter().find(|s| {
-            s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-        })
+        self.0
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
     }
 
     /// The value of a counter, gauge or untyped sample (`_sum`, `_count` of histograms).
@@ -163,16 +163,20 @@ tasks:
     // Scrape over and over while the import runs: (task status, figures) each time.
     let mut seen: Vec<(String, Metrics)> = Vec::new();
     let task = master
-        .wait_until("the import to finish", Duration::from_secs(120), async || {
-            let m = Metrics::scrape(&master).await?;
-            let task = master.task(&id).await?;
-            let status = task["status"].as_str().unwrap_or_default().to_owned();
-            seen.push((status.clone(), m));
-            Ok(match status.as_str() {
-                "completed" | "failed" | "cancelled" => Check::Ready(task),
-                _ => Check::Waiting(task.to_string()),
-            })
-        })
+        .wait_until(
+            "the import to finish",
+            Duration::from_secs(120),
+            async || {
+                let m = Metrics::scrape(&master).await?;
+                let task = master.task(&id).await?;
+                let status = task["status"].as_str().unwrap_or_default().to_owned();
+                seen.push((status.clone(), m));
+                Ok(match status.as_str() {
+                    "completed" | "failed" | "cancelled" => Check::Ready(task),
+                    _ => Check::Waiting(task.to_string()),
+                })
+            },
+        )
         .await
         .unwrap();
     assert_eq!(task["status"], "completed", "{task}");
@@ -242,9 +246,15 @@ tasks:
     );
     assert_eq!(last.get("dms_bars_rejected_total", &from_gen), 0.0);
     assert_eq!(last.value("dms_tasks_total", &done), Some(1.0));
-    assert_eq!(last.histogram_total("dms_task_duration_seconds", &done), Some(1.0));
+    assert_eq!(
+        last.histogram_total("dms_task_duration_seconds", &done),
+        Some(1.0)
+    );
     let took = last.get("dms_task_duration_seconds_sum", &done);
-    assert!(took > 0.5, "300 series at 20 ms a request take a while: {took}");
+    assert!(
+        took > 0.5,
+        "300 series at 20 ms a request take a while: {took}"
+    );
     assert!(last.histogram_total("dms_store_apply_duration_seconds", &[]) >= Some(1.0));
     assert_eq!(
         last.get("dms_store_applied_entries_total", &[]),
@@ -254,7 +264,10 @@ tasks:
 
     // A second task adds to the same figures.
     let id = queue(&master, "/api/data/update", r#"{"limit": 10}"#).await;
-    let t = master.wait_task(&id, Duration::from_secs(30)).await.unwrap();
+    let t = master
+        .wait_task(&id, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(t["status"], "completed", "{t}");
     let after = Metrics::scrape(&master).await.unwrap();
     assert_eq!(
@@ -343,11 +356,11 @@ alerts:
 
     let receiver = Receiver::start(receiver_port).await;
     let alert = receiver
-        .wait_for(
-            "the task failure alert",
-            Duration::from_secs(30),
-            |m| m["markdown"]["text"].as_str().is_some_and(|t| t.contains(&failed)),
-        )
+        .wait_for("the task failure alert", Duration::from_secs(30), |m| {
+            m["markdown"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(&failed))
+        })
         .await;
     assert_eq!(alert["msgtype"], "markdown", "{alert}");
     let title = alert["markdown"]["title"].as_str().unwrap();
@@ -362,11 +375,15 @@ alerts:
     );
     // Both requests of the failed task failed: the provider's success rate is 0 %.
     let rate = receiver
-        .wait_for("the provider success rate alert", Duration::from_secs(30), |m| {
-            m["markdown"]["text"]
-                .as_str()
-                .is_some_and(|t| t.contains("provider_success_rate:bad"))
-        })
+        .wait_for(
+            "the provider success rate alert",
+            Duration::from_secs(30),
+            |m| {
+                m["markdown"]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("provider_success_rate:bad"))
+            },
+        )
         .await;
     assert!(
         rate["markdown"]["title"]
@@ -378,18 +395,22 @@ alerts:
     // The good source's import did not judge the bad one; nothing else was sent.
     assert_eq!(receiver.messages().len(), 2, "{:?}", receiver.messages());
     master
-        .wait_until("the deliveries to be counted", Duration::from_secs(10), async || {
-            let m = Metrics::scrape(&master).await?;
-            let sent = m.get(
-                "dms_alerts_sent_total",
-                &[("webhook", "ops"), ("status", "firing")],
-            );
-            Ok(if sent == 2.0 {
-                Check::Ready(())
-            } else {
-                Check::Waiting(format!("sent {sent}"))
-            })
-        })
+        .wait_until(
+            "the deliveries to be counted",
+            Duration::from_secs(10),
+            async || {
+                let m = Metrics::scrape(&master).await?;
+                let sent = m.get(
+                    "dms_alerts_sent_total",
+                    &[("webhook", "ops"), ("status", "firing")],
+                );
+                Ok(if sent == 2.0 {
+                    Check::Ready(())
+                } else {
+                    Check::Waiting(format!("sent {sent}"))
+                })
+            },
+        )
         .await
         .unwrap();
     let log = master.log_text();
@@ -432,8 +453,16 @@ alerts:
         .await
         .unwrap();
     // A connected replica follows at once: no lag alert.
-    let id = queue(&master, "/api/data/import", r#"{"start_date": "1999-01-01"}"#).await;
-    let t = master.wait_task(&id, Duration::from_secs(30)).await.unwrap();
+    let id = queue(
+        &master,
+        "/api/data/import",
+        r#"{"start_date": "1999-01-01"}"#,
+    )
+    .await;
+    let t = master
+        .wait_task(&id, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(t["counters"]["bars_written"], 400, "{t}");
     replica
         .wait_in_sync(&master, Duration::from_secs(30))
@@ -459,7 +488,10 @@ alerts:
         .unwrap();
     write_daily_csvs(&csv, 2, 210);
     let id = queue(&master, "/api/data/update", "{}").await;
-    let t = master.wait_task(&id, Duration::from_secs(30)).await.unwrap();
+    let t = master
+        .wait_task(&id, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(t["counters"]["bars_written"], 20, "{t}");
     let firing = receiver
         .wait_for("the replica lag alert", Duration::from_secs(30), |m| {
@@ -486,9 +518,11 @@ alerts:
         .await
         .unwrap();
     let resolved = receiver
-        .wait_for("the replica lag to be resolved", Duration::from_secs(30), |m| {
-            m["key"] == "replica_lag:lagging" && m["status"] == "resolved"
-        })
+        .wait_for(
+            "the replica lag to be resolved",
+            Duration::from_secs(30),
+            |m| m["key"] == "replica_lag:lagging" && m["status"] == "resolved",
+        )
         .await;
     assert_eq!(resolved["summary"], firing["summary"]);
     let firing_count = receiver
@@ -496,7 +530,12 @@ alerts:
         .iter()
         .filter(|m| m["status"] == "firing")
         .count();
-    assert_eq!(firing_count, 1, "sent once while active: {:?}", receiver.messages());
+    assert_eq!(
+        firing_count,
+        1,
+        "sent once while active: {:?}",
+        receiver.messages()
+    );
     let r = replica
         .wait_in_sync(&master, Duration::from_secs(30))
         .await
