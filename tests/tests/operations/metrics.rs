@@ -11,8 +11,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use dms_e2e::provider::FakeYahoo;
 use dms_e2e::{
-    Check, DaemonProcess, MasterProcess, ReplicaProcess, free_port, replica_config, wait_until,
-    write_daily_csvs,
+    Check, DaemonProcess, InfluxServer, MasterProcess, ReplicaProcess, free_port, replica_config,
+    wait_until, write_daily_csvs,
 };
 use nix::sys::signal::Signal;
 use prometheus_parse::{Sample, Scrape, Value as Metric};
@@ -547,4 +547,69 @@ alerts:
         "{r}"
     );
     assert_eq!(m.value("dms_replica_lag_entries", &[]), Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_error_alert_fires_while_influxdb_is_down_and_resolves_when_it_is_back() {
+    let mut influx = InfluxServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("gen");
+    write_daily_csvs(&csv, 2, 100);
+    let receiver_port = free_port();
+    let receiver = Receiver::start(receiver_port).await;
+    let config = format!(
+        "
+http: {{listen: '127.0.0.1:{{port}}'}}
+store: {{type: influxdb, url: '{}', database: dms_alerts}}
+sources:
+  - {{type: csv, name: gen, dir: ./gen, interval: 1d}}
+alerts:
+  check_interval: 200ms
+  webhooks:
+    - {{name: team, url: 'http://127.0.0.1:{receiver_port}/hook', format: wecom}}
+",
+        influx.url()
+    );
+    let master = MasterProcess::start(dir.path(), &config).await.unwrap();
+    master.wait_imported(Duration::from_secs(60)).await.unwrap();
+
+    influx.stop().await.unwrap();
+    let is_store = |status: &'static str| {
+        move |m: &Value| {
+            m["msgtype"] == "markdown"
+                && m["markdown"]["content"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("**key**: store_error") && c.contains(status))
+        }
+    };
+    let firing = receiver
+        .wait_for(
+            "the store error alert",
+            Duration::from_secs(30),
+            is_store("[DMS FIRING]"),
+        )
+        .await;
+    let content = firing["markdown"]["content"].as_str().unwrap();
+    assert!(
+        content.contains("the store does not answer") && content.contains("**severity**: critical"),
+        "{content}"
+    );
+    influx.start_again().await.unwrap();
+    receiver
+        .wait_for(
+            "the store error to be resolved",
+            Duration::from_secs(60),
+            is_store("[DMS RESOLVED]"),
+        )
+        .await;
+    let firing_count = receiver
+        .messages()
+        .iter()
+        .filter(|m| {
+            m["markdown"]["content"]
+                .as_str()
+                .is_some_and(|c| c.contains("FIRING"))
+        })
+        .count();
+    assert_eq!(firing_count, 1, "{:?}", receiver.messages());
 }
