@@ -5,18 +5,25 @@
 //! facade the first time it is called (once per process: unit tests start several daemons in
 //! one process) and [`render`] turns everything recorded into the Prometheus text format for a
 //! `GET /metrics` answer. Histograms whose name ends in `_seconds` get [`SECONDS_BUCKETS`], so
-//! they are real Prometheus histograms (`_bucket`, `_sum`, `_count`), not summaries.
+//! they are real Prometheus histograms (`_bucket`, `_sum`, `_count`), not summaries. Gauges
+//! are set from state at every scrape; one not set for [`GAUGE_IDLE`] is dropped (e.g. the
+//! lag of a replica that was forgotten).
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 
 /// Upper bounds of the buckets of every `*_seconds` histogram: 1 ms to 10 minutes.
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
 ];
+
+/// How long a gauge that is not set any more stays on the page.
+pub const GAUGE_IDLE: Duration = Duration::from_secs(600);
 
 /// The content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -31,6 +38,7 @@ pub fn handle() -> &'static PrometheusHandle {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
             .expect("the bucket list is not empty")
+            .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
             .build_recorder();
         let handle = recorder.handle();
         if let Err(e) = metrics::set_global_recorder(recorder) {

@@ -261,3 +261,23 @@ fn config_errors_name_the_key_and_never_repeat_the_url() {
     assert!(all.contains("alerts.rate_limit.max_messages"), "{all}");
     assert!(!all.contains("secret-token"), "{all}");
 }
+
+#[test]
+fn printed_config_hides_webhook_urls_and_header_values() {
+    let mut c = config(
+        "https://oapi.dingtalk.com/robot/send?access_token=tok-123",
+        WebhookFormat::Dingtalk,
+    );
+    c.webhooks[0].headers.insert(
+        "Authorization".into(),
+        dms_common::config::Secret::new("Bearer hdr-456"),
+    );
+    let printed = serde_json::to_string(&c).unwrap();
+    assert!(
+        !printed.contains("tok-123") && !printed.contains("hdr-456"),
+        "{printed}"
+    );
+    assert!(printed.contains("\"format\":\"dingtalk\""), "{printed}");
+    assert!(format!("{c:?}").contains("<redacted>"));
+    assert!(!format!("{c:?}").contains("tok-123"));
+}
