@@ -35,8 +35,15 @@ pub fn spawn(alerts: Alerts, watched: Watched, stop: CancellationToken) -> JoinH
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.cancelled() => return,
             }
-            check_replicas(&alerts, &watched).await;
-            check_store(&alerts, &watched, &mut retries_seen).await;
+            // A check waiting on a store that does not answer must not hold up shutdown.
+            let checks = async {
+                check_replicas(&alerts, &watched).await;
+                check_store(&alerts, &watched, &mut retries_seen).await;
+            };
+            tokio::select! {
+                _ = checks => {}
+                _ = stop.cancelled() => return,
+            }
         }
     })
 }
