@@ -123,6 +123,7 @@ pub(crate) fn fetch(args: &FetchArgs) -> Result<Outcome> {
                 catalog: Catalog::open(&state)?,
                 applied: applier.applied(),
                 config: TasksConfig::default(),
+                alerts: dms_master::alerts::Alerts::disabled(),
             },
         };
         let now = Timestamp::now().0;

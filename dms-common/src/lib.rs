@@ -18,6 +18,7 @@
 //! - [`read_api`]: parsing and answering the bar reads both daemons serve over HTTP.
 //! - [`config`]: YAML + environment config loading with errors that name the key.
 //! - [`telemetry`]: log setup.
+//! - [`prometheus`]: the process's metrics recorder and the `/metrics` text.
 //! - [`daemon`]: runtime, listener and signal handling around a daemon's server.
 //! - [`tls`]: rustls (aws-lc-rs) server config from PEM files, reloadable on SIGHUP.
 //! - [`systemd`]: `sd_notify` readiness, status and watchdog pings.
@@ -29,6 +30,7 @@ pub mod http_rules;
 pub mod interval;
 pub mod journal;
 pub mod pb;
+pub mod prometheus;
 pub mod read_api;
 pub mod state;
 pub mod store;

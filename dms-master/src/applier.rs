@@ -318,7 +318,9 @@ async fn apply_loop(
                 let last = entries.last().map(|e| e.seq).unwrap_or_default();
                 let touched: Vec<dms_common::SeriesKey> =
                     entries.iter().map(|e| e.series.clone()).collect();
+                let started = std::time::Instant::now();
                 let (stats, count) = sink.apply_entries(entries).await;
+                crate::metrics::store_applied(count, started.elapsed());
                 versions.bump(touched.iter());
                 until_ok(options, set, || journal.advance_cursor(STORE_CURSOR, last)).await;
                 set.update(|s| {
@@ -393,6 +395,7 @@ impl Sink {
     /// Keeps `entry` as a dead letter with the store's error.
     async fn set_aside(&self, entry: &ChangeBatch, error: &StoreError) {
         let reason = error.to_string();
+        crate::metrics::store_error("permanent");
         tracing::error!(seq = %entry.seq, series = %entry.series, error = %reason, "the store refused an entry for good; it is set aside as a dead letter");
         until_ok(&self.options, &self.status, || {
             self.dead.record(entry, &reason)
@@ -433,6 +436,7 @@ where
             Err(e) if !e.is_transient() => return Err(e),
             Err(e) => {
                 attempt += 1;
+                crate::metrics::store_error("transient");
                 let delay = delays.next().unwrap_or(options.max_retry_delay);
                 let msg = e.to_string();
                 tracing::warn!(error = %msg, attempt, retry_in = ?delay, "store write failed; the data waits in the journal");

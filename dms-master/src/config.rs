@@ -54,6 +54,9 @@ pub struct MasterConfig {
     /// Jobs the master runs by itself on cron schedules.
     #[serde(default)]
     pub schedules: Vec<crate::schedule::ScheduleConfig>,
+    /// Webhook alerts: receivers, rules and thresholds, rate limit, repeat interval.
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// Replication settings.
@@ -355,6 +358,7 @@ impl Default for MasterConfig {
             replication: ReplicationConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             schedules: Vec::new(),
+            alerts: crate::alerts::AlertsConfig::default(),
         }
     }
 }
@@ -409,6 +413,7 @@ impl Validate for MasterConfig {
             issues.push(ConfigIssue::new("shutdown_timeout", "must be more than 0s"));
         }
         issues.extend(self.auth.issues());
+        issues.extend(self.alerts.issues());
         if let Err(issue) = self.replication.resolve_token() {
             issues.push(issue);
         }

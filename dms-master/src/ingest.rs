@@ -184,6 +184,7 @@ impl Ingestor {
         }
         let keys: Vec<SeriesKey> = changes.iter().map(|c| c.series.clone()).collect();
         report.seqs = self.journal.append_all(changes).await?;
+        crate::metrics::bars_ingested(&origin.source, report.accepted, report.rejected);
         let mut journaled = self.journaled.lock().unwrap_or_else(|p| p.into_inner());
         for (key, seq) in keys.into_iter().zip(&report.seqs) {
             journaled.insert(key, *seq);

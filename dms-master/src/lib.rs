@@ -30,9 +30,13 @@
 //! - [`http`]: health, readiness and the REST API.
 //! - [`views`]: what the REST API and admin gRPC both show (data status, catalog, gaps).
 //! - [`reload`]: re-reading the config on SIGHUP (TLS certificates, schedules, alerts).
+//! - [`metrics`]: the Prometheus figures on `/metrics`.
+//! - [`alerts`]: [`alerts::Alerts`], webhook alerts with de-duplication, rate limits and
+//!   resolution.
 //! - [`server`]: wiring all of it into a running master with one shutdown.
 
 pub mod admin;
+pub mod alerts;
 pub mod applier;
 pub mod auth;
 pub mod calendar;
@@ -43,6 +47,7 @@ pub mod gaps;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod metrics;
 pub mod quarantine;
 pub mod reconcile;
 pub mod reload;

@@ -37,6 +37,8 @@ pub struct Reloadable {
     pub tls: Option<TlsAcceptor>,
     /// The scheduled jobs (`schedules`).
     pub scheduler: crate::schedule::Scheduler,
+    /// The webhook alerts (`alerts`).
+    pub alerts: crate::alerts::Alerts,
     pub notifier: Notifier,
     /// The status line after a reload (`ready: N series`).
     pub ready_status: StatusLine,
@@ -90,6 +92,7 @@ impl Reloadable {
             );
             return false;
         }
+        self.alerts.reload(new.alerts.clone());
         for section in &changed {
             if RELOADABLE_SECTIONS.contains(&section.as_str()) {
                 tracing::info!(section = %section, "config reload: applied");

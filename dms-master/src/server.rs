@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminContext, AdminService};
+use crate::alerts::{self, Alerts, watcher::Watched};
 use crate::applier::{self, ApplierOptions};
 use crate::catalog::Catalog;
 use crate::config::{MasterConfig, SourceConfig};
@@ -26,6 +27,7 @@ use crate::dead_letters::{self, DeadLetters};
 use crate::http::{self, ApiState, BarsCache};
 use crate::import::{self, ImportSummary};
 use crate::ingest::{Backpressure, Ingestor};
+use crate::metrics::{self, MetricsSource};
 use crate::quarantine::Quarantine;
 use crate::reconcile::Reconciler;
 use crate::reload;
@@ -63,6 +65,8 @@ pub async fn run(
         .http
         .tls_acceptor()
         .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
+    crate::metrics::install();
+    let alerts = Alerts::start(config.alerts.clone(), &shutdown);
     let journal = Journal::open(&config.state.path, config.journal.policy())
         .with_context(|| format!("cannot open the state file {}", config.state.path.display()))?;
     let quarantine = Quarantine::open(&config.state.path)?;
@@ -126,6 +130,7 @@ pub async fn run(
         catalog: catalog.clone(),
         applied: applier.applied(),
         config: config.tasks.clone(),
+        alerts: alerts.clone(),
     });
     tracing::info!(series = universe.len(), "series kept");
     let task_runner = tokio::spawn(tasks.clone().run(work_stop.clone()));
@@ -180,6 +185,23 @@ pub async fn run(
     )
     .await?;
 
+    let missed_runs = tokio::spawn(alert_missed_runs(
+        scheduler.subscribe(),
+        alerts.clone(),
+        work_stop.clone(),
+    ));
+
+    let watcher = alerts::watcher::spawn(
+        alerts.clone(),
+        Watched {
+            journal: journal.clone(),
+            nodes: nodes.clone(),
+            store: store.clone(),
+            applier: applier.status_cell(),
+        },
+        work_stop.clone(),
+    );
+
     let dead = DeadLetters::open(&config.state.path)?;
     let state = ApiState {
         store: store.clone(),
@@ -226,6 +248,11 @@ pub async fn run(
             journal.clone(),
             backpressure_for_api,
         ))
+        .merge(metrics::router(MetricsSource {
+            journal: journal.clone(),
+            applier: applier.status_cell(),
+            nodes: nodes.clone(),
+        }))
         .merge(replication::api::router(nodes_api))
         .merge(schedule::router(scheduler.clone()));
     let scheduler_for_reload = scheduler;
@@ -240,6 +267,7 @@ pub async fn run(
             current: config.clone(),
             tls: tls.clone(),
             scheduler: scheduler_for_reload,
+            alerts: alerts.clone(),
             notifier: notifier.clone(),
             ready_status: {
                 let store = store.clone();
@@ -282,6 +310,8 @@ pub async fn run(
         tracing::warn!("start-up import did not stop in time; its journaled part is kept");
     }
     let _ = retention.await;
+    let _ = watcher.await;
+    let _ = missed_runs.await;
     let _ = ack_flusher.await;
     let _ = reloader.await;
     if tokio::time::timeout(remaining(), task_runner)
@@ -317,6 +347,31 @@ async fn ready_status(store: &dms_common::store::SharedStore) -> String {
     match store.overview().await {
         Ok(o) => format!("ready: {} series", o.len()),
         Err(e) => format!("ready; the store cannot list its series: {e}"),
+    }
+}
+
+/// Raises a `missed_run` alert for every scheduled run recorded as missed.
+async fn alert_missed_runs(
+    mut runs: tokio::sync::broadcast::Receiver<schedule::RunRecord>,
+    alerts: Alerts,
+    stop: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let run = tokio::select! {
+            r = runs.recv() => r,
+            _ = stop.cancelled() => return,
+        };
+        match run {
+            Ok(run) if run.outcome == schedule::RunOutcome::Missed => {
+                alerts.raise(alerts::Alert::missed_run(
+                    &run.schedule,
+                    format!("fire time {}: {}", run.scheduled_for, run.message),
+                ));
+            }
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `GET /healthz` | `{"status":"ok"}` while the process runs |
 //! | `GET /readyz` | 200 when connected to the master and no further behind than `ready_max_lag`, else 503 |
+//! | `GET /metrics` | Prometheus figures (see [`crate::metrics`]) |
 //! | `GET /api/replica/status` | master, history id, cursor, lag, state, last error, last repair |
 //! | `GET /api/replica/repairs?limit=` | the repairs this replica ran, newest first |
 //! | `POST /api/replica/pull` | `{"symbol", "interval", "start", "end"}`: pulls that range from the master now |
@@ -40,7 +41,8 @@ pub fn router(r: Replicator) -> Router {
         .route("/api/data/series", get(series))
         .route("/api/data/bars", get(bars))
         .fallback(not_found)
-        .with_state(r)
+        .with_state(r.clone())
+        .merge(crate::metrics::router(r))
         .layer(axum::middleware::from_fn(dms_common::http_rules::enforce))
 }
 

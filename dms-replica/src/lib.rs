@@ -13,11 +13,13 @@
 //!   anti-entropy.
 //! - [`repair`]: digest comparison and range pulls.
 //! - [`http`]: health, status, pulls on demand and the read API.
+//! - [`metrics`]: the Prometheus figures on `/metrics`.
 //! - [`server`]: wiring it together with one shutdown.
 
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod repair;
 pub mod server;
 pub mod state;

@@ -538,6 +538,7 @@ impl Replicator {
             s.history_id = history;
             s.last_repair = Some(outcome.record.clone());
         });
+        crate::metrics::repaired("required", &outcome.record);
         Ok(())
     }
 
@@ -591,6 +592,7 @@ impl Replicator {
         self.state.record_repair(&outcome.record).await?;
         self.status
             .update(|s| s.last_repair = Some(outcome.record.clone()));
+        crate::metrics::repaired("anti_entropy", &outcome.record);
         Ok(())
     }
 

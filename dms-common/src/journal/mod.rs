@@ -427,6 +427,24 @@ impl Journal {
         .await?
     }
 
+    /// When the first entry after `seq` was committed (Unix ms), if there is one: how long a
+    /// consumer at `seq` has been behind (the age of the oldest change it has not applied).
+    pub async fn committed_after(&self, seq: Seq) -> Result<Option<i64>> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.with_reader(|conn| {
+                conn.query_row(
+                    "SELECT committed_at_ms FROM journal WHERE seq > ?1 ORDER BY seq LIMIT 1",
+                    params![seq.0 as i64],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()
+                .map_err(|e| inner.err(e))
+            })
+        })
+        .await?
+    }
+
     /// Checks that the state file answers (for readiness probes).
     pub async fn check(&self) -> Result<()> {
         let inner = self.inner.clone();
@@ -653,6 +671,23 @@ mod tests {
                 source: "test".into(),
             },
         }
+    }
+
+    #[tokio::test]
+    async fn committed_after_is_the_time_of_the_first_entry_a_consumer_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path().join("state.db"), RetentionPolicy::default()).unwrap();
+        assert_eq!(j.committed_after(Seq(0)).await.unwrap(), None);
+        let before = chrono::Utc::now().timestamp_millis();
+        j.append_all(vec![change(1), change(2)]).await.unwrap();
+        let after = chrono::Utc::now().timestamp_millis();
+        let first = j.committed_after(Seq(0)).await.unwrap().unwrap();
+        assert!(
+            (before..=after).contains(&first),
+            "{before} {first} {after}"
+        );
+        assert!(j.committed_after(Seq(1)).await.unwrap().unwrap() >= first);
+        assert_eq!(j.committed_after(Seq(2)).await.unwrap(), None);
     }
 
     #[tokio::test]

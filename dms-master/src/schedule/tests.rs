@@ -73,6 +73,7 @@ impl Harness {
             catalog: catalog.clone(),
             applied,
             config: config.tasks.clone(),
+            alerts: crate::alerts::Alerts::disabled(),
         });
         Harness {
             dir,

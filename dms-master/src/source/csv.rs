@@ -357,10 +357,17 @@ impl Source for CsvSource {
             });
         };
         let this = self.clone();
+        let started = std::time::Instant::now();
         let read = tokio::task::spawn_blocking(move || this.read_file(&path))
             .await
-            .map_err(|e| unsupported(e.to_string()))?
-            .map_err(|e| unsupported(e.to_string()))?;
+            .map_err(|e| unsupported(e.to_string()))
+            .and_then(|r| r.map_err(|e| unsupported(e.to_string())));
+        crate::metrics::provider_request(
+            &self.config.name,
+            started.elapsed(),
+            read.is_err().then_some("unusable"),
+        );
+        let read = read?;
         if read.key.interval != series.interval {
             return Err(unsupported(format!(
                 "{} holds {} bars",

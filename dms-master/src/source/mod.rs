@@ -129,7 +129,8 @@ impl SourceError {
         )
     }
 
-    /// Counters of the attempts made before the error, when known.
+    /// Counters of the attempts made before the error, when known: an error the provider
+    /// answered (not found, refused, unreadable) took one request.
     pub fn stats(&self) -> FetchStats {
         match self {
             SourceError::Exhausted { attempts, .. } => FetchStats {
@@ -137,7 +138,13 @@ impl SourceError {
                 retries: u64::from(attempts.saturating_sub(1)),
                 provider_nulls: 0,
             },
-            _ => FetchStats::default(),
+            SourceError::NotFound { .. }
+            | SourceError::Rejected { .. }
+            | SourceError::Unsupported { .. } => FetchStats {
+                requests: 1,
+                ..FetchStats::default()
+            },
+            SourceError::Local { .. } | SourceError::Cancelled => FetchStats::default(),
         }
     }
 }

@@ -228,20 +228,25 @@ impl YahooSource {
         loop {
             attempt += 1;
             stats.requests += 1;
-            let outcome = {
+            let (outcome, took) = {
                 let _slot = self.limiter.acquire().await;
-                self.attempt(&url, series).await
+                let sent = Instant::now();
+                let outcome = self.attempt(&url, series).await;
+                (outcome, sent.elapsed())
             };
+            let record = |error| crate::metrics::provider_request(&self.config.name, took, error);
             let (error, retry_after) = match outcome {
                 Attempt::Done(body) => {
                     match parse_chart(&body, series.interval, Timestamp::now()) {
                         Ok(mut chart) => {
+                            record(None);
                             if self.config.float32_prices {
                                 chart.bars.iter_mut().for_each(shortest_float32_prices);
                             }
                             return Ok(chart);
                         }
                         Err(ParseError::NoData(message)) => {
+                            record(Some("not_found"));
                             return Err(SourceError::NotFound {
                                 source_name: self.config.name.clone(),
                                 symbol: series.symbol.to_string(),
@@ -249,11 +254,27 @@ impl YahooSource {
                             });
                         }
                         // A body cut off in transit does not parse: fetch it again.
-                        Err(e) => (format!("unusable answer: {e}"), None),
+                        Err(e) => {
+                            record(Some("unusable"));
+                            (format!("unusable answer: {e}"), None)
+                        }
                     }
                 }
-                Attempt::Fatal(e) => return Err(e),
-                Attempt::Retry { error, retry_after } => (error, retry_after),
+                Attempt::Fatal(e) => {
+                    record(Some(match e {
+                        SourceError::NotFound { .. } => "not_found",
+                        _ => "rejected",
+                    }));
+                    return Err(e);
+                }
+                Attempt::Retry {
+                    error,
+                    retry_after,
+                    kind,
+                } => {
+                    record(Some(kind));
+                    (error, retry_after)
+                }
             };
             let elapsed = started.elapsed();
             if attempt > self.config.max_retries || elapsed >= self.config.max_retry_elapsed.0 {
@@ -290,6 +311,7 @@ impl YahooSource {
                 return Attempt::Retry {
                     error: describe_reqwest(&e),
                     retry_after: None,
+                    kind: "network",
                 };
             }
         };
@@ -301,6 +323,7 @@ impl YahooSource {
                 return Attempt::Retry {
                     error: format!("HTTP {status}: body cut off: {}", describe_reqwest(&e)),
                     retry_after: None,
+                    kind: "network",
                 };
             }
         };
@@ -317,10 +340,12 @@ impl YahooSource {
             429 => Attempt::Retry {
                 error: "HTTP 429 Too Many Requests".into(),
                 retry_after,
+                kind: "rate_limited",
             },
             408 | 500..=599 => Attempt::Retry {
                 error: format!("HTTP {status}: {}", snippet(&body)),
                 retry_after,
+                kind: "server",
             },
             _ => Attempt::Fatal(SourceError::Rejected {
                 series: series.to_string(),
@@ -338,6 +363,8 @@ enum Attempt {
     Retry {
         error: String,
         retry_after: Option<Duration>,
+        /// The failure's kind, as `dms_provider_errors_total` labels it.
+        kind: &'static str,
     },
     Fatal(SourceError),
 }

@@ -19,9 +19,11 @@ use dms_common::{SeriesBars, SeriesKey, TimeRange, Timestamp};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::store::{Checkpoint, TaskStore, TaskStoreError};
 use super::{FailedSeries, Task, TaskCounters, TaskKind, TaskParams, TaskStatus};
+use crate::alerts::{Alert, Alerts};
 use crate::catalog::Catalog;
 use crate::config::TasksConfig;
 use crate::gaps;
@@ -43,6 +45,8 @@ pub struct TaskContext {
     /// The last journal seq the store applied.
     pub applied: watch::Receiver<Seq>,
     pub config: TasksConfig,
+    /// Where task failures and poor provider success rates are reported.
+    pub alerts: Alerts,
 }
 
 /// The task queue.
@@ -94,6 +98,7 @@ impl SeriesCounts {
         t.bars_rejected += self.rejected;
         t.requests += self.requests;
         t.retries += self.retries;
+        t.failed_requests += self.retries;
         t.provider_null_bars += self.provider_nulls;
         t.new_actions += self.new_actions;
         t.gaps_found += self.gaps;
@@ -221,7 +226,11 @@ impl TaskManager {
                 g = self.gate.lock() => g,
                 _ = shutdown.cancelled() => return,
             };
-            self.run_task(task, &cancel, &shutdown).await;
+            // Every log line of the task (provider retries included) carries its id.
+            let span = tracing::info_span!("task", task = %task.id, kind = task.kind.as_str());
+            self.run_task(task, &cancel, &shutdown)
+                .instrument(span)
+                .await;
             drop(gate);
             *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
@@ -259,6 +268,7 @@ impl TaskManager {
             .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
         let result = self.execute(&task, cancel, shutdown).await;
         let store = &self.ctx.tasks;
+        let kind = task.kind.as_str();
         let outcome = match result {
             Ok(counters) => {
                 let failed = counters.series_failed;
@@ -287,10 +297,16 @@ impl TaskManager {
                     (TaskStatus::Completed, None)
                 };
                 tracing::info!(task = %id, status = %status, "{message}");
+                crate::metrics::task_finished(kind, status.as_str(), started.elapsed());
+                if let Some(e) = &error {
+                    self.ctx.alerts.raise(Alert::task_failed(&id, kind, e));
+                }
+                self.judge_provider(&task, &counters);
                 store.finish(&id, status, message, error, &counters).await
             }
             Err((Stop::Cancelled, counters)) => {
                 tracing::info!(task = %id, "task cancelled");
+                crate::metrics::task_finished(kind, "cancelled", started.elapsed());
                 store
                     .finish(
                         &id,
@@ -303,6 +319,12 @@ impl TaskManager {
             }
             Err((Stop::Invalid(reason), counters)) => {
                 tracing::error!(task = %id, %reason, "task cannot run");
+                crate::metrics::task_finished(kind, "failed", started.elapsed());
+                self.ctx.alerts.raise(Alert::task_failed(
+                    &id,
+                    kind,
+                    &format!("cannot run: {reason}"),
+                ));
                 store
                     .finish(
                         &id,
@@ -315,6 +337,7 @@ impl TaskManager {
             }
             Err((Stop::Shutdown, counters)) => {
                 tracing::info!(task = %id, "task interrupted by shutdown; it resumes at the next start");
+                crate::metrics::task_finished(kind, "interrupted", started.elapsed());
                 store
                     .progress(
                         &id,
@@ -328,6 +351,32 @@ impl TaskManager {
         if let Err(e) = outcome {
             tracing::error!(task = %id, error = %e, "cannot record the task's end");
         }
+    }
+
+    /// Reports a finished fetching task's provider success rate to the alerts.
+    fn judge_provider(&self, task: &Task, counters: &TaskCounters) {
+        if task.kind == TaskKind::Validate {
+            return;
+        }
+        let sources: std::collections::BTreeSet<String> = match &task.params.source {
+            Some(s) => [s.clone()].into(),
+            None => self
+                .ctx
+                .universe
+                .select(&task.params)
+                .map(|entries| entries.iter().map(|e| e.source.name().to_owned()).collect())
+                .unwrap_or_default(),
+        };
+        let source = match sources.len() {
+            1 => sources.into_iter().next().unwrap_or_default(),
+            _ => "all".to_owned(),
+        };
+        self.ctx.alerts.provider_run(
+            &source,
+            &task.id,
+            counters.requests,
+            counters.failed_requests,
+        );
     }
 
     /// Runs every series of the task; returns the final counters or why it stopped.
@@ -445,6 +494,7 @@ impl TaskManager {
                     let stats = e.stats();
                     counters.requests += stats.requests;
                     counters.retries += stats.retries;
+                    counters.failed_requests += stats.retries + u64::from(stats.requests > 0);
                     let reason = e.to_string();
                     if e.is_retryable() && !last_pass {
                         retry.push(entry.clone());

@@ -175,6 +175,9 @@ pub struct TaskCounters {
     /// Provider requests and retries.
     pub requests: u64,
     pub retries: u64,
+    /// Provider requests that failed: every retried attempt, and the last attempt of each
+    /// series whose fetch failed (the provider success rate alert reads it).
+    pub failed_requests: u64,
     /// Bars the provider listed with null prices (skipped).
     pub provider_null_bars: u64,
     /// Corporate actions seen for the first time.

@@ -4,6 +4,7 @@
 
 mod auth;
 mod dmsctl;
+mod metrics;
 mod scheduler;
 mod systemd;
 mod tls;
