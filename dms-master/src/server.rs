@@ -177,6 +177,7 @@ pub async fn run(
             catalog: catalog.clone(),
             nodes: Some(nodes_api.clone()),
             watchlists: Arc::new(schedule::run::watchlist_symbols(&config.watchlists)?),
+            alerts: alerts.clone(),
         },
         config.schedules.clone(),
         &config.state.path,
@@ -184,12 +185,6 @@ pub async fn run(
         work_stop.clone(),
     )
     .await?;
-
-    let missed_runs = tokio::spawn(alert_missed_runs(
-        scheduler.subscribe(),
-        alerts.clone(),
-        work_stop.clone(),
-    ));
 
     let watcher = alerts::watcher::spawn(
         alerts.clone(),
@@ -311,7 +306,6 @@ pub async fn run(
     }
     let _ = retention.await;
     let _ = watcher.await;
-    let _ = missed_runs.await;
     let _ = ack_flusher.await;
     let _ = reloader.await;
     if tokio::time::timeout(remaining(), task_runner)
@@ -347,31 +341,6 @@ async fn ready_status(store: &dms_common::store::SharedStore) -> String {
     match store.overview().await {
         Ok(o) => format!("ready: {} series", o.len()),
         Err(e) => format!("ready; the store cannot list its series: {e}"),
-    }
-}
-
-/// Raises a `missed_run` alert for every scheduled run recorded as missed.
-async fn alert_missed_runs(
-    mut runs: tokio::sync::broadcast::Receiver<schedule::RunRecord>,
-    alerts: Alerts,
-    stop: CancellationToken,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        let run = tokio::select! {
-            r = runs.recv() => r,
-            _ = stop.cancelled() => return,
-        };
-        match run {
-            Ok(run) if run.outcome == schedule::RunOutcome::Missed => {
-                alerts.raise(alerts::Alert::missed_run(
-                    &run.schedule,
-                    format!("fire time {}: {}", run.scheduled_for, run.message),
-                ));
-            }
-            Ok(_) | Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => return,
-        }
     }
 }
 

@@ -8,7 +8,8 @@
 //! that sleeps on a [`Clock`] until its next fire; a fire goes through the checks in [`run`]
 //! (overlap with the job's still-running task, non-trading days, series already complete)
 //! and is recorded as a [`RunRecord`] with its outcome in the state file, counted in the
-//! `dms_schedule_runs_total{schedule, outcome}` metric and sent to [`Scheduler::subscribe`]rs.
+//! `dms_schedule_runs_total{schedule, outcome}` metric and sent to [`Scheduler::subscribe`]rs;
+//! a `missed` run also raises a `missed_run` alert.
 //!
 //! Missed fires: the last fire each job handled is kept in the state file. A job that finds a
 //! fire due more than a minute late (the master was down) runs it once (`catch_up: true`, the
@@ -481,6 +482,12 @@ impl Inner {
         }
         if let Err(e) = self.store.record_run(&run).await {
             tracing::error!(schedule = %run.schedule, error = %e, "cannot record the run");
+        }
+        if run.outcome == RunOutcome::Missed {
+            self.ctx.alerts.raise(crate::alerts::Alert::missed_run(
+                &run.schedule,
+                format!("fire time {}: {}", run.scheduled_for, run.message),
+            ));
         }
         let _ = self.events.send(run.clone());
         run

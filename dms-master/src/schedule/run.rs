@@ -214,6 +214,8 @@ pub struct RunContext {
     pub nodes: Option<NodesApi>,
     /// The symbols of each watchlist, by name.
     pub watchlists: Arc<std::collections::HashMap<String, Vec<dms_common::Symbol>>>,
+    /// Where a missed run is raised as a `missed_run` alert.
+    pub alerts: crate::alerts::Alerts,
 }
 
 impl RunContext {

@@ -37,6 +37,7 @@ struct Harness {
     store: SharedStore,
     catalog: Catalog,
     clock: ManualClock,
+    alerts: crate::alerts::Alerts,
     _applied: watch::Sender<Seq>,
 }
 
@@ -82,6 +83,7 @@ impl Harness {
             store,
             catalog,
             clock: ManualClock::new(at(start)),
+            alerts: crate::alerts::Alerts::disabled(),
             _applied: applied_tx,
         }
     }
@@ -122,6 +124,7 @@ impl Harness {
                 catalog: self.catalog.clone(),
                 nodes: None,
                 watchlists: Arc::default(),
+                alerts: self.alerts.clone(),
             },
             schedules,
             &self.config.state.path,
@@ -354,6 +357,8 @@ async fn fires_missed_during_downtime_run_once_at_start() {
     assert_eq!(missed.schedule, "strict");
     assert_eq!(missed.outcome, RunOutcome::Missed, "{missed:?}");
     assert!(missed.message.contains("5 fire(s) missed"), "{missed:?}");
+    // A missed run is an alert; the caught-up one is not.
+    assert_eq!(h.alerts.active_keys(), vec!["missed_run:strict".to_owned()]);
     // Once: the next runs are the 18:00 fires, on time.
     h.clock.set(at("2026-03-10T18:00:00Z"));
     for _ in 0..2 {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dms_e2e::{
-    Check, DaemonCommand, MasterProcess, ReplicaProcess, free_port, replica_config,
+    Check, DaemonCommand, Dmsctl, MasterProcess, ReplicaProcess, free_port, replica_config,
     run_master_command, wait_until,
 };
 use rcgen::{
@@ -177,6 +177,28 @@ async fn a_replica_replicates_over_tls_and_plaintext_to_the_tls_port_fails_clear
         records
     );
 
+    // dmsctl over TLS, trusting the test CA (given in the environment, as an operator would).
+    let https = format!("https://localhost:{}", master.port);
+    let ctl = Dmsctl::new(&https).env("DMS_CA", &ca_file.display().to_string());
+    let out = ctl.run(&["status", "-o", "json"]).await.unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.json()["total_records"].as_u64(),
+        Some(records),
+        "{out:?}"
+    );
+    let nodes = ctl.run(&["nodes", "-o", "json"]).await.unwrap();
+    assert_eq!(nodes.code, 0, "{nodes:?}");
+    assert!(nodes.stdout.contains("over-tls"), "{nodes:?}");
+    // Without the CA the server is not trusted; plaintext to the TLS port fails: one line each.
+    let untrusted = Dmsctl::new(&https).run(&["status"]).await.unwrap();
+    one_line_error(&untrusted);
+    let plaintext = Dmsctl::new(&format!("http://127.0.0.1:{}", master.port))
+        .run(&["status"])
+        .await
+        .unwrap();
+    one_line_error(&plaintext);
+
     // Plain HTTP to the TLS port: a 400 that says to use TLS.
     let plain = reqwest::get(format!("http://127.0.0.1:{}/healthz", master.port))
         .await
@@ -286,6 +308,34 @@ async fn mutual_tls_admits_only_replicas_with_a_client_certificate() {
     let status = without.status().await.unwrap();
     assert_ne!(status["state"], "in_sync", "{status}");
     assert_eq!(without.data_status().await.unwrap()["total_records"], 0);
+
+    // dmsctl with a client certificate is admitted; without one it is refused in one line.
+    let https = format!("https://localhost:{}", master.port);
+    let ca_arg = ca_file.display().to_string();
+    let (cert, key) = (
+        operator.cert.display().to_string(),
+        operator.key.display().to_string(),
+    );
+    let admitted = Dmsctl::new(&https)
+        .run(&["--ca", &ca_arg, "--cert", &cert, "--key", &key, "nodes"])
+        .await
+        .unwrap();
+    assert_eq!(admitted.code, 0, "{admitted:?}");
+    assert!(admitted.stdout.contains("with-cert"), "{admitted:?}");
+    let refused = Dmsctl::new(&https)
+        .run(&["--ca", &ca_arg, "nodes"])
+        .await
+        .unwrap();
+    one_line_error(&refused);
+}
+
+/// The run failed with one `error: …` line on stderr and nothing on stdout.
+fn one_line_error(out: &dms_e2e::CtlOutput) {
+    assert_ne!(out.code, 0, "{out:?}");
+    let err = out.stderr.trim_end();
+    assert_eq!(err.lines().count(), 1, "one line expected: {out:?}");
+    assert!(err.starts_with("error: "), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
