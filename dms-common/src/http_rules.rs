@@ -38,11 +38,16 @@ fn envelope(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-fn is_grpc(req: &Request) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"))
+/// Whether `req` is a gRPC call: `content-type: application/grpc…` on a path outside the REST
+/// API. The content type alone is the client's say-so: a REST path (`/api/…`) is REST whatever
+/// it claims, so REST checks (tokens, body rules) cannot be skipped by naming gRPC.
+pub fn is_grpc(req: &Request) -> bool {
+    !req.uri().path().starts_with("/api/")
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
 fn has_body(req: &Request) -> bool {

@@ -190,20 +190,16 @@ impl Authorizer {
 }
 
 /// Middleware for the REST router: requests other than `GET`, `HEAD` and `OPTIONS` need the
-/// full-access token when one is configured. gRPC calls (`content-type: application/grpc…`)
-/// pass: each gRPC service checks its own token.
+/// full-access token when one is configured. gRPC calls
+/// ([`dms_common::http_rules::is_grpc`]: never a path under `/api/`) pass: each gRPC service
+/// checks its own token.
 pub async fn require_token_for_writes(
     State(auth): State<Authorizer>,
     req: Request,
     next: Next,
 ) -> Response {
     let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/grpc"));
-    if !read && !grpc {
+    if !read && !dms_common::http_rules::is_grpc(&req) {
         let value = req
             .headers()
             .get(header::AUTHORIZATION)

@@ -62,7 +62,11 @@ pub async fn run(mut target: Reloadable, mut signal: ReloadSignal, stop: Cancell
         }
         target.notifier.reloading();
         target.reload();
-        target.notifier.ready(&(target.ready_status)().await);
+        // The status line reads the store, which may hang: shutdown does not wait for it.
+        tokio::select! {
+            status = (target.ready_status)() => target.notifier.ready(&status),
+            _ = stop.cancelled() => return,
+        }
     }
 }
 
@@ -80,17 +84,27 @@ impl Reloadable {
                 return false;
             }
         };
-        let changed = changed_sections(&self.current, &new);
-        // TLS files are read again whatever changed: renewed certificates keep their paths.
-        if let Err(e) = self.apply_tls(&new) {
+        if let Err(e) = schedules_fit_running_series(&self.current, &new) {
             tracing::error!("config reload refused, the running settings stay: {e}");
             return false;
         }
+        let changed = changed_sections(&self.current, &new);
+        // TLS files are read again whatever changed: renewed certificates keep their paths.
+        // Everything that can fail is prepared before anything is applied.
+        let tls = match self.prepare_tls(&new) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("config reload refused, the running settings stay: {e}");
+                return false;
+            }
+        };
         if let Err(e) = self.scheduler.reload(new.schedules.clone()) {
-            tracing::error!(
-                "config reload: the schedules could not be applied, the running ones stay: {e}"
-            );
+            tracing::error!("config reload refused, the running settings stay: {e}");
             return false;
+        }
+        if let (Some(acceptor), Some((config, cert))) = (&self.tls, tls) {
+            acceptor.replace(config);
+            tracing::info!(cert = %cert.display(), "TLS certificate reloaded; new connections use it");
         }
         self.alerts.reload(new.alerts.clone());
         for section in &changed {
@@ -112,14 +126,17 @@ impl Reloadable {
         true
     }
 
-    fn apply_tls(&self, new: &MasterConfig) -> Result<(), String> {
+    /// The new TLS server config (and its certificate's path) when the listener serves TLS.
+    fn prepare_tls(
+        &self,
+        new: &MasterConfig,
+    ) -> Result<Option<(Arc<dms_common::tls::ServerConfig>, PathBuf)>, String> {
         match (&self.tls, &new.http.tls) {
-            (Some(acceptor), Some(tls)) => {
+            (Some(_), Some(tls)) => {
                 let config = tls
                     .server_config("http.tls")
                     .map_err(|i| format!("{}: {}", i.key, i.message))?;
-                acceptor.replace(config);
-                tracing::info!(cert = %tls.cert.display(), "TLS certificate reloaded; new connections use it");
+                return Ok(Some((config, tls.cert.clone())));
             }
             (None, Some(_)) => tracing::warn!(
                 "config reload: http.tls was added; the listener serves plaintext until a restart"
@@ -129,8 +146,40 @@ impl Reloadable {
             ),
             (None, None) => {}
         }
-        Ok(())
+        Ok(None)
     }
+}
+
+/// Schedules are applied at run time, but the watchlists and sources they select from are
+/// not (they need a restart): a reloaded schedule may only name watchlists and sources that
+/// are running, with the symbols they have now.
+fn schedules_fit_running_series(current: &MasterConfig, new: &MasterConfig) -> Result<(), String> {
+    for (i, job) in new.schedules.iter().enumerate() {
+        for (j, name) in job.watchlists.iter().enumerate() {
+            let running = current.watchlists.iter().find(|w| &w.name == name);
+            let reloaded = new.watchlists.iter().find(|w| &w.name == name);
+            if running.is_none() {
+                return Err(format!(
+                    "schedules[{i}].watchlists[{j}]: watchlist {name:?} is new; watchlists take effect only after a restart"
+                ));
+            }
+            if running.map(|w| (&w.symbols, &w.symbols_file, &w.source))
+                != reloaded.map(|w| (&w.symbols, &w.symbols_file, &w.source))
+            {
+                return Err(format!(
+                    "schedules[{i}].watchlists[{j}]: watchlist {name:?} changed; watchlists take effect only after a restart"
+                ));
+            }
+        }
+        if let Some(source) = &job.source
+            && !current.sources.iter().any(|s| s.name() == source)
+        {
+            return Err(format!(
+                "schedules[{i}].source: source {source:?} is new; sources take effect only after a restart"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The sections that differ between `old` and `new` (top-level keys, and `http.tls` apart
@@ -183,5 +232,42 @@ mod tests {
             changed_sections(&old, &moved),
             vec!["http", "shutdown_timeout"]
         );
+    }
+
+    #[test]
+    fn reloaded_schedules_may_name_only_running_watchlists_and_sources() {
+        let parse = |yaml: &str| -> MasterConfig {
+            dms_common::config::load_str(std::path::Path::new("t.yaml"), yaml, Vec::new()).unwrap()
+        };
+        let config = |us: &str, more: &str, selects: &str| {
+            parse(&format!(
+                "
+sources: [{{type: yahoo, name: y}}]
+watchlists:
+  - {{name: us, source: y, symbols: [{us}]}}
+{more}
+schedules:
+  - {{name: n, cron: '0 18 * * *', kind: update, {selects}}}
+"
+            ))
+        };
+        let current = config("AAPL", "", "watchlists: [us]");
+        let same = config("AAPL", "", "watchlists: [us]");
+        assert_eq!(schedules_fit_running_series(&current, &same), Ok(()));
+
+        let added = config(
+            "AAPL",
+            "  - {name: eu, source: y, symbols: [SAP.DE]}",
+            "watchlists: [eu]",
+        );
+        let e = schedules_fit_running_series(&current, &added).unwrap_err();
+        assert!(
+            e.starts_with("schedules[0].watchlists[0]") && e.contains("is new"),
+            "{e}"
+        );
+
+        let changed = config("AAPL, MSFT", "", "watchlists: [us]");
+        let e = schedules_fit_running_series(&current, &changed).unwrap_err();
+        assert!(e.contains("changed"), "{e}");
     }
 }

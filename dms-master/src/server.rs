@@ -304,10 +304,16 @@ pub async fn run(
     {
         tracing::warn!("start-up import did not stop in time; its journaled part is kept");
     }
-    let _ = retention.await;
-    let _ = watcher.await;
-    let _ = ack_flusher.await;
-    let _ = reloader.await;
+    // Background loops stop at `work_stop`; none may hold shutdown past its deadline.
+    let loops = async {
+        let _ = retention.await;
+        let _ = watcher.await;
+        let _ = ack_flusher.await;
+        let _ = reloader.await;
+    };
+    if tokio::time::timeout(remaining(), loops).await.is_err() {
+        tracing::warn!("background loops did not stop in time");
+    }
     if tokio::time::timeout(remaining(), task_runner)
         .await
         .is_err()

@@ -139,14 +139,15 @@ pub(crate) async fn connect(conn: &Connection) -> Result<Client, CliError> {
             .tls_config(config)
             .map_err(|e| CliError::usage(format!("TLS settings: {}", causes(&e))))?;
     }
+    // A token that cannot be read is a usage error, whether or not the master is up.
+    let bearer = Bearer(token(conn)?);
     let channel = ep.connect().await.map_err(|e| {
         CliError::failed(format!(
             "cannot reach the master at {endpoint}: {}",
             causes(&e)
         ))
     })?;
-    let admin = AdminClient::with_interceptor(channel, Bearer(token(conn)?))
-        .max_decoding_message_size(64 << 20);
+    let admin = AdminClient::with_interceptor(channel, bearer).max_decoding_message_size(64 << 20);
     Ok(Client { admin, endpoint })
 }
 
@@ -166,9 +167,8 @@ pub(crate) fn refused(endpoint: &str, status: &Status) -> CliError {
         )),
         Code::PermissionDenied => CliError::failed(format!("permission denied: {message}")),
         Code::InvalidArgument => CliError::usage(message),
-        Code::Unavailable | Code::Unknown
-            if message.contains("transport error") || message.contains("connect") =>
-        {
+        // A transport failure carries its cause; an Unavailable the master sent does not.
+        Code::Unavailable | Code::Unknown if std::error::Error::source(status).is_some() => {
             let cause = std::error::Error::source(status)
                 .map(causes)
                 .unwrap_or_else(|| message.to_owned());

@@ -217,11 +217,14 @@ pub fn validate(config: &MasterConfig) -> Vec<ConfigIssue> {
             ));
         }
         if let Some(d) = s.days
-            && !(1..=36_500).contains(&d)
+            && !(1..=crate::tasks::request::MAX_DAYS).contains(&d)
         {
             issues.push(ConfigIssue::new(
                 key("days"),
-                format!("{d} is out of range; use 1 to 36500"),
+                format!(
+                    "{d} is out of range; use 1 to {}",
+                    crate::tasks::request::MAX_DAYS
+                ),
             ));
         }
         issues.extend(kind_issues(i, s));

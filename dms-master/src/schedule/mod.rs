@@ -112,6 +112,8 @@ struct Inner {
     /// The persisted state of every schedule ever seen, by name.
     rows: Mutex<HashMap<String, JobRow>>,
     events: broadcast::Sender<RunRecord>,
+    /// The receiver made with `events`, for the first [`Scheduler::subscribe`].
+    first_subscriber: Mutex<Option<broadcast::Receiver<RunRecord>>>,
     stop: CancellationToken,
 }
 
@@ -160,6 +162,8 @@ impl Scheduler {
     ) -> Result<Scheduler, ScheduleError> {
         let store = ScheduleStore::open(state_path)?;
         let rows = store.rows().await?;
+        // Made before any job runs, so the first subscriber sees every run.
+        let events = broadcast::channel(256);
         let scheduler = Scheduler {
             inner: Arc::new(Inner {
                 clock,
@@ -167,7 +171,8 @@ impl Scheduler {
                 store,
                 jobs: Mutex::default(),
                 rows: Mutex::new(rows),
-                events: broadcast::channel(256).0,
+                events: events.0,
+                first_subscriber: Mutex::new(Some(events.1)),
                 stop,
             }),
         };
@@ -316,9 +321,16 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Every run recorded from now on.
+    /// Every run recorded from now on; the first call gets every run since
+    /// [`Scheduler::start`] (runs at start, such as catch-ups, included).
     pub fn subscribe(&self) -> broadcast::Receiver<RunRecord> {
-        self.inner.events.subscribe()
+        let first = self
+            .inner
+            .first_subscriber
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        first.unwrap_or_else(|| self.inner.events.subscribe())
     }
 
     fn jobs(&self) -> Vec<Arc<Job>> {

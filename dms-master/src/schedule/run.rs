@@ -24,13 +24,9 @@ use super::config::{NodeSelection, ScheduleConfig, ScheduleKind};
 use crate::catalog::Catalog;
 use crate::replication::api::NodesApi;
 use crate::replication::nodes::NodeState;
-use crate::replication::verify::verify_node;
 use crate::tasks::manager::{SubmitError, TaskManager};
 use crate::tasks::{TaskParams, TaskStatus};
 use crate::universe::UniverseEntry;
-
-/// How long a verify waits for a replica to acknowledge what the store holds.
-const VERIFY_CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -386,16 +382,7 @@ impl RunContext {
         }
         let (mut equal, mut diverged, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         for id in &ids {
-            match verify_node(
-                &api.nodes,
-                &api.journal,
-                &api.store,
-                &api.store_applied,
-                id,
-                VERIFY_CATCH_UP_WAIT,
-            )
-            .await
-            {
+            match api.verify(id).await {
                 Ok(r) if r.equal => equal.push(id.clone()),
                 Ok(r) => diverged.push(format!("{id}: {} buckets differ", r.buckets_diverged)),
                 Err(e) => failed.push(e.to_string()),

@@ -104,6 +104,30 @@ async fn rest_writes_need_the_full_token_reads_stay_open_and_big_bodies_are_refu
     let (code, answer) = post_update(&master, Some(FULL), body()).await;
     assert_eq!(code, 202, "{answer}");
 
+    // A REST write that claims to be gRPC is still a REST write: refused without the token,
+    // on every kind of mutating endpoint, and nothing is paused or started.
+    for (method, path) in [
+        (reqwest::Method::POST, "/api/data/update"),
+        (reqwest::Method::POST, "/api/schedules/any/pause"),
+        (reqwest::Method::DELETE, "/api/nodes/replica-1"),
+    ] {
+        let r = master
+            .client()
+            .request(method.clone(), master.url(path))
+            .header("content-type", "application/grpc")
+            .body(body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{method} {path}");
+    }
+    let (_, tasks) = master.get("/api/data/tasks").await.unwrap();
+    assert_eq!(
+        tasks["data"].as_array().map(Vec::len),
+        Some(1),
+        "only the task started with the full token: {tasks}"
+    );
+
     // Reads need no token.
     let (code, status) = master.get("/api/data/status").await.unwrap();
     assert_eq!(code, 200, "{status}");

@@ -318,8 +318,19 @@ auth:
     assert!(line.contains("--token"), "{line}");
     // A wrong token is refused, and not echoed.
     let out = ctl.run(&["--token", "guess", "status"]).await.unwrap();
+    assert_eq!(out.code, 1, "{out:?}");
     let line = one_error_line(&out);
     assert!(line.contains("not valid"), "{line}");
+    // A token file that cannot be read is a usage error (2), named.
+    let out = ctl
+        .run(&["--token-file", "/nonexistent/admin.token", "status"])
+        .await
+        .unwrap();
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        one_error_line(&out).contains("/nonexistent/admin.token"),
+        "{out:?}"
+    );
     assert!(!line.contains("guess"), "{line}");
 
     // The read-only token reads, and cannot start a task.
@@ -461,9 +472,19 @@ tasks:
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().starts_with("field `limit`"), "{e:?}");
-    let e = client
+    // No schedules configured: an empty list, and an unknown one is NotFound by name.
+    let list = client
         .list_schedules(pb::ListSchedulesRequest {})
         .await
+        .unwrap()
+        .into_inner();
+    assert!(list.schedules.is_empty(), "{list:?}");
+    let e = client
+        .trigger_schedule(pb::ScheduleRequest {
+            name: "nightly".into(),
+        })
+        .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(e.message().contains("nightly"), "{e:?}");
 }
