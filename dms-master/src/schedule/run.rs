@@ -11,7 +11,6 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use chrono_tz::Tz;
