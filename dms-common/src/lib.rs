@@ -23,6 +23,7 @@
 //! - [`tls`]: rustls (aws-lc-rs) server config from PEM files, reloadable on SIGHUP.
 //! - [`systemd`]: `sd_notify` readiness, status and watchdog pings.
 
+pub mod auth;
 pub mod bar;
 pub mod config;
 pub mod daemon;

@@ -38,7 +38,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod applier;
-pub mod auth;
+pub use dms_common::auth;
 pub mod calendar;
 pub mod catalog;
 pub mod config;

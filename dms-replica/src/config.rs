@@ -44,6 +44,10 @@ pub struct ReplicaConfig {
     /// How long shutdown waits for the batch being applied.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: ConfigDuration,
+    /// Bearer tokens for the replica's mutating REST requests (`POST /api/replica/pull`,
+    /// `/api/replica/anti-entropy`); reads stay open.
+    #[serde(default)]
+    pub auth: dms_common::auth::AuthConfig,
 }
 
 /// How to reach the master.
@@ -218,7 +222,7 @@ impl MasterLink {
 
 impl Validate for ReplicaConfig {
     fn validate(&self) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
+        let mut issues = self.auth.issues();
         let id = &self.node_id;
         if id.is_empty()
             || id.len() > 64

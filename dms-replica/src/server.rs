@@ -62,6 +62,8 @@ pub async fn run(
         apply_lock: Arc::default(),
         http_address: addr.to_string(),
     };
+    let authorizer = dms_common::auth::Authorizer::from_config(&replicator.config.auth)
+        .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
     let sync_stop = CancellationToken::new();
     let sync = tokio::spawn(replicator.clone().run(sync_stop.clone()));
     let reloader = tokio::spawn(reload_tls(
@@ -77,7 +79,7 @@ pub async fn run(
     ));
     let serve_result = dms_common::daemon::serve_http(
         listener,
-        http::router(replicator.clone()),
+        http::router(replicator.clone(), authorizer),
         &shutdown,
         replicator.config.shutdown_timeout.0,
         replicator.config.http.limits(),

@@ -185,3 +185,64 @@ async fn an_oversized_grpc_message_is_refused_with_a_clear_status() {
     let (code, _) = master.get("/healthz").await.unwrap();
     assert_eq!(code, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicas_mutating_endpoints_need_its_token_and_its_reads_stay_open() {
+    let dir = tempfile::tempdir().unwrap();
+    dms_e2e::copy_sample_data(&dir.path().join("sample-data"));
+    let master = MasterProcess::start(dir.path(), &master_config(""))
+        .await
+        .unwrap();
+    master.wait_imported(Duration::from_secs(60)).await.unwrap();
+    let rdir = dir.path().join("replica");
+    std::fs::create_dir_all(&rdir).unwrap();
+    std::fs::write(rdir.join("token"), format!("{FULL}\n")).unwrap();
+    let config = dms_e2e::replica_config(
+        "guarded",
+        master.port,
+        &format!("auth:\n  token_file: ./token\n  read_only:\n    token: {READ_ONLY}\n"),
+    );
+    let replica = dms_e2e::ReplicaProcess::start(&rdir, "guarded", &config)
+        .await
+        .unwrap();
+    replica
+        .wait_in_sync(&master, Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    let post = async |token: Option<&str>, claims_grpc: bool| {
+        let mut req = replica
+            .client()
+            .post(replica.url("/api/replica/anti-entropy"))
+            .header(
+                "content-type",
+                if claims_grpc {
+                    "application/grpc"
+                } else {
+                    "application/json"
+                },
+            )
+            .body("{}");
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let (code, answer) = post(None, false).await;
+    assert_eq!(code, 401, "{answer}");
+    assert!(answer.contains("bearer token is required"), "{answer}");
+    assert_eq!(post(None, true).await.0, 401, "claiming gRPC skips nothing");
+    assert_eq!(post(Some("guess"), false).await.0, 401);
+    let (code, answer) = post(Some(READ_ONLY), false).await;
+    assert_eq!(code, 403, "{answer}");
+    let (code, answer) = post(Some(FULL), false).await;
+    assert!((200..300).contains(&code), "{code}: {answer}");
+
+    // Reads need no token.
+    let status = replica.status().await.unwrap();
+    assert_eq!(status["state"], "in_sync", "{status}");
+    let (code, _) = replica.get("/api/data/status").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(!replica.log_text().contains(FULL), "a token was logged");
+}

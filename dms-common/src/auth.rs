@@ -1,5 +1,5 @@
-//! Who may do what on the master: bearer tokens for the admin gRPC service (`dms.v1.Admin`)
-//! and for the REST API's mutating requests.
+//! Who may do what on a daemon: bearer tokens for the master's admin gRPC service
+//! (`dms.v1.Admin`) and for the REST API's mutating requests of both daemons.
 //!
 //! Two tokens may be configured (`auth:` in the config):
 //! - `token` / `token_file`: full access, reads and writes (start and cancel tasks, trigger,
@@ -7,10 +7,11 @@
 //! - `read_only.token` / `read_only.token_file`: reads only; a write with it is refused with
 //!   `PermissionDenied` (gRPC) or 403 (REST).
 //!
-//! Without `token`, nothing is checked (the default, for a master on a trusted host). With
+//! Without `token`, nothing is checked (the default, for a daemon on a trusted host). With
 //! it, every admin gRPC call needs one of the two tokens and every REST request other than
-//! `GET`/`HEAD`/`OPTIONS` needs the full token; REST reads stay open (health checks, the
-//! dashboard, metrics). Replication has its own token (`replication.token`), so a replica's
+//! `GET`/`HEAD`/`OPTIONS` needs the full token (on the master and on a replica, whose
+//! `POST /api/replica/pull` and `/api/replica/anti-entropy` it guards); REST reads stay open
+//! (health checks, the dashboard, metrics). Replication has its own token (`replication.token`), so a replica's
 //! token cannot drive the master. Tokens are compared in constant time and never logged.
 //!
 //! Key types: [`AuthConfig`] (the config section), [`Authorizer`] (the checker both servers
@@ -18,11 +19,11 @@
 
 use std::sync::Arc;
 
+use crate::config::{ConfigIssue, Secret, TokenConfig};
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use dms_common::config::{ConfigIssue, Secret, TokenConfig};
 use serde::{Deserialize, Serialize};
 
 /// The `auth:` config section.
@@ -191,7 +192,7 @@ impl Authorizer {
 
 /// Middleware for the REST router: requests other than `GET`, `HEAD` and `OPTIONS` need the
 /// full-access token when one is configured. gRPC calls
-/// ([`dms_common::http_rules::is_grpc`]: never a path under `/api/`) pass: each gRPC service
+/// ([`crate::http_rules::is_grpc`]: never a path under `/api/`) pass: each gRPC service
 /// checks its own token.
 pub async fn require_token_for_writes(
     State(auth): State<Authorizer>,
@@ -199,7 +200,7 @@ pub async fn require_token_for_writes(
     next: Next,
 ) -> Response {
     let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !read && !dms_common::http_rules::is_grpc(&req) {
+    if !read && !crate::http_rules::is_grpc(&req) {
         let value = req
             .headers()
             .get(header::AUTHORIZATION)
