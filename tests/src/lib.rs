@@ -42,7 +42,7 @@ pub use binary::{binary, run_binary};
 pub use daemon::{DaemonCommand, DaemonProcess};
 pub use dmsctl::{CtlOutput, Dmsctl};
 pub use influx::InfluxServer;
-pub use master::{MasterProcess, run_master_command};
+pub use master::{MasterProcess, SAMPLE_SOURCE, master_config, run_master_command};
 pub use proxy::{LinkMode, LinkProxy};
 pub use replica::{ReplicaProcess, replica_config};
 pub use wait::{Check, wait_until};

@@ -186,3 +186,31 @@ pub fn run_master_command(
         COMMAND_TIMEOUT,
     )
 }
+
+/// A master config on loopback (`{port}` left for [`MasterProcess::start`]) with its state
+/// and SQLite store under `./data/`, and `extra` appended (sources, schedules, …).
+pub fn master_config(extra: &str) -> String {
+    format!(
+        "
+http:
+  listen: 127.0.0.1:{{port}}
+state:
+  path: ./data/master-state.db
+store:
+  type: sqlite
+  path: ./data/bars.db
+{extra}"
+    )
+}
+
+/// The sample CSV source (`./sample-data`, see [`crate::copy_sample_data`]): EURUSD=X hourly
+/// and BTC-USD monthly bars.
+pub const SAMPLE_SOURCE: &str = "
+sources:
+  - type: csv
+    name: sample
+    dir: ./sample-data
+    files:
+      EURUSD.csv: {symbol: EURUSD=X, interval: 1h}
+      BTCUSD.csv: {symbol: BTC-USD}
+";

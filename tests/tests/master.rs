@@ -2,32 +2,19 @@
 
 use std::time::Duration;
 
-use dms_e2e::{MasterProcess, copy_sample_data, run_master_command};
-use nix::sys::signal::Signal;
+use dms_e2e::{MasterProcess, SAMPLE_SOURCE, copy_sample_data, master_config, run_master_command};
 
-const SAMPLE_CONFIG: &str = "
-http:
-  listen: 127.0.0.1:{port}
-state:
-  path: ./data/master-state.db
-store:
-  type: sqlite
-  path: ./data/bars.db
-sources:
-  - type: csv
-    name: sample
-    dir: ./sample-data
-    files:
-      EURUSD.csv: {symbol: EURUSD=X, interval: 1h}
-      BTCUSD.csv: {symbol: BTC-USD}
-";
+fn sample_config() -> String {
+    master_config(SAMPLE_SOURCE)
+}
+use nix::sys::signal::Signal;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_imports_sample_csvs_and_restart_adds_no_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     copy_sample_data(&dir.path().join("sample-data"));
 
-    let mut master = MasterProcess::start(dir.path(), SAMPLE_CONFIG)
+    let mut master = MasterProcess::start(dir.path(), &sample_config())
         .await
         .unwrap();
     let status = master.wait_imported(Duration::from_secs(60)).await.unwrap();
@@ -50,7 +37,7 @@ async fn master_imports_sample_csvs_and_restart_adds_no_duplicates() {
 
     // Start again: the import reads the files again, finds every bar stored, and journals
     // nothing (nothing goes to replicas either).
-    let mut master = MasterProcess::start(dir.path(), SAMPLE_CONFIG)
+    let mut master = MasterProcess::start(dir.path(), &sample_config())
         .await
         .unwrap();
     let status = master.wait_imported(Duration::from_secs(60)).await.unwrap();
@@ -70,7 +57,7 @@ async fn master_imports_sample_csvs_and_restart_adds_no_duplicates() {
     master
         .stop(Signal::SIGTERM, Duration::from_secs(5))
         .unwrap();
-    let mut master = MasterProcess::start(dir.path(), SAMPLE_CONFIG)
+    let mut master = MasterProcess::start(dir.path(), &sample_config())
         .await
         .unwrap();
     let status = master.wait_imported(Duration::from_secs(60)).await.unwrap();
@@ -229,7 +216,7 @@ async fn health_readiness_and_unknown_paths_answer_json() {
 async fn every_api_error_is_the_json_envelope_and_forms_cannot_start_tasks() {
     let dir = tempfile::tempdir().unwrap();
     copy_sample_data(&dir.path().join("sample-data"));
-    let master = MasterProcess::start(dir.path(), SAMPLE_CONFIG)
+    let master = MasterProcess::start(dir.path(), &sample_config())
         .await
         .unwrap();
     master.wait_imported(Duration::from_secs(60)).await.unwrap();
@@ -329,7 +316,7 @@ async fn stuck_clients_are_dropped_and_do_not_hold_shutdown() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     copy_sample_data(&dir.path().join("sample-data"));
-    let config = SAMPLE_CONFIG.replace(
+    let config = &sample_config().replace(
         "  listen: 127.0.0.1:{port}\n",
         "  listen: 127.0.0.1:{port}\n  header_read_timeout: 1s\n  request_timeout: 2s\n",
     );

@@ -5,36 +5,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use dms_e2e::{
-    Check, LinkMode, LinkProxy, MasterProcess, ReplicaProcess, copy_sample_data, free_port,
-    replica_config, write_daily_csvs,
+    Check, LinkMode, LinkProxy, MasterProcess, ReplicaProcess, SAMPLE_SOURCE, copy_sample_data,
+    free_port, master_config, replica_config, write_daily_csvs,
 };
 use serde_json::Value;
 
 const SYNC: Duration = Duration::from_secs(120);
-
-fn master_config(extra: &str) -> String {
-    format!(
-        "
-http:
-  listen: 127.0.0.1:{{port}}
-state:
-  path: ./data/master-state.db
-store:
-  type: sqlite
-  path: ./data/bars.db
-{extra}"
-    )
-}
-
-const SAMPLE_SOURCE: &str = "
-sources:
-  - type: csv
-    name: sample
-    dir: ./sample-data
-    files:
-      EURUSD.csv: {symbol: EURUSD=X, interval: 1h}
-      BTCUSD.csv: {symbol: BTC-USD}
-";
 
 const GENERATED_SOURCE: &str = "
 sources:

@@ -7,35 +7,11 @@ use std::time::Duration;
 use dms_common::pb;
 use dms_common::pb::admin_client::AdminClient;
 use dms_e2e::{
-    CtlOutput, Dmsctl, MasterProcess, ReplicaProcess, copy_sample_data, free_port, replica_config,
-    write_daily_csvs,
+    CtlOutput, Dmsctl, MasterProcess, ReplicaProcess, SAMPLE_SOURCE, copy_sample_data, free_port,
+    master_config, replica_config, write_daily_csvs,
 };
 
 const SYNC: Duration = Duration::from_secs(120);
-
-fn master_config(extra: &str) -> String {
-    format!(
-        "
-http:
-  listen: 127.0.0.1:{{port}}
-state:
-  path: ./data/master-state.db
-store:
-  type: sqlite
-  path: ./data/bars.db
-{extra}"
-    )
-}
-
-const SAMPLE_SOURCE: &str = "
-sources:
-  - type: csv
-    name: sample
-    dir: ./sample-data
-    files:
-      EURUSD.csv: {symbol: EURUSD=X, interval: 1h}
-      BTCUSD.csv: {symbol: BTC-USD}
-";
 
 async fn sample_master(dir: &Path, extra: &str) -> MasterProcess {
     copy_sample_data(&dir.join("sample-data"));

@@ -90,25 +90,9 @@ impl TestCa {
     }
 }
 
+/// A master over the sample data with `extra` appended.
 pub(crate) fn master_config(extra: &str) -> String {
-    format!(
-        "
-http:
-  listen: 127.0.0.1:{{port}}
-state:
-  path: ./data/master-state.db
-store:
-  type: sqlite
-  path: ./data/bars.db
-sources:
-  - type: csv
-    name: sample
-    dir: ./sample-data
-    files:
-      EURUSD.csv: {{symbol: EURUSD=X, interval: 1h}}
-      BTCUSD.csv: {{symbol: BTC-USD}}
-{extra}"
-    )
+    dms_e2e::master_config(&format!("{}{extra}", dms_e2e::SAMPLE_SOURCE))
 }
 
 fn tls_section(server: &CertFiles, client_ca: Option<&Path>) -> String {
