@@ -316,7 +316,7 @@ async fn stuck_clients_are_dropped_and_do_not_hold_shutdown() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     copy_sample_data(&dir.path().join("sample-data"));
-    let config = &sample_config().replace(
+    let config = sample_config().replace(
         "  listen: 127.0.0.1:{port}\n",
         "  listen: 127.0.0.1:{port}\n  header_read_timeout: 1s\n  request_timeout: 2s\n",
     );
