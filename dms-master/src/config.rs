@@ -53,7 +53,7 @@ pub struct MasterConfig {
     pub auth: crate::auth::AuthConfig,
     /// Jobs the master runs by itself on cron schedules.
     #[serde(default)]
-    pub schedules: Vec<crate::schedule::ScheduleConfig>,
+    pub schedules: Vec<crate::schedule::config::ScheduleConfig>,
     /// Webhook alerts: receivers, rules and thresholds, rate limit, repeat interval.
     #[serde(default)]
     pub alerts: crate::alerts::AlertsConfig,
@@ -508,7 +508,11 @@ impl Validate for MasterConfig {
         if self.tasks.concurrency == 0 {
             issues.push(ConfigIssue::new("tasks.concurrency", "must be at least 1"));
         }
-        issues.extend(crate::schedule::config::validate(self));
+        issues.extend(crate::schedule::config::validate(
+            &self.schedules,
+            &self.watchlists.iter().map(|w| w.name.as_str()).collect(),
+            &self.sources.iter().map(|s| s.name()).collect(),
+        ));
         issues
     }
 }

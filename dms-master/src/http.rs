@@ -10,8 +10,7 @@
 // rejected request, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -19,18 +18,12 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use dms_common::journal::Journal;
 use dms_common::read_api::{self, SeriesQuery};
-use dms_common::store::SharedStore;
-use dms_common::{SeriesKey, Symbol, Timestamp};
+use dms_common::{SeriesKey, Symbol};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::applier::{SeriesVersions, StatusCell};
-use crate::catalog::Catalog;
-use crate::import::ImportSummary;
-use crate::quarantine::Quarantine;
-use crate::tasks::manager::TaskManager;
+use crate::api_state::{ApiState, CachedAnswer};
 use crate::tasks::request::{self, TaskApiError, TaskRequest};
 use crate::tasks::{TaskKind, TaskStatus};
 use crate::views::{self, DataStatus, SeriesGaps};
@@ -38,99 +31,6 @@ use crate::views::{self, DataStatus, SeriesGaps};
 pub use crate::tasks::request::{MAX_SYMBOLS, MAX_TASK_LIMIT};
 /// Most bars one `/api/data/bars` page returns.
 pub use dms_common::read_api::MAX_PAGE_BARS;
-
-/// What the HTTP handlers read.
-#[derive(Debug, Clone)]
-pub struct ApiState {
-    pub store: SharedStore,
-    pub journal: Journal,
-    pub quarantine: Quarantine,
-    pub dead_letters: crate::dead_letters::DeadLetters,
-    pub backpressure: crate::ingest::Backpressure,
-    pub catalog: Catalog,
-    pub applier: StatusCell,
-    pub versions: SeriesVersions,
-    pub imports: Arc<Mutex<Vec<ImportSummary>>>,
-    pub tasks: Arc<TaskManager>,
-    pub bars_cache: Arc<BarsCache>,
-}
-
-/// An LRU cache of `/api/data/bars` answers, each valid while its series' version is unchanged
-/// (every write the store applies to a series bumps the version), bounded by entries and by
-/// bytes.
-#[derive(Debug)]
-pub struct BarsCache {
-    entries: Mutex<lru::LruCache<String, (u64, Arc<CachedAnswer>)>>,
-    max_bytes: usize,
-    bytes: std::sync::atomic::AtomicUsize,
-    hits: std::sync::atomic::AtomicU64,
-    misses: std::sync::atomic::AtomicU64,
-}
-
-/// A cached answer.
-#[derive(Debug)]
-pub struct CachedAnswer {
-    content_type: &'static str,
-    body: Bytes,
-    next_start: Option<Timestamp>,
-}
-
-impl BarsCache {
-    /// At most `capacity` answers and `max_bytes` of bodies.
-    pub fn new(capacity: usize, max_bytes: usize) -> Self {
-        BarsCache {
-            entries: Mutex::new(lru::LruCache::new(
-                NonZeroUsize::new(capacity.max(1)).expect("positive"),
-            )),
-            max_bytes,
-            bytes: Default::default(),
-            hits: Default::default(),
-            misses: Default::default(),
-        }
-    }
-
-    fn get(&self, key: &str, version: u64) -> Option<Arc<CachedAnswer>> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let hit = match entries.get(key) {
-            Some((v, r)) if *v == version => Some(r.clone()),
-            _ => None,
-        };
-        let counter = if hit.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        hit
-    }
-
-    fn put(&self, key: String, version: u64, response: Arc<CachedAnswer>) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let size = response.body.len();
-        if size > self.max_bytes / 4 {
-            return; // too big to be worth keeping
-        }
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, (_, old))) = entries.push(key, (version, response)) {
-            self.bytes.fetch_sub(old.body.len(), Relaxed);
-        }
-        self.bytes.fetch_add(size, Relaxed);
-        while self.bytes.load(Relaxed) > self.max_bytes {
-            match entries.pop_lru() {
-                Some((_, (_, old))) => {
-                    self.bytes.fetch_sub(old.body.len(), Relaxed);
-                }
-                None => break,
-            }
-        }
-    }
-
-    /// (hits, misses) since start.
-    pub fn stats(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.hits.load(Relaxed), self.misses.load(Relaxed))
-    }
-}
 
 /// The router with every endpoint.
 /// The REST routes merged with `extra` (gRPC services, the node API), which must have no

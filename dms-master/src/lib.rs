@@ -27,6 +27,7 @@
 //! - [`import`]: importing a whole source once.
 //! - [`replication`]: the `dms.v1.Replication` gRPC service, replica sessions and the node
 //!   registry with its sync history.
+//! - [`api_state`]: [`api_state::ApiState`], what the REST API and admin gRPC read.
 //! - [`http`]: health, readiness and the REST API.
 //! - [`views`]: what the REST API and admin gRPC both show (data status, catalog, gaps).
 //! - [`reload`]: re-reading the config on SIGHUP (TLS certificates, schedules, alerts).
@@ -37,6 +38,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod api_state;
 pub mod applier;
 pub use dms_common::auth;
 pub mod calendar;

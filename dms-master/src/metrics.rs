@@ -41,7 +41,6 @@ use axum::routing::get;
 use dms_common::journal::{Journal, Seq};
 use metrics::{counter, gauge, histogram};
 
-use crate::applier::StatusCell;
 use crate::replication::nodes::{NodeRegistry, NodeState, cursor_name};
 
 /// Installs the recorder (once per process) and describes the figures.
@@ -224,7 +223,8 @@ pub async fn replica_lags(journal: &Journal, nodes: &NodeRegistry) -> Vec<Replic
 #[derive(Debug, Clone)]
 pub struct MetricsSource {
     pub journal: Journal,
-    pub applier: StatusCell,
+    /// The last journal entry the store applier applied.
+    pub applied: tokio::sync::watch::Receiver<dms_common::journal::Seq>,
     pub nodes: NodeRegistry,
 }
 
@@ -240,7 +240,7 @@ impl MetricsSource {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the journal's size"),
         }
-        let applied = self.applier.get().applied_seq;
+        let applied = *self.applied.borrow();
         gauge!("dms_store_applied_seq").set(applied.0 as f64);
         let store = lag_of(&self.journal, applied).await;
         gauge!("dms_store_lag_entries").set(store.entries as f64);

@@ -20,11 +20,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminContext, AdminService};
 use crate::alerts::{self, Alerts, watcher::Watched};
+use crate::api_state::{ApiState, BarsCache};
 use crate::applier::{self, ApplierOptions};
 use crate::catalog::Catalog;
 use crate::config::{MasterConfig, SourceConfig};
 use crate::dead_letters::{self, DeadLetters};
-use crate::http::{self, ApiState, BarsCache};
+use crate::http;
 use crate::import::{self, ImportSummary};
 use crate::ingest::{Backpressure, Ingestor};
 use crate::metrics::{self, MetricsSource};
@@ -176,7 +177,7 @@ pub async fn run(
             store: store.clone(),
             catalog: catalog.clone(),
             nodes: Some(nodes_api.clone()),
-            watchlists: Arc::new(schedule::run::watchlist_symbols(&config.watchlists)?),
+            watchlists: Arc::new(crate::universe::watchlist_symbols(&config.watchlists)?),
             alerts: alerts.clone(),
         },
         config.schedules.clone(),
@@ -245,7 +246,7 @@ pub async fn run(
         ))
         .merge(metrics::router(MetricsSource {
             journal: journal.clone(),
-            applier: applier.status_cell(),
+            applied: applier.applied(),
             nodes: nodes.clone(),
         }))
         .merge(replication::api::router(nodes_api))

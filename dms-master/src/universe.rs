@@ -228,3 +228,18 @@ impl Universe {
         Ok(out)
     }
 }
+
+/// The symbols of every watchlist (inline and from its file), by watchlist name.
+pub fn watchlist_symbols(
+    watchlists: &[WatchlistConfig],
+) -> anyhow::Result<std::collections::HashMap<String, Vec<dms_common::Symbol>>> {
+    let mut out = std::collections::HashMap::new();
+    for w in watchlists {
+        let mut symbols = w.symbols.clone();
+        if let Some(file) = &w.symbols_file {
+            symbols.extend(read_symbols_file(file)?);
+        }
+        out.insert(w.name.clone(), symbols);
+    }
+    Ok(out)
+}

@@ -12,10 +12,10 @@ use dms_common::read_api::StoreTotals;
 use dms_common::store::{SeriesOverview, StoreError};
 use dms_common::{SeriesKey, Timestamp};
 
+use crate::api_state::ApiState;
 use crate::applier::ApplierStatus;
 use crate::catalog::CatalogEntry;
 use crate::gaps::GapReport;
-use crate::http::ApiState;
 use crate::import::ImportSummary;
 
 /// The figures of `/api/data/status`.

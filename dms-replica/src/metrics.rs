@@ -1,7 +1,7 @@
 //! The replica's Prometheus figures, served as text on `GET /metrics`.
 //!
 //! Gauges and the session and apply counters are read from the replication status when
-//! `/metrics` is scraped; repairs are counted where they finish. The recorder is installed
+//! `/metrics` is scraped; repairs are counted where they finish ([`crate::repair::counted`]). The recorder is installed
 //! once per process by [`dms_common::prometheus::handle`].
 //!
 //! | metric | type | labels | meaning |
@@ -23,14 +23,7 @@ use axum::response::Response;
 use axum::routing::get;
 use metrics::{counter, gauge};
 
-use crate::state::RepairRecord;
 use crate::sync::{LinkState, Replicator};
-
-/// A repair finished (`trigger`: `required` or `anti_entropy`).
-pub fn repaired(trigger: &'static str, record: &RepairRecord) {
-    counter!("dms_replica_repairs_total", "trigger" => trigger).increment(1);
-    counter!("dms_replica_repair_buckets_pulled_total").increment(record.buckets_pulled);
-}
 
 /// The `GET /metrics` route.
 pub fn router(r: Replicator) -> Router {

@@ -25,6 +25,12 @@ use tokio_util::sync::CancellationToken;
 use crate::client::MasterClient;
 use crate::state::RepairRecord;
 
+/// Counts a finished repair in the metrics (`trigger`: `required` or `anti_entropy`).
+pub fn counted(trigger: &'static str, record: &RepairRecord) {
+    metrics::counter!("dms_replica_repairs_total", "trigger" => trigger).increment(1);
+    metrics::counter!("dms_replica_repair_buckets_pulled_total").increment(record.buckets_pulled);
+}
+
 /// Series per `Digests` call.
 const DIGEST_CHUNK: usize = 200;
 /// Most bars pulled into one `replace_range` (adjacent buckets are merged up to this).

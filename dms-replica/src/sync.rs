@@ -538,7 +538,7 @@ impl Replicator {
             s.history_id = history;
             s.last_repair = Some(outcome.record.clone());
         });
-        crate::metrics::repaired("required", &outcome.record);
+        crate::repair::counted("required", &outcome.record);
         Ok(())
     }
 
@@ -592,7 +592,7 @@ impl Replicator {
         self.state.record_repair(&outcome.record).await?;
         self.status
             .update(|s| s.last_repair = Some(outcome.record.clone()));
-        crate::metrics::repaired("anti_entropy", &outcome.record);
+        crate::repair::counted("anti_entropy", &outcome.record);
         Ok(())
     }
 

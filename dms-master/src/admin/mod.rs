@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
+use crate::api_state::ApiState;
 use crate::auth::{Access, Authorizer};
-use crate::http::ApiState;
 use crate::replication::api::{NodeApiError, NodesApi, history_limit};
 use crate::tasks::request::{self, TaskApiError};
 use crate::views::{self, DataStatus};

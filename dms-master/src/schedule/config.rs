@@ -9,7 +9,6 @@ use dms_common::{Interval, Symbol};
 use serde::{Deserialize, Serialize};
 
 use super::cron::{parse_cron, parse_timezone};
-use crate::config::MasterConfig;
 use crate::replication::nodes::validate_node_id;
 use crate::tasks::TaskKind;
 
@@ -178,13 +177,16 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Every problem of `config.schedules`, each naming its key (`schedules[2].cron`).
-pub fn validate(config: &MasterConfig) -> Vec<ConfigIssue> {
+/// Every problem of `schedules`, each naming its key (`schedules[2].cron`); `watchlists` and
+/// `sources` are the names the config defines.
+pub fn validate(
+    schedules: &[ScheduleConfig],
+    watchlists: &HashSet<&str>,
+    sources: &HashSet<&str>,
+) -> Vec<ConfigIssue> {
     let mut issues = Vec::new();
     let mut names = HashSet::new();
-    let watchlists: HashSet<&str> = config.watchlists.iter().map(|w| w.name.as_str()).collect();
-    let sources: HashSet<&str> = config.sources.iter().map(|s| s.name()).collect();
-    for (i, s) in config.schedules.iter().enumerate() {
+    for (i, s) in schedules.iter().enumerate() {
         let key = |field: &str| format!("schedules[{i}].{field}");
         if let Err(e) = check_name(&s.name) {
             issues.push(ConfigIssue::new(key("name"), e));
@@ -217,14 +219,11 @@ pub fn validate(config: &MasterConfig) -> Vec<ConfigIssue> {
             ));
         }
         if let Some(d) = s.days
-            && !(1..=crate::tasks::request::MAX_DAYS).contains(&d)
+            && !(1..=crate::tasks::MAX_DAYS).contains(&d)
         {
             issues.push(ConfigIssue::new(
                 key("days"),
-                format!(
-                    "{d} is out of range; use 1 to {}",
-                    crate::tasks::request::MAX_DAYS
-                ),
+                format!("{d} is out of range; use 1 to {}", crate::tasks::MAX_DAYS),
             ));
         }
         issues.extend(kind_issues(i, s));

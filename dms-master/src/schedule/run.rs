@@ -182,21 +182,6 @@ impl RunRecord {
     }
 }
 
-/// The symbols of every watchlist (inline and from its file), by watchlist name.
-pub fn watchlist_symbols(
-    watchlists: &[crate::config::WatchlistConfig],
-) -> anyhow::Result<std::collections::HashMap<String, Vec<dms_common::Symbol>>> {
-    let mut out = std::collections::HashMap::new();
-    for w in watchlists {
-        let mut symbols = w.symbols.clone();
-        if let Some(file) = &w.symbols_file {
-            symbols.extend(crate::universe::read_symbols_file(file)?);
-        }
-        out.insert(w.name.clone(), symbols);
-    }
-    Ok(out)
-}
-
 /// What runs need from the rest of the master.
 #[derive(Debug, Clone)]
 pub struct RunContext {

@@ -17,6 +17,9 @@ use std::str::FromStr;
 use dms_common::{Interval, Symbol, Timestamp};
 use serde::{Deserialize, Serialize};
 
+/// Most days an update may re-fetch (and a scheduled job's window may span).
+pub const MAX_DAYS: u32 = 36_500;
+
 /// What a task does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

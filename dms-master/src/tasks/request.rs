@@ -22,8 +22,7 @@ use crate::ingest::Backpressure;
 pub const MAX_TASK_LIMIT: usize = 1_000_000;
 /// Most different symbols one task request may name.
 pub const MAX_SYMBOLS: usize = 20_000;
-/// Most days an update may re-fetch.
-pub const MAX_DAYS: u32 = 36_500;
+pub use super::MAX_DAYS;
 /// Tasks one listing returns when the request does not say.
 pub const DEFAULT_LIST_LIMIT: usize = 20;
 /// Most tasks one listing returns.
