@@ -44,7 +44,7 @@ pub struct AlertsConfig {
 }
 
 /// One receiver of alert messages.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Its name, in logs and metrics.

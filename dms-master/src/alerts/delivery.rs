@@ -24,11 +24,17 @@ pub(super) struct Message {
     pub(super) body: Value,
 }
 
+/// Called with a message's key when a firing message could not be delivered, so the alert
+/// does not count as heard by this webhook (its next raise sends it again).
+pub(super) type OnDropped = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The sending side of one webhook: its queue and its rate limit.
 #[derive(Debug)]
 pub(super) struct Webhook {
     pub(super) name: String,
     pub(super) format: WebhookFormat,
+    /// What it was started from; an unchanged webhook is kept across reloads.
+    pub(super) settings: (WebhookConfig, DeliverySettings),
     queue: mpsc::Sender<Message>,
     /// When the firing messages of the current window were queued.
     sent: VecDeque<Instant>,
@@ -42,6 +48,7 @@ impl Webhook {
     pub(super) fn start(
         config: &WebhookConfig,
         alerts: &AlertsConfig,
+        on_dropped: OnDropped,
         stop: CancellationToken,
     ) -> Result<Webhook, String> {
         let mut headers = reqwest::header::HeaderMap::new();
@@ -67,16 +74,24 @@ impl Webhook {
             max_retries: alerts.max_retries,
             retry_delay: alerts.retry_delay.0,
             max_retry_delay: alerts.max_retry_delay.0,
+            on_dropped,
         };
         tokio::spawn(sender.run(rx, stop));
         Ok(Webhook {
             name: config.name.clone(),
             format: config.format,
+            settings: (config.clone(), DeliverySettings::of(alerts)),
             queue: tx,
             sent: VecDeque::new(),
             max_messages: alerts.rate_limit.max_messages,
             window: alerts.rate_limit.window.0,
         })
+    }
+
+    /// Takes the rate limit of `alerts` (a reload that kept this webhook).
+    pub(super) fn set_rate_limit(&mut self, alerts: &AlertsConfig) {
+        self.max_messages = alerts.rate_limit.max_messages;
+        self.window = alerts.rate_limit.window.0;
     }
 
     /// Whether a firing message may go out now (counting it if so).
@@ -112,6 +127,26 @@ impl Webhook {
     }
 }
 
+/// The settings of `alerts:` a sender task is started with.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct DeliverySettings {
+    queue_size: usize,
+    max_retries: usize,
+    retry_delay: Duration,
+    max_retry_delay: Duration,
+}
+
+impl DeliverySettings {
+    pub(super) fn of(alerts: &AlertsConfig) -> DeliverySettings {
+        DeliverySettings {
+            queue_size: alerts.queue_size,
+            max_retries: alerts.max_retries,
+            retry_delay: alerts.retry_delay.0,
+            max_retry_delay: alerts.max_retry_delay.0,
+        }
+    }
+}
+
 /// The task that POSTs one webhook's messages in order.
 struct Sender {
     name: String,
@@ -121,6 +156,7 @@ struct Sender {
     max_retries: usize,
     retry_delay: Duration,
     max_retry_delay: Duration,
+    on_dropped: OnDropped,
 }
 
 impl Sender {
@@ -163,6 +199,9 @@ impl Sender {
                 None => {
                     tracing::error!(webhook = %self.name, key = %message.key, status = message.status.as_str(), attempts = attempt, %error, "alert delivery failed; message dropped");
                     metrics::alert_dropped(&self.name, "delivery_failed");
+                    if message.status == Status::Firing {
+                        (self.on_dropped)(&message.key);
+                    }
                     return;
                 }
             }

@@ -280,9 +280,23 @@ impl Alerts {
     /// Replaces the config (webhooks, rules, limits). Active alerts stay active; a webhook
     /// that is replaced sends what it has queued, then stops.
     pub fn reload(&self, config: AlertsConfig) {
+        let mut old = std::mem::take(&mut self.lock().webhooks);
         let mut webhooks = Vec::with_capacity(config.webhooks.len());
         for w in &config.webhooks {
-            match Webhook::start(w, &config, self.inner.stop.child_token()) {
+            // An unchanged webhook keeps its sender, its queue and its rate-limit window.
+            let settings = (w.clone(), delivery::DeliverySettings::of(&config));
+            if let Some(i) = old.iter().position(|h| h.settings == settings) {
+                let mut hook = old.swap_remove(i);
+                hook.set_rate_limit(&config);
+                webhooks.push(hook);
+                continue;
+            }
+            match Webhook::start(
+                w,
+                &config,
+                self.on_dropped(&w.name),
+                self.inner.stop.child_token(),
+            ) {
                 Ok(hook) => webhooks.push(hook),
                 Err(e) => tracing::error!(webhook = %w.name, error = %e, "webhook left out"),
             }
@@ -295,6 +309,22 @@ impl Alerts {
         );
         s.config = config;
         s.webhooks = webhooks;
+    }
+
+    /// What webhook `hook` does with a firing message it could not deliver: the alert no
+    /// longer counts as heard there, so the next raise of it (a condition is raised at every
+    /// check while it holds) sends it again.
+    fn on_dropped(&self, hook: &str) -> delivery::OnDropped {
+        let inner = Arc::downgrade(&self.inner);
+        let hook = hook.to_owned();
+        Arc::new(move |key: &str| {
+            if let Some(inner) = inner.upgrade() {
+                let mut s = inner.shared.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(active) = s.active.get_mut(key) {
+                    active.notified.remove(&hook);
+                }
+            }
+        })
     }
 
     /// Whether `key` is active (fired and not resolved, or an event within its repeat

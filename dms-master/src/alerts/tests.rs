@@ -281,3 +281,89 @@ fn printed_config_hides_webhook_urls_and_header_values() {
     assert!(format!("{c:?}").contains("<redacted>"));
     assert!(!format!("{c:?}").contains("tok-123"));
 }
+
+#[tokio::test]
+async fn a_firing_message_that_could_not_be_delivered_is_sent_at_the_next_raise() {
+    // A receiver that answers 503 while `failing`, then takes messages.
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (rx, base) = Receiver::start().await;
+    let app = Router::new().route(
+        "/flaky",
+        post({
+            let (failing, attempts, rx) = (failing.clone(), attempts.clone(), rx.clone());
+            move |Json(v): Json<Value>| async move {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if failing.load(std::sync::atomic::Ordering::SeqCst) {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                receive(State(rx), Path("flaky".to_owned()), Json(v)).await;
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let flaky = format!("http://{}/flaky", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    drop(base);
+
+    let stop = CancellationToken::new();
+    let mut c = config(&flaky, WebhookFormat::Generic);
+    c.max_retries = 0;
+    let alerts = Alerts::start(c, &stop);
+    alerts.raise(lag("r1"));
+    // The one attempt fails and the message is dropped: the alert is not heard there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let heard = alerts.lock().active["replica_lag:r1"]
+            .notified
+            .contains_key("ops");
+        if attempts.load(std::sync::atomic::Ordering::SeqCst) >= 1 && !heard {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the drop was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The condition still holds at the next check: raised again well within the repeat
+    // interval, it is sent (it would not be, had the dropped message counted as heard).
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    alerts.raise(lag("r1"));
+    let got = rx.wait_for(1).await;
+    assert_eq!(summary(&got), [pair("firing", "replica_lag:r1")]);
+    alerts.resolve("replica_lag:r1");
+    let got = rx.wait_for(2).await;
+    assert_eq!(summary(&got)[1], pair("resolved", "replica_lag:r1"));
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_reload_that_leaves_a_webhook_unchanged_keeps_its_rate_limit_window() {
+    let (rx, base) = Receiver::start().await;
+    let stop = CancellationToken::new();
+    let mut c = config(&format!("{base}/a"), WebhookFormat::Generic);
+    c.rate_limit = RateLimitConfig {
+        max_messages: 1,
+        window: dms_common::config::ConfigDuration(Duration::from_secs(3600)),
+    };
+    let alerts = Alerts::start(c.clone(), &stop);
+    alerts.raise(lag("r1"));
+    alerts.reload(c.clone());
+    // Still the same window: a second alert is over the limit.
+    alerts.raise(lag("r2"));
+    // A changed webhook is a new one, with a new window.
+    c.webhooks[0].timeout = dms_common::config::ConfigDuration(Duration::from_secs(3));
+    alerts.reload(c);
+    alerts.raise(lag("r3"));
+    let got = rx.wait_for(2).await;
+    assert_eq!(
+        summary(&got),
+        [
+            pair("firing", "replica_lag:r1"),
+            pair("firing", "replica_lag:r3")
+        ]
+    );
+    stop.cancel();
+}

@@ -270,19 +270,26 @@ impl RunContext {
         };
         if trigger != RunTrigger::Manual {
             let date = scheduled_for.with_timezone(&tz).date_naive();
-            if job.skip_non_trading_days && !entries.iter().any(|e| e.calendar.is_trading_day(date))
-            {
-                return (
+            let trading_day = entries.iter().any(|e| e.calendar.is_trading_day(date));
+            let not_trading = || {
+                (
                     RunOutcome::SkippedNonTradingDay,
                     None,
                     format!(
                         "{date} is not a trading day for any of the {} series",
                         entries.len()
                     ),
-                );
+                )
+            };
+            if job.skip_non_trading_days && !trading_day && job.kind != ScheduleKind::Update {
+                return not_trading();
             }
+            // An update checks completeness on every day: on a non-trading day (Saturday
+            // 08:00, the morning after a holiday eve) it is the retry for the last session and
+            // runs only while that session's bar is missing.
             if job.kind == ScheduleKind::Update {
                 match self.first_incomplete(&entries, now).await {
+                    Ok(None) if job.skip_non_trading_days && !trading_day => return not_trading(),
                     Ok(None) => {
                         return (
                             RunOutcome::SkippedComplete,

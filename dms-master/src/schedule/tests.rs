@@ -307,12 +307,14 @@ async fn a_fire_while_the_previous_task_is_pending_is_skipped_as_overlap() {
 async fn a_fire_on_a_nyse_holiday_is_skipped_and_recorded() {
     // Friday 2026-07-03: Independence Day (a Saturday) observed.
     let h = Harness::new("2026-07-03T12:00:00Z").await;
+    // Thursday's session is stored: nothing is left for the holiday's fire to retry.
+    h.fill_aapl("2026-06-01", "2026-07-02").await;
     let (s, mut events, _stop) = h.start(NY_EVENING_UPDATE).await;
     let run = run_at(&h, &mut events, "2026-07-03T22:00:00Z").await;
     assert_eq!(run.outcome, RunOutcome::SkippedNonTradingDay, "{run:?}");
     assert!(run.message.contains("2026-07-03"), "{run:?}");
     assert!(h.tasks.tasks().list(None, 10).await.unwrap().is_empty());
-    // Monday is a trading day, and with nothing stored the update starts (the weekend's
+    // Monday is a trading day and its session is missing: the update starts (the weekend's
     // fires, passed over in one step of the clock, are not run on their own).
     let run = run_at(&h, &mut events, "2026-07-06T22:00:00Z").await;
     assert_eq!(
@@ -324,6 +326,29 @@ async fn a_fire_on_a_nyse_holiday_is_skipped_and_recorded() {
         s.get("evening").await.unwrap().last_run.unwrap().outcome,
         RunOutcome::Started
     );
+}
+
+#[tokio::test]
+async fn a_next_morning_retry_on_a_non_trading_day_runs_only_while_the_last_session_is_missing() {
+    // 08:00 New York is the retry of the evening's attempts; Saturday 2026-03-07's retry is
+    // for Friday's session.
+    let h = Harness::new("2026-03-07T12:00:00Z").await;
+    h.fill_aapl("2026-02-01", "2026-03-05").await;
+    let morning = "  - {name: morning, cron: '0 8 * * *', timezone: America/New_York, kind: update, source: csv}\n";
+    let (_s, mut events, _stop) = h.start(morning).await;
+    let run = run_at(&h, &mut events, "2026-03-07T13:00:00Z").await;
+    assert_eq!(
+        run.outcome,
+        RunOutcome::Started,
+        "Friday is missing: {run:?}"
+    );
+    // Friday's bar arrived: Sunday's retry has nothing to do and is a non-trading day.
+    h.fill_aapl("2026-03-06", "2026-03-06").await;
+    let task = run.task_id.unwrap();
+    h.tasks.cancel(&task).await.unwrap();
+    let run = run_at(&h, &mut events, "2026-03-08T12:00:00Z").await;
+    assert_eq!(run.outcome, RunOutcome::SkippedNonTradingDay, "{run:?}");
+    assert!(run.message.contains("2026-03-08"), "{run:?}");
 }
 
 #[tokio::test]
