@@ -30,6 +30,8 @@ pub struct ApiState {
     pub imports: Arc<Mutex<Vec<ImportSummary>>>,
     pub tasks: Arc<TaskManager>,
     pub bars_cache: Arc<BarsCache>,
+    /// Journals deletions.
+    pub ingestor: crate::ingest::Ingestor,
 }
 
 /// An LRU cache of `/api/data/bars` answers, each valid while its series' version is unchanged

@@ -47,6 +47,7 @@ pub fn router(state: ApiState, extra: Router) -> Router {
         .route("/api/data/tasks", get(list_tasks))
         .route("/api/data/tasks/{task_id}", get(get_task))
         .route("/api/data/tasks/{task_id}/cancel", post(cancel_task))
+        .route("/api/data/delete", post(delete_bars))
         .route("/api/data/gaps", get(gaps))
         .route("/api/data/series", get(series))
         .route("/api/data/bars", get(bars))
@@ -234,6 +235,31 @@ async fn cancel_task(State(s): State<ApiState>, Path(id): Path<String>) -> Respo
         }))
         .into_response(),
         Err(e) => task_error(e),
+    }
+}
+
+/// `POST /api/data/delete`: `{"symbol", "interval", "start"?, "end"?, "dry_run"?}`.
+async fn delete_bars(State(s): State<ApiState>, body: Bytes) -> Response {
+    use crate::delete::{self, DeleteError, DeleteRequest};
+    let req: DeleteRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    match delete::delete(&s.store, &s.ingestor, &req).await {
+        Ok(d) => {
+            let message = match (d.dry_run, d.journal_seq) {
+                (true, _) => format!("dry run: {} bars would be deleted", d.bars),
+                (false, None) => "nothing to delete".to_owned(),
+                (false, Some(seq)) => format!(
+                    "{} bars are deleted as journal entry {seq} is applied (replicas too)",
+                    d.bars
+                ),
+            };
+            Json(json!({"success": true, "message": message, "data": d})).into_response()
+        }
+        Err(e @ DeleteError::Invalid(_)) => bad_request(e.to_string()),
+        Err(e @ DeleteError::Store(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e @ DeleteError::Journal(_)) => internal(e),
     }
 }
 

@@ -193,6 +193,30 @@ impl Ingestor {
     }
 }
 
+impl Ingestor {
+    /// Journals the removal of the bars of `key` in `range`; returns its journal entry.
+    pub async fn delete(
+        &self,
+        key: &SeriesKey,
+        range: dms_common::TimeRange,
+        origin: &Origin,
+    ) -> Result<Seq, IngestError> {
+        let seq = self
+            .journal
+            .append(NewChange {
+                series: key.clone(),
+                change: Change::Delete(range),
+                origin: origin.clone(),
+            })
+            .await?;
+        self.journaled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), seq);
+        Ok(seq)
+    }
+}
+
 fn push_chunks(
     changes: &mut Vec<NewChange>,
     key: &SeriesKey,

@@ -24,6 +24,7 @@
 //! - [`ingest`]: [`ingest::Ingestor`], validate then journal.
 //! - [`applier`]: the store applier that follows the journal into the bar store.
 //! - [`dead_letters`]: [`dead_letters::DeadLetters`], entries the store refused for good.
+//! - [`delete`]: deleting a series or a range through the journal, with a dry run.
 //! - [`import`]: importing a whole source once.
 //! - [`replication`]: the `dms.v1.Replication` gRPC service, replica sessions and the node
 //!   registry with its sync history.
@@ -45,6 +46,7 @@ pub mod calendar;
 pub mod catalog;
 pub mod config;
 pub mod dead_letters;
+pub mod delete;
 pub mod gaps;
 pub mod http;
 pub mod import;

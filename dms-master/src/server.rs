@@ -145,7 +145,7 @@ pub async fn run(
     let import_task = tokio::spawn({
         let imports = startup_imports(
             config.sources.clone(),
-            (ingestor, reconciler),
+            (ingestor.clone(), reconciler),
             tasks.clone(),
             imports.clone(),
             (work_stop.clone(), notifier.clone()),
@@ -211,6 +211,7 @@ pub async fn run(
         imports: imports.clone(),
         tasks,
         bars_cache: Arc::new(BarsCache::new(256, 64 << 20)),
+        ingestor,
     };
     let token = config
         .replication

@@ -95,6 +95,22 @@ pub(crate) enum Command {
         #[arg(long)]
         limit: Option<u32>,
     },
+    /// Delete a series, or the bars of a range of it, through the journal (replicas delete too).
+    Delete {
+        symbol: String,
+        /// 1m 5m 15m 30m 1h 1d 1wk 1mo (required: deleting never assumes one).
+        #[arg(long, short)]
+        interval: String,
+        /// First bar to delete (`YYYY-MM-DD` or RFC 3339; default: the first).
+        #[arg(long)]
+        start: Option<String>,
+        /// End of the range, exclusive (default: after the last).
+        #[arg(long)]
+        end: Option<String>,
+        /// Count what would be deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Replicas: list them (lag and state), or one's details, history, verify, forget.
     Nodes {
         #[command(subcommand)]

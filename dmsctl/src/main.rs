@@ -102,6 +102,34 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             print_bars(&r, out);
             Ok(0)
         }
+        Command::Delete {
+            symbol,
+            interval,
+            start,
+            end,
+            dry_run,
+        } => {
+            let req = pb::DeleteBarsRequest {
+                symbol: symbol.clone(),
+                interval: interval.clone(),
+                start,
+                end,
+                dry_run,
+            };
+            let r = call(&c, c.admin.clone().delete_bars(req)).await?;
+            match out {
+                Output::Json => print_json(&r),
+                Output::Table => match (r.dry_run, r.journal_seq) {
+                    (true, _) => outln!("{symbol} {interval}: {} bars would be deleted", r.bars),
+                    (false, None) => outln!("{symbol} {interval}: nothing to delete"),
+                    (false, Some(seq)) => outln!(
+                        "{symbol} {interval}: {} bars deleted (journal entry {seq}; replicas follow)",
+                        r.bars
+                    ),
+                },
+            }
+            Ok(0)
+        }
         Command::Nodes { command } => nodes(&c, command.unwrap_or(NodesCommand::List), out).await,
         Command::Schedules(s) => schedules(&mut c, s, out).await,
         Command::Journal => {

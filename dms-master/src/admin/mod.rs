@@ -267,6 +267,41 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn delete_bars(
+        &self,
+        req: Request<pb::DeleteBarsRequest>,
+    ) -> Result<Response<pb::DeleteBarsResponse>, Status> {
+        use crate::delete::{self, DeleteError, DeleteRequest};
+        self.check(&req, Access::Write)?;
+        let req = req.into_inner();
+        let request = DeleteRequest {
+            symbol: Some(req.symbol),
+            interval: (!req.interval.is_empty()).then_some(req.interval),
+            start: req.start,
+            end: req.end,
+            dry_run: req.dry_run,
+        };
+        let d = delete::delete(&self.ctx.api.store, &self.ctx.api.ingestor, &request)
+            .await
+            .map_err(|e| match e {
+                DeleteError::Invalid(m) => Status::invalid_argument(m),
+                DeleteError::Store(e) => store_status(e),
+                e @ DeleteError::Journal(_) => Status::internal(e.to_string()),
+            })?;
+        let key = request
+            .check()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .0;
+        Ok(Response::new(pb::DeleteBarsResponse {
+            series: Some((&key).into()),
+            bars: d.bars,
+            dry_run: d.dry_run,
+            journal_seq: d.journal_seq,
+            start: d.start,
+            end: d.end,
+        }))
+    }
+
     async fn list_nodes(
         &self,
         req: Request<pb::ListNodesRequest>,

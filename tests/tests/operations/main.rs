@@ -3,6 +3,7 @@
 //! real daemons as processes.
 
 mod auth;
+mod delete;
 mod dmsctl;
 mod metrics;
 mod scheduler;
