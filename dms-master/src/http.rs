@@ -50,6 +50,7 @@ pub fn router(state: ApiState, extra: Router) -> Router {
         .route("/api/data/delete", post(delete_bars))
         .route("/api/data/gaps", get(gaps))
         .route("/api/data/series", get(series))
+        .route("/api/data/overview", get(overview))
         .route("/api/data/bars", get(bars))
         .route("/api/data/actions", get(actions))
         .fallback(not_found)
@@ -296,6 +297,17 @@ async fn gaps(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
             .into_response()
         }
         Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/data/overview?prefix=&interval=&gaps=`.
+async fn overview(State(s): State<ApiState>, Query(q): Query<views::OverviewQuery>) -> Response {
+    match views::overview(&s, &q).await {
+        Ok(rows) => {
+            Json(json!({"success": true, "count": rows.len(), "data": rows})).into_response()
+        }
+        Err(e) if e.starts_with("field") => bad_request(e),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 

@@ -189,3 +189,80 @@ pub async fn series_gaps(s: &ApiState, key: &SeriesKey) -> Result<SeriesGaps, St
         calendar: name,
     })
 }
+
+/// Most series whose gaps an overview counts unless asked to (each count reads the series).
+pub const OVERVIEW_GAPS_LIMIT: usize = 500;
+
+/// The overview's filter.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverviewQuery {
+    /// Only symbols starting with this (case-sensitive, as stored).
+    pub prefix: Option<String>,
+    /// Only this interval.
+    pub interval: Option<String>,
+    /// Count each series' missing bars (default: when at most [`OVERVIEW_GAPS_LIMIT`] series
+    /// are selected).
+    pub gaps: Option<bool>,
+}
+
+/// One series in the overview.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OverviewRow {
+    pub symbol: String,
+    pub interval: String,
+    pub count: u64,
+    pub first: String,
+    pub last: String,
+    /// Expected bars missing by the series' exchange calendar; `None` when not counted.
+    pub missing: Option<u64>,
+    pub source: Option<String>,
+}
+
+/// The bar overview (seed 003): count, first, last, missing bars and source of every stored
+/// series the filter selects, in symbol and interval order.
+pub async fn overview(s: &ApiState, q: &OverviewQuery) -> Result<Vec<OverviewRow>, String> {
+    let interval = match q.interval.as_deref() {
+        None => None,
+        Some(raw) => Some(raw.parse::<dms_common::Interval>().map_err(|_| {
+            format!("field `interval`: {raw:?} is not one of 1m 5m 15m 30m 1h 1d 1wk 1mo")
+        })?),
+    };
+    let mut rows: Vec<CatalogRow> = catalog_rows(s)
+        .await
+        .map_err(|e| format!("the store cannot be read: {e}"))?
+        .into_iter()
+        .filter(|r| {
+            q.prefix
+                .as_deref()
+                .is_none_or(|p| r.overview.key.symbol.as_str().starts_with(p))
+                && interval.is_none_or(|i| r.overview.key.interval == i)
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        (a.overview.key.symbol.as_str(), a.overview.key.interval)
+            .cmp(&(b.overview.key.symbol.as_str(), b.overview.key.interval))
+    });
+    let count_gaps = q.gaps.unwrap_or(rows.len() <= OVERVIEW_GAPS_LIMIT);
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let missing = if count_gaps {
+            let g = series_gaps(s, &r.overview.key)
+                .await
+                .map_err(|e| format!("the store cannot be read: {e}"))?;
+            Some(g.report.missing)
+        } else {
+            None
+        };
+        out.push(OverviewRow {
+            symbol: r.overview.key.symbol.to_string(),
+            interval: r.overview.key.interval.to_string(),
+            count: r.overview.count,
+            first: r.overview.first.to_rfc3339(),
+            last: r.overview.last.to_rfc3339(),
+            missing,
+            source: r.source,
+        });
+    }
+    Ok(out)
+}

@@ -95,6 +95,21 @@ pub(crate) enum Command {
         #[arg(long)]
         limit: Option<u32>,
     },
+    /// Every stored series: count, first, last, missing bars, source.
+    Overview {
+        /// Only symbols starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only this interval.
+        #[arg(long, short)]
+        interval: Option<String>,
+        /// Count missing bars even for more than 500 series (each count reads the series).
+        #[arg(long, conflicts_with = "no_gaps")]
+        gaps: bool,
+        /// Do not count missing bars.
+        #[arg(long)]
+        no_gaps: bool,
+    },
     /// Delete a series, or the bars of a range of it, through the journal (replicas delete too).
     Delete {
         symbol: String,

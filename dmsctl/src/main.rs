@@ -102,6 +102,40 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             print_bars(&r, out);
             Ok(0)
         }
+        Command::Overview {
+            prefix,
+            interval,
+            gaps,
+            no_gaps,
+        } => {
+            let req = pb::OverviewRequest {
+                prefix,
+                interval,
+                gaps: (gaps || no_gaps).then_some(gaps),
+            };
+            let r = call(&c, c.admin.clone().get_overview(req)).await?;
+            match out {
+                Output::Json => print_json(&r),
+                Output::Table => {
+                    let mut t = Table::new(&[
+                        "SYMBOL", "INTERVAL", "BARS", "FIRST", "LAST", "MISSING", "SOURCE",
+                    ]);
+                    for s in &r.series {
+                        t.row(vec![
+                            s.symbol.clone(),
+                            s.interval.clone(),
+                            s.count.to_string(),
+                            s.first.clone(),
+                            s.last.clone(),
+                            opt(s.missing.map(|m| m.to_string())),
+                            opt(s.source.clone()),
+                        ]);
+                    }
+                    t.print();
+                }
+            }
+            Ok(0)
+        }
         Command::Delete {
             symbol,
             interval,

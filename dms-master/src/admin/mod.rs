@@ -267,6 +267,42 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn get_overview(
+        &self,
+        req: Request<pb::OverviewRequest>,
+    ) -> Result<Response<pb::OverviewResponse>, Status> {
+        self.check(&req, Access::Read)?;
+        let req = req.into_inner();
+        let query = crate::views::OverviewQuery {
+            prefix: req.prefix,
+            interval: req.interval,
+            gaps: req.gaps,
+        };
+        let rows = crate::views::overview(&self.ctx.api, &query)
+            .await
+            .map_err(|e| {
+                if e.starts_with("field") {
+                    Status::invalid_argument(e)
+                } else {
+                    Status::unavailable(e)
+                }
+            })?;
+        Ok(Response::new(pb::OverviewResponse {
+            series: rows
+                .into_iter()
+                .map(|r| pb::OverviewRow {
+                    symbol: r.symbol,
+                    interval: r.interval,
+                    count: r.count,
+                    first: r.first,
+                    last: r.last,
+                    missing: r.missing,
+                    source: r.source,
+                })
+                .collect(),
+        }))
+    }
+
     async fn delete_bars(
         &self,
         req: Request<pb::DeleteBarsRequest>,

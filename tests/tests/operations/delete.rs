@@ -1,4 +1,5 @@
-//! Deleting through the journal: a range of one series over REST and a whole series with
+//! The bar overview (filtered by symbol prefix and interval, missing bars counted), and
+//! deleting through the journal: a range of one series over REST and a whole series with
 //! `dmsctl delete`, each first as a dry run that changes nothing; the master's store and a
 //! replica's both lose exactly those bars, and the replica still verifies equal.
 
@@ -48,6 +49,42 @@ async fn deletes_go_through_the_journal_to_the_store_and_the_replicas_after_a_dr
     .unwrap();
     replica.wait_in_sync(&master, SYNC).await.unwrap();
     let before = total(&master).await;
+
+    // The overview: filtered by prefix and by interval, with missing bars counted.
+    let (code, eur) = master.get("/api/data/overview?prefix=EUR").await.unwrap();
+    assert_eq!(code, 200, "{eur}");
+    assert_eq!(eur["count"], 1, "{eur}");
+    let row = &eur["data"][0];
+    assert_eq!(
+        (row["symbol"].as_str(), row["interval"].as_str()),
+        (Some("EURUSD=X"), Some("1h"))
+    );
+    let (_, series) = master.get("/api/data/series").await.unwrap();
+    let eur_count = series["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["symbol"] == "EURUSD=X")
+        .map(|s| s["count"].clone())
+        .unwrap();
+    assert_eq!(row["count"], eur_count, "{eur}");
+    assert!(row["missing"].as_u64().is_some(), "{eur}");
+    let (code, bad) = master.get("/api/data/overview?interval=2d").await.unwrap();
+    assert_eq!(code, 400, "{bad}");
+    let ctl = Dmsctl::new(&format!("http://127.0.0.1:{}", master.port));
+    let monthly = ctl
+        .run(&["overview", "-i", "1mo", "--no-gaps", "-o", "json"])
+        .await
+        .unwrap();
+    assert_eq!(monthly.code, 0, "{monthly:?}");
+    let rows = monthly.json()["series"].as_array().cloned().unwrap();
+    assert_eq!(rows.len(), 1, "{monthly:?}");
+    assert_eq!(rows[0]["symbol"], "BTC-USD");
+    assert!(
+        rows[0]["missing"].is_null(),
+        "not counted with --no-gaps: {monthly:?}"
+    );
+
     let range = "symbol=EURUSD%3DX&interval=1h&start=2017-06-01&end=2017-07-01";
     let in_range = count_in(&master, range).await;
     assert!(
@@ -116,7 +153,6 @@ async fn deletes_go_through_the_journal_to_the_store_and_the_replicas_after_a_dr
     );
 
     // A whole series with dmsctl, dry run first.
-    let ctl = Dmsctl::new(&format!("http://127.0.0.1:{}", master.port));
     let btc = count_in(&master, "symbol=BTC-USD&interval=1mo").await;
     assert!(btc > 0);
     let dry = ctl
@@ -145,6 +181,9 @@ async fn deletes_go_through_the_journal_to_the_store_and_the_replicas_after_a_dr
         })
         .await
         .unwrap();
+    let table = ctl.run(&["overview"]).await.unwrap();
+    assert!(!table.stdout.contains("BTC-USD"), "{table:?}");
+    assert!(table.stdout.contains("EURUSD=X"), "{table:?}");
     let again = ctl.run(&["delete", "BTC-USD", "-i", "1mo"]).await.unwrap();
     assert!(again.stdout.contains("nothing to delete"), "{again:?}");
     // The interval is never assumed.
