@@ -27,6 +27,21 @@ async fn count_in(daemon: &dms_e2e::DaemonProcess, q: &str) -> u64 {
     page["count"].as_u64().unwrap()
 }
 
+/// Waits until `daemon` serves no bar for `q` (its store applied a deletion).
+async fn wait_gone(daemon: &dms_e2e::DaemonProcess, q: &str) {
+    daemon
+        .wait_until(&format!("{q} to be deleted"), SYNC, async || {
+            let n = count_in(daemon, q).await;
+            Ok(if n == 0 {
+                Check::Ready(())
+            } else {
+                Check::Waiting(format!("{n} left"))
+            })
+        })
+        .await
+        .unwrap();
+}
+
 async fn total(daemon: &dms_e2e::DaemonProcess) -> u64 {
     let (_, s) = daemon.get("/api/data/status").await.unwrap();
     s["data"]["total_records"].as_u64().unwrap()
@@ -123,21 +138,7 @@ async fn deletes_go_through_the_journal_to_the_store_and_the_replicas_after_a_dr
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["data"]["bars"], in_range, "{answer}");
     assert!(answer["data"]["journal_seq"].as_u64().is_some(), "{answer}");
-    master
-        .wait_until(
-            "the master's store to apply the deletion",
-            SYNC,
-            async || {
-                let n = count_in(&master, range).await;
-                Ok(if n == 0 {
-                    Check::Ready(())
-                } else {
-                    Check::Waiting(format!("{n} left"))
-                })
-            },
-        )
-        .await
-        .unwrap();
+    wait_gone(&master, range).await;
     assert_eq!(total(&master).await, before - in_range);
     replica.wait_in_sync(&master, SYNC).await.unwrap();
     assert_eq!(count_in(&replica, range).await, 0);
@@ -170,17 +171,7 @@ async fn deletes_go_through_the_journal_to_the_store_and_the_replicas_after_a_dr
         .unwrap();
     assert_eq!(done.code, 0, "{done:?}");
     assert_eq!(done.json()["bars"], btc, "{done:?}");
-    replica
-        .wait_until("the replica to delete the series", SYNC, async || {
-            let n = count_in(&replica, "symbol=BTC-USD&interval=1mo").await;
-            Ok(if n == 0 {
-                Check::Ready(())
-            } else {
-                Check::Waiting(format!("{n} left"))
-            })
-        })
-        .await
-        .unwrap();
+    wait_gone(&replica, "symbol=BTC-USD&interval=1mo").await;
     let table = ctl.run(&["overview"]).await.unwrap();
     assert!(!table.stdout.contains("BTC-USD"), "{table:?}");
     assert!(table.stdout.contains("EURUSD=X"), "{table:?}");
