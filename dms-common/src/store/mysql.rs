@@ -27,7 +27,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{Connection, MySql, QueryBuilder, Row, Transaction};
 
@@ -479,52 +478,36 @@ impl BarStore for MysqlStore {
     }
 
     fn read_paged(&self, series: &SeriesKey, range: TimeRange, page_size: usize) -> BarStream {
-        let store = self.clone();
-        let key = series.clone();
-        let limit = page_size.max(1) as i64;
-        // State: the series id once looked up, and the first ts the next page may hold.
-        let state = (None::<i64>, Some(range.start.0));
-        futures::stream::try_unfold(state, move |(id, from)| {
-            let store = store.clone();
-            let key = key.clone();
-            async move {
-                let Some(from) = from else { return Ok(None) };
-                if range.is_empty() {
-                    return Ok(None);
-                }
-                let id = match id {
-                    Some(id) => id,
-                    None => match store.series_id(&key).await? {
-                        Some(id) => id,
-                        None => return Ok(None),
-                    },
-                };
-                let rows = sqlx::query(&format!(
-                    "SELECT {BAR_COLUMNS} FROM dms_bars
-                     WHERE series_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?"
-                ))
-                .bind(id)
-                .bind(from)
-                .bind(range.end.0)
-                .bind(limit)
-                .fetch_all(&store.pool)
-                .await
-                .map_err(sql_error)?;
-                let page: Vec<Bar> = rows
+        let (store, key) = (self.clone(), series.clone());
+        let pool = self.pool.clone();
+        sql::paged_bars(
+            range,
+            page_size,
+            move || {
+                let (store, key) = (store.clone(), key.clone());
+                async move { store.series_id(&key).await }
+            },
+            move |id, from, end, limit| {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query(&format!(
+                        "SELECT {BAR_COLUMNS} FROM dms_bars
+                         WHERE series_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?"
+                    ))
+                    .bind(id)
+                    .bind(from)
+                    .bind(end)
+                    .bind(limit)
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(sql_error)?
                     .iter()
                     .map(bar_from_row)
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(sql_error)?;
-                if page.is_empty() {
-                    return Ok(None);
+                    .collect::<std::result::Result<Vec<Bar>, _>>()
+                    .map_err(sql_error)
                 }
-                let next = (page.len() as i64 == limit)
-                    .then(|| page.last().map(|b| b.ts.0.saturating_add(1)))
-                    .flatten();
-                Ok(Some((page, (Some(id), next))))
-            }
-        })
-        .boxed()
+            },
+        )
     }
 
     async fn latest(&self, series: &SeriesKey) -> Result<Option<Bar>> {

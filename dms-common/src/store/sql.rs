@@ -447,6 +447,53 @@ pub(crate) async fn scrub<W: SqlScrub + ?Sized>(tx: &mut W) -> Result<Vec<(Serie
     Ok(fixed)
 }
 
+/// The pages of one series in `range`, keyset-paged on `ts`: `series_id` looks the series up
+/// once (`None`: no such series, no pages), `page(id, from, end, limit)` reads the bars with
+/// `from <= ts < end` in ts order, at most `limit` of them. A short page is the last.
+pub(crate) fn paged_bars<I, IF, P, PF>(
+    range: TimeRange,
+    page_size: usize,
+    series_id: I,
+    page: P,
+) -> super::BarStream
+where
+    I: Fn() -> IF + Send + Sync + 'static,
+    IF: std::future::Future<Output = Result<Option<i64>>> + Send,
+    P: Fn(i64, i64, i64, i64) -> PF + Send + Sync + 'static,
+    PF: std::future::Future<Output = Result<Vec<Bar>>> + Send,
+{
+    use futures::StreamExt;
+    let limit = page_size.max(1) as i64;
+    let ops = std::sync::Arc::new((series_id, page));
+    // State: the series id once looked up, and the first ts the next page may hold.
+    let state = (None::<i64>, Some(range.start.0));
+    futures::stream::try_unfold(state, move |(id, from)| {
+        let ops = ops.clone();
+        async move {
+            let Some(from) = from else { return Ok(None) };
+            if range.is_empty() {
+                return Ok(None);
+            }
+            let id = match id {
+                Some(id) => id,
+                None => match (ops.0)().await? {
+                    Some(id) => id,
+                    None => return Ok(None),
+                },
+            };
+            let bars = (ops.1)(id, from, range.end.0, limit).await?;
+            if bars.is_empty() {
+                return Ok(None);
+            }
+            let next = (bars.len() as i64 == limit)
+                .then(|| bars.last().map(|b| b.ts.0.saturating_add(1)))
+                .flatten();
+            Ok(Some((bars, (Some(id), next))))
+        }
+    })
+    .boxed()
+}
+
 /// A series key from its stored columns.
 pub(crate) fn parse_key(symbol: &str, interval: &str) -> Result<SeriesKey> {
     let symbol = Symbol::new(symbol)
