@@ -31,8 +31,9 @@ pub struct DeleteRequest {
 /// What a delete did (or, with `dry_run`, would do).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Deletion {
-    pub symbol: String,
-    pub interval: String,
+    /// The series (`symbol` and `interval` in JSON).
+    #[serde(flatten)]
+    pub series: SeriesKey,
     /// The range deleted, `[start, end)` in Unix seconds; `None` for an open end.
     pub start: Option<i64>,
     pub end: Option<i64>,
@@ -104,8 +105,7 @@ pub async fn delete(
     };
     let open = |t: i64| (t != i64::MIN && t != i64::MAX).then_some(t);
     Ok(Deletion {
-        symbol: key.symbol.to_string(),
-        interval: key.interval.to_string(),
+        series: key,
         start: open(range.start.0),
         end: open(range.end.0),
         bars,

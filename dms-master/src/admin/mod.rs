@@ -324,12 +324,8 @@ impl Admin for AdminService {
                 DeleteError::Store(e) => store_status(e),
                 e @ DeleteError::Journal(_) => Status::internal(e.to_string()),
             })?;
-        let key = request
-            .check()
-            .map_err(|e| Status::invalid_argument(e.to_string()))?
-            .0;
         Ok(Response::new(pb::DeleteBarsResponse {
-            series: Some((&key).into()),
+            series: Some((&d.series).into()),
             bars: d.bars,
             dry_run: d.dry_run,
             journal_seq: d.journal_seq,

@@ -170,17 +170,40 @@ async fn a_sighup_reload_is_reported_to_systemd_and_a_bad_config_keeps_the_old_s
     let config_file = dir.path().join("dms-master.yaml");
     let good = std::fs::read_to_string(&config_file).unwrap();
 
-    std::fs::write(&config_file, format!("{good}shutdown_timeout: 0s\n")).unwrap();
+    // A schedule added along with a bad value: nothing of it is applied.
+    let schedule = "schedules: [{name: nightly, cron: '0 18 * * *', timezone: America/New_York, kind: update, source: sample, enabled: false}]\n";
+    let schedules = async || {
+        let (code, body) = master.get("/api/schedules").await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        body["count"].as_u64().unwrap()
+    };
+    assert_eq!(schedules().await, 0);
+    std::fs::write(
+        &config_file,
+        format!("{good}shutdown_timeout: 0s\n{schedule}"),
+    )
+    .unwrap();
     master.reload().unwrap();
     notify.wait_for("RELOADING=1", 1).await;
     notify.wait_for("READY=1", 2).await;
     let log = master.log_text();
     assert!(log.contains("config reload refused"), "{log}");
     assert!(log.contains("shutdown_timeout"), "{log}");
+    assert_eq!(
+        schedules().await,
+        0,
+        "a refused reload applied its schedule"
+    );
 
-    std::fs::write(&config_file, format!("{good}shutdown_timeout: 9s\n")).unwrap();
+    // A good file: the schedule is applied at run time, the rest waits for a restart.
+    std::fs::write(
+        &config_file,
+        format!("{good}shutdown_timeout: 9s\n{schedule}"),
+    )
+    .unwrap();
     master.reload().unwrap();
     notify.wait_for("READY=1", 3).await;
+    assert_eq!(schedules().await, 1);
     let log = master.log_text();
     assert!(log.contains("config reloaded"), "{log}");
     assert!(
