@@ -94,6 +94,9 @@ impl DaemonCommand {
                 "http",
                 reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
+                    // The daemons close a keep-alive connection idle for their header timeout
+                    // (10 s by default): never reuse one that old, or a request races the close.
+                    .pool_idle_timeout(Duration::from_secs(5))
                     .build()?,
             ),
         };

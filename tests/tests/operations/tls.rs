@@ -80,6 +80,7 @@ impl TestCa {
     pub(crate) fn client(&self, identity: Option<&CertFiles>) -> reqwest::Client {
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(5))
             .tls_certs_only([reqwest::Certificate::from_pem(self.cert_pem.as_bytes()).unwrap()]);
         if let Some(id) = identity {
             let mut pem = std::fs::read(&id.cert).unwrap();
