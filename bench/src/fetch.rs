@@ -124,6 +124,8 @@ pub(crate) fn fetch(args: &FetchArgs) -> Result<Outcome> {
                 applied: applier.applied(),
                 config: TasksConfig::default(),
                 alerts: dms_master::alerts::Alerts::disabled(),
+                csv_sources: Vec::new(),
+                imports: Default::default(),
             },
         };
         let now = Timestamp::now().0;

@@ -3,7 +3,8 @@
 //! into a reload), systemd notifications and its watchdog, and the exit status (0 after a clean
 //! shutdown, 1 on any failure); and the HTTP server itself ([`serve_http`]), with the limits
 //! that keep one slow or stuck client from holding the process ([`HttpLimits`]) and TLS when
-//! configured ([`crate::tls`]).
+//! configured ([`crate::tls`]). Requests hyper refuses before the router sees them are still
+//! answered in the JSON error envelope ([`envelope_io`]).
 //!
 //! Key types: [`Daemon`] (what `serve` hands the daemon's `run`: the shutdown token, the
 //! reload signal and the systemd notifier), [`ReloadSignal`], [`HttpConfig`], [`HttpLimits`].
@@ -17,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::systemd::Notifier;
 use crate::tls::TlsAcceptor;
+
+pub mod envelope_io;
+use envelope_io::EnvelopeIo;
 
 /// What a daemon's `run` gets from [`serve`] besides its listener.
 #[derive(Debug, Clone)]
@@ -259,7 +263,7 @@ pub async fn serve_http(
         let watcher = graceful.watcher();
         let Some(tls) = tls.clone() else {
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(EnvelopeIo::new(stream)), service)
                 .into_owned();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -280,7 +284,7 @@ pub async fn serve_http(
                 _ = shutdown.cancelled() => return,
             };
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(EnvelopeIo::new(stream)), service)
                 .into_owned();
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");

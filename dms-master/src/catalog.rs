@@ -1,11 +1,12 @@
 //! `Catalog`: what the master knows about each series beyond its bars (which the store's
 //! overview counts exactly): where it comes from, when it was last fetched and how that went,
-//! from when its bars are provisional, and the corporate actions seen for its symbol.
+//! from when its bars are provisional, the corporate actions seen for its symbol, and the
+//! expected sessions the provider answered with no bar (provider-missing).
 
 use std::path::Path;
 
 use dms_common::{SeriesKey, Timestamp};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::source::{ActionKind, CorporateAction};
@@ -28,6 +29,19 @@ CREATE TABLE IF NOT EXISTS series_actions (
     date     INTEGER NOT NULL,
     kind     TEXT NOT NULL,
     PRIMARY KEY (symbol, interval, date, kind)
+);
+CREATE TABLE IF NOT EXISTS actions_checked (
+    symbol        TEXT NOT NULL,
+    interval      TEXT NOT NULL,
+    checked_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (symbol, interval)
+);
+CREATE TABLE IF NOT EXISTS provider_missing (
+    symbol         TEXT NOT NULL,
+    interval       TEXT NOT NULL,
+    ts             INTEGER NOT NULL,
+    answered_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (symbol, interval, ts)
 );
 CREATE TABLE IF NOT EXISTS corporate_actions (
     symbol        TEXT NOT NULL,
@@ -146,7 +160,6 @@ impl Catalog {
     ) -> Result<Option<Timestamp>, CatalogError> {
         let (symbol, interval) = (key.symbol.to_string(), key.interval.to_string());
         self.with(move |c| {
-            use rusqlite::OptionalExtension;
             Ok(c.query_row(
                 "SELECT provisional_from FROM catalog WHERE symbol = ?1 AND interval = ?2",
                 params![symbol, interval],
@@ -224,6 +237,113 @@ impl Catalog {
                 }
             }
             tx.commit()
+        })
+        .await
+    }
+
+    /// When the corporate actions over the whole stored history of `series` were last learned
+    /// (ms since the epoch).
+    pub async fn actions_checked_at(
+        &self,
+        series: &SeriesKey,
+    ) -> Result<Option<i64>, CatalogError> {
+        let (symbol, interval) = (series.symbol.to_string(), series.interval.to_string());
+        self.with(move |c| {
+            c.query_row(
+                "SELECT checked_at_ms FROM actions_checked WHERE symbol = ?1 AND interval = ?2",
+                params![symbol, interval],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// The corporate actions over the whole stored history of `series` are known as of now.
+    pub async fn record_actions_checked(&self, series: &SeriesKey) -> Result<(), CatalogError> {
+        let (symbol, interval) = (series.symbol.to_string(), series.interval.to_string());
+        let now = chrono::Utc::now().timestamp_millis();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO actions_checked (symbol, interval, checked_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (symbol, interval) DO UPDATE SET checked_at_ms = excluded.checked_at_ms",
+                params![symbol, interval, now],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Remembers that the provider, asked now, had no bar for these sessions of `series`.
+    pub async fn record_provider_missing(
+        &self,
+        series: &SeriesKey,
+        sessions: &[Timestamp],
+    ) -> Result<(), CatalogError> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let (symbol, interval) = (series.symbol.to_string(), series.interval.to_string());
+        let sessions = sessions.to_vec();
+        let now = chrono::Utc::now().timestamp_millis();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut put = tx.prepare(
+                    "INSERT INTO provider_missing (symbol, interval, ts, answered_at_ms)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (symbol, interval, ts) DO UPDATE SET answered_at_ms = excluded.answered_at_ms",
+                )?;
+                for t in sessions {
+                    put.execute(params![symbol, interval, t.0, now])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Forgets provider-missing sessions of `series` that now have a bar.
+    pub async fn forget_provider_missing(
+        &self,
+        series: &SeriesKey,
+        sessions: &[Timestamp],
+    ) -> Result<(), CatalogError> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let (symbol, interval) = (series.symbol.to_string(), series.interval.to_string());
+        let sessions = sessions.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut del = tx.prepare(
+                    "DELETE FROM provider_missing WHERE symbol = ?1 AND interval = ?2 AND ts = ?3",
+                )?;
+                for t in sessions {
+                    del.execute(params![symbol, interval, t.0])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    /// The provider-missing sessions of `series`, with when the provider last answered so
+    /// (ms since the epoch).
+    pub async fn provider_missing(
+        &self,
+        series: &SeriesKey,
+    ) -> Result<std::collections::BTreeMap<Timestamp, i64>, CatalogError> {
+        let (symbol, interval) = (series.symbol.to_string(), series.interval.to_string());
+        self.with(move |c| {
+            c.prepare(
+                "SELECT ts, answered_at_ms FROM provider_missing WHERE symbol = ?1 AND interval = ?2",
+            )?
+            .query_map(params![symbol, interval], |r| {
+                Ok((Timestamp(r.get(0)?), r.get(1)?))
+            })?
+            .collect()
         })
         .await
     }

@@ -274,6 +274,15 @@ pub struct TasksConfig {
     /// Pause before the second pass over series that failed with a retryable error.
     #[serde(default = "default_second_pass_delay")]
     pub second_pass_delay: ConfigDuration,
+    /// How long a session the provider answered with no bar is left alone by backfills
+    /// before they ask for it again.
+    #[serde(default = "default_provider_missing_retry")]
+    pub provider_missing_retry: ConfigDuration,
+    /// How often an update also asks the provider for the corporate actions over a series'
+    /// whole stored history (one small request), so that a split reported late for a date
+    /// before the re-fetch window is still seen. `0s`: on every update.
+    #[serde(default = "default_actions_check_interval")]
+    pub actions_check_interval: ConfigDuration,
 }
 
 fn default_history() -> ConfigDuration {
@@ -288,6 +297,12 @@ fn default_task_concurrency() -> usize {
 fn default_second_pass_delay() -> ConfigDuration {
     ConfigDuration::from_secs(5)
 }
+fn default_actions_check_interval() -> ConfigDuration {
+    ConfigDuration::from_secs(86_400)
+}
+fn default_provider_missing_retry() -> ConfigDuration {
+    ConfigDuration::from_secs(7 * 86_400)
+}
 
 impl Default for TasksConfig {
     fn default() -> Self {
@@ -296,6 +311,8 @@ impl Default for TasksConfig {
             refetch_bars: default_refetch_bars(),
             concurrency: default_task_concurrency(),
             second_pass_delay: default_second_pass_delay(),
+            provider_missing_retry: default_provider_missing_retry(),
+            actions_check_interval: default_actions_check_interval(),
         }
     }
 }

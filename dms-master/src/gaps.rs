@@ -1,7 +1,8 @@
 //! Gap detection: an expected bar (a session of the series' exchange calendar) with no bar
 //! stored, between the series' first stored bar (or the oldest bar the provider still serves,
 //! whichever is later) and the last finished bar. Holidays and weekends are not gaps, and
-//! neither is history the provider cannot have.
+//! neither is history the provider cannot have. Sessions a backfill asked the provider for and
+//! it answered with no bar (provider-missing, remembered in the catalog) are listed apart.
 
 use dms_common::store::{BarStore, StoreError};
 use dms_common::{Interval, SeriesKey, TimeRange, Timestamp};
@@ -36,6 +37,8 @@ pub struct GapReport {
     pub stored: u64,
     pub missing: u64,
     pub gaps: Vec<Gap>,
+    /// Missing sessions the provider is known to have no bar for (not in `missing`/`gaps`).
+    pub provider_missing: Vec<Timestamp>,
 }
 
 /// The start of the last bar that has finished by `now`.
@@ -48,13 +51,15 @@ fn finished_until(interval: Interval, now: Timestamp) -> Timestamp {
     }
 }
 
-/// Finds the gaps of `series` as of `now`.
+/// Finds the gaps of `series` as of `now`; missing sessions in `provider_missing` are listed
+/// apart and do not count as gaps.
 pub async fn find_gaps(
     store: &dyn BarStore,
     series: &SeriesKey,
     calendar: &Calendar,
     history_limit: Option<std::time::Duration>,
     now: Timestamp,
+    provider_missing: &std::collections::BTreeSet<Timestamp>,
 ) -> Result<GapReport, StoreError> {
     let mut report = GapReport {
         series: series.clone(),
@@ -63,6 +68,7 @@ pub async fn find_gaps(
         stored: 0,
         missing: 0,
         gaps: Vec::new(),
+        provider_missing: Vec::new(),
     };
     let Some(first) = store
         .read_paged(series, TimeRange::all(), 1)
@@ -96,6 +102,18 @@ pub async fn find_gaps(
             s.next();
         }
         let present = s.peek().is_some_and(|x| **x == t);
+        if !present && provider_missing.contains(&t) {
+            report.provider_missing.push(t);
+            // The session is accounted for: it ends a run of real gaps.
+            if let Some((g, n)) = open.take() {
+                report.gaps.push(Gap {
+                    start: g,
+                    end: t,
+                    missing: n,
+                });
+            }
+            continue;
+        }
         match (present, open) {
             (false, None) => open = Some((t, 1)),
             (false, Some((g, n))) => open = Some((g, n + 1)),

@@ -107,7 +107,10 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     let store = s.store.check().await.map_err(|e| e.to_string());
     let journal = match s.journal.append_error() {
         Some(e) => Err(format!("appends fail: {e}")),
-        None => s.journal.check().await.map_err(|e| e.to_string()),
+        None => match s.tasks.tasks().write_error() {
+            Some(e) => Err(format!("writes to the state file fail: {e}")),
+            None => s.journal.check().await.map_err(|e| e.to_string()),
+        },
     };
     let ready = store.is_ok() && journal.is_ok();
     let show = |r: &Result<(), String>| match r {
@@ -292,6 +295,11 @@ async fn gaps(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
                     "stored": report.stored,
                     "missing": report.missing,
                     "gaps": gaps,
+                    "provider_missing": report
+                        .provider_missing
+                        .iter()
+                        .map(|t| t.to_rfc3339())
+                        .collect::<Vec<_>>(),
                 }
             }))
             .into_response()

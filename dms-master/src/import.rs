@@ -19,7 +19,9 @@ pub struct ImportSummary {
     pub source: String,
     /// `running`, `completed`, `cancelled` or `failed`.
     pub state: String,
+    /// Files read so far, of `files_total` in the source's directory.
     pub files: u64,
+    pub files_total: u64,
     pub series: u64,
     pub bars_read: u64,
     /// Bars the store already held with the same values (not journaled again).
@@ -55,7 +57,11 @@ pub async fn import_csv(
     let files = {
         let source = source.clone();
         match tokio::task::spawn_blocking(move || source.files()).await {
-            Ok(Ok(files)) => files,
+            Ok(Ok(files)) => {
+                summary.files_total = files.len() as u64;
+                progress(&summary);
+                files
+            }
             Ok(Err(e)) => return failed(summary, e.to_string()),
             Err(e) => return failed(summary, e.to_string()),
         }

@@ -14,7 +14,6 @@ use anyhow::Context;
 use dms_common::daemon::Daemon;
 use dms_common::journal::Journal;
 use dms_common::store::open_store;
-use dms_common::systemd::Notifier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -26,11 +25,10 @@ use crate::catalog::Catalog;
 use crate::config::{MasterConfig, SourceConfig};
 use crate::dead_letters::{self, DeadLetters};
 use crate::http;
-use crate::import::{self, ImportSummary};
+use crate::import::ImportSummary;
 use crate::ingest::{Backpressure, Ingestor};
 use crate::metrics::{self, MetricsSource};
 use crate::quarantine::Quarantine;
-use crate::reconcile::Reconciler;
 use crate::reload;
 use crate::replication::api::NodesApi;
 use crate::replication::nodes::NodeRegistry;
@@ -39,6 +37,7 @@ use crate::schedule::{self, RunContext, Scheduler, SystemClock};
 use crate::source::csv::CsvSource;
 use crate::tasks::manager::{TaskContext, TaskManager};
 use crate::tasks::store::TaskStore;
+use crate::tasks::{TaskKind, TaskParams, TaskStatus};
 use crate::universe::Universe;
 
 /// How often acknowledged cursor positions are written to the state file.
@@ -122,6 +121,7 @@ pub async fn run(
         Ingestor::new(journal.clone(), quarantine.clone()).with_backpressure(backpressure.clone());
     let universe = Arc::new(universe);
     let catalog = Catalog::open(&config.state.path)?;
+    let imports: Arc<Mutex<Vec<ImportSummary>>> = Arc::default();
     let tasks = TaskManager::new(TaskContext {
         tasks: TaskStore::open(&config.state.path)?,
         universe: universe.clone(),
@@ -132,36 +132,38 @@ pub async fn run(
         applied: applier.applied(),
         config: config.tasks.clone(),
         alerts: alerts.clone(),
+        csv_sources: config
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                SourceConfig::Csv(c) => Some(CsvSource::new(c.clone())),
+                SourceConfig::Yahoo(_) => None,
+            })
+            .collect(),
+        imports: imports.clone(),
     });
     tracing::info!(series = universe.len(), "series kept");
+    let startup = queue_startup_imports(&config.sources, &tasks).await?;
     let task_runner = tokio::spawn(tasks.clone().run(work_stop.clone()));
-
-    let imports: Arc<Mutex<Vec<ImportSummary>>> = Arc::default();
-    let reconciler = Reconciler {
-        ingestor: ingestor.clone(),
-        store: store.clone(),
-        applied: applier.applied(),
-    };
     let import_task = tokio::spawn({
-        let imports = startup_imports(
-            config.sources.clone(),
-            (ingestor.clone(), reconciler),
-            tasks.clone(),
-            imports.clone(),
-            (work_stop.clone(), notifier.clone()),
-        );
+        let (tasks, ids) = (tasks.clone(), startup.clone());
         let (store, notifier) = (store.clone(), notifier.clone());
         let (journal, mut applied, stop) = (journal.clone(), applier.applied(), work_stop.clone());
         async move {
-            if imports.await {
-                // Count the series once the store holds what the import journaled.
-                let head = journal.head();
-                tokio::select! {
-                    _ = applied.wait_for(|s| *s >= head) => {}
-                    _ = stop.cancelled() => return,
-                }
-                notifier.status(&ready_status(&store).await);
+            if ids.is_empty() {
+                return;
             }
+            tokio::select! {
+                _ = until_ended(tasks.tasks(), &ids) => {}
+                _ = stop.cancelled() => return,
+            }
+            // Count the series once the store holds what the imports journaled.
+            let head = journal.head();
+            tokio::select! {
+                _ = applied.wait_for(|s| *s >= head) => {}
+                _ = stop.cancelled() => return,
+            }
+            notifier.status(&ready_status(&store).await);
         }
     });
 
@@ -279,10 +281,9 @@ pub async fn run(
     ));
     tracing::info!(%addr, tls = tls.is_some(), "HTTP and gRPC listening");
     // The listener is bound: connections made from now on are served.
-    let importing = imports_running(&imports);
-    notifier.ready(&match importing {
-        Some(source) => format!("ready; importing from source {source}"),
-        None => ready_status(&store).await,
+    notifier.ready(&match startup.is_empty() {
+        false => format!("ready; start-up import queued as {}", startup.join(", ")),
+        true => ready_status(&store).await,
     });
     let serve_result = dms_common::daemon::serve_http(
         listener,
@@ -300,12 +301,7 @@ pub async fn run(
     work_stop.cancel();
     let deadline = config.shutdown_timeout.0;
     let remaining = || deadline.saturating_sub(started.elapsed());
-    if tokio::time::timeout(remaining(), import_task)
-        .await
-        .is_err()
-    {
-        tracing::warn!("start-up import did not stop in time; its journaled part is kept");
-    }
+    let _ = tokio::time::timeout(remaining(), import_task).await;
     // Background loops stop at `work_stop`; none may hold shutdown past its deadline.
     let loops = async {
         let _ = retention.await;
@@ -336,12 +332,22 @@ pub async fn run(
     serve_result.context("HTTP server failed")
 }
 
-/// The source of the start-up import running now, if one is.
-fn imports_running(imports: &Mutex<Vec<ImportSummary>>) -> Option<String> {
-    let all = imports.lock().unwrap_or_else(|p| p.into_inner());
-    all.iter()
-        .find(|i| i.state == "running")
-        .map(|i| i.source.clone())
+/// Returns once every task of `ids` has ended.
+async fn until_ended(tasks: &TaskStore, ids: &[String]) {
+    let mut changes = tasks.changes();
+    loop {
+        let mut open = false;
+        for id in ids {
+            if let Ok(Some(t)) = tasks.get(id).await
+                && !t.status.is_final()
+            {
+                open = true;
+            }
+        }
+        if !open || changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// `ready: N series` (the series the store holds).
@@ -378,51 +384,51 @@ async fn retention_loop(journal: Journal, every: std::time::Duration, stop: Canc
     }
 }
 
-async fn startup_imports(
-    sources: Vec<SourceConfig>,
-    (ingestor, reconciler): (Ingestor, Reconciler),
-    tasks: Arc<TaskManager>,
-    imports: Arc<Mutex<Vec<ImportSummary>>>,
-    (stop, notifier): (CancellationToken, Notifier),
-) -> bool {
-    let mut imported = false;
+/// Queues a source import of each CSV source that imports on start, unless one left by an
+/// earlier run of the master is still pending or running (it resumes instead). Returns the
+/// tasks' ids.
+async fn queue_startup_imports(
+    sources: &[SourceConfig],
+    tasks: &TaskManager,
+) -> anyhow::Result<Vec<String>> {
+    let mut open = tasks
+        .tasks()
+        .list(Some(TaskStatus::Pending), usize::MAX)
+        .await?;
+    open.extend(
+        tasks
+            .tasks()
+            .list(Some(TaskStatus::Running), usize::MAX)
+            .await?,
+    );
+    let mut ids = Vec::new();
     for source in sources {
-        match source {
-            SourceConfig::Csv(c) if c.import_on_start => {
-                // One import at a time: wait for a running task to finish first.
-                let _gate = tokio::select! {
-                    g = tasks.exclusive() => g,
-                    _ = stop.cancelled() => return imported,
+        let SourceConfig::Csv(c) = source else {
+            continue;
+        };
+        if !c.import_on_start {
+            continue;
+        }
+        let earlier = open.iter().find(|t| {
+            t.kind == TaskKind::SourceImport && t.params.source.as_deref() == Some(&c.name)
+        });
+        let id = match earlier {
+            Some(t) => t.id.clone(),
+            None => {
+                let params = TaskParams {
+                    source: Some(c.name.clone()),
+                    ..TaskParams::default()
                 };
-                let csv = CsvSource::new(c);
-                tracing::info!(source = csv.name(), "start-up import begins");
-                notifier.status(&format!("importing from source {}", csv.name()));
-                imported = true;
-                let slot = {
-                    let mut all = imports.lock().unwrap_or_else(|p| p.into_inner());
-                    all.push(ImportSummary::default());
-                    all.len() - 1
-                };
-                let summary = import::import_csv(&csv, &ingestor, &reconciler, &stop, |s| {
-                    imports.lock().unwrap_or_else(|p| p.into_inner())[slot] = s.clone();
-                })
-                .await;
-                tracing::info!(
-                    source = %summary.source,
-                    state = %summary.state,
-                    series = summary.series,
-                    bars = summary.bars_accepted,
-                    rejected = summary.bars_rejected,
-                    rows_skipped = summary.rows_skipped,
-                    failed_files = summary.failed_files.len(),
-                    "start-up import finished"
-                );
+                let name = format!("start-up import of source {}", c.name);
+                tasks
+                    .submit(TaskKind::SourceImport, name, params)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot queue the start-up import: {e}"))?
+                    .id
             }
-            SourceConfig::Csv(_) | SourceConfig::Yahoo(_) => {}
-        }
-        if stop.is_cancelled() {
-            return imported;
-        }
+        };
+        tracing::info!(source = %c.name, task = %id, "start-up import queued");
+        ids.push(id);
     }
-    imported
+    Ok(ids)
 }

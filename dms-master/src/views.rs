@@ -69,7 +69,10 @@ impl DataStatus {
             store_error,
             journal_head,
             journal,
-            append_error: s.journal.append_error(),
+            append_error: s
+                .journal
+                .append_error()
+                .or_else(|| s.tasks.tasks().write_error()),
             applier,
             cursors: s.journal.cursors().await.unwrap_or_default(),
             quarantined_bars: s.quarantine.count().await.unwrap_or(0),
@@ -178,7 +181,16 @@ pub async fn series_gaps(s: &ApiState, key: &SeriesKey) -> Result<SeriesGaps, St
         Some(e) => (e.calendar.clone(), e.source.history_limit(key.interval)),
         None => (crate::universe::guess_calendar(&key.symbol), None),
     };
-    let report = crate::gaps::find_gaps(&*s.store, key, &calendar, limit, Timestamp::now()).await?;
+    // A catalog that cannot be read hides nothing: its sessions are then shown as gaps.
+    let known: std::collections::BTreeSet<Timestamp> = match s.catalog.provider_missing(key).await {
+        Ok(m) => m.into_keys().collect(),
+        Err(e) => {
+            tracing::warn!(series = %key, error = %e, "cannot read the provider-missing sessions");
+            Default::default()
+        }
+    };
+    let report =
+        crate::gaps::find_gaps(&*s.store, key, &calendar, limit, Timestamp::now(), &known).await?;
     let name = format!("{calendar:?}")
         .split([' ', '{', '('])
         .next()

@@ -163,7 +163,9 @@ pub(crate) enum Kind {
 pub(crate) enum Status {
     Pending,
     Running,
+    Paused,
     Completed,
+    Partial,
     Failed,
     Cancelled,
 }

@@ -16,6 +16,8 @@ use crate::output;
 
 /// Exit status of a followed task that was cancelled.
 pub(crate) const EXIT_CANCELLED: u8 = 3;
+/// Exit status of a followed task that ended `partial` (some series failed).
+pub(crate) const EXIT_PARTIAL: u8 = 4;
 
 /// How often a plain progress line is printed at most.
 const PLAIN_EVERY: Duration = Duration::from_secs(1);
@@ -53,6 +55,7 @@ pub(crate) async fn follow(client: &mut Client, id: &str, out: Output) -> Result
     match pb::TaskStatus::try_from(task.status) {
         Ok(pb::TaskStatus::Completed) => Ok(0),
         Ok(pb::TaskStatus::Failed) => Ok(1),
+        Ok(pb::TaskStatus::Partial) => Ok(EXIT_PARTIAL),
         Ok(pb::TaskStatus::Cancelled) => Ok(EXIT_CANCELLED),
         _ => Err(CliError::failed(format!(
             "the master stopped reporting task {id} before it ended"

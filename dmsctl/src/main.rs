@@ -236,7 +236,9 @@ async fn task(c: &mut Client, cmd: TaskCommand, out: Output) -> Result<u8, CliEr
             let status = status.map(|s| match s {
                 Status::Pending => pb::TaskStatus::Pending,
                 Status::Running => pb::TaskStatus::Running,
+                Status::Paused => pb::TaskStatus::Paused,
                 Status::Completed => pb::TaskStatus::Completed,
+                Status::Partial => pb::TaskStatus::Partial,
                 Status::Failed => pb::TaskStatus::Failed,
                 Status::Cancelled => pb::TaskStatus::Cancelled,
             });

@@ -25,6 +25,7 @@
 //!   a temporary directory, for the master's InfluxDB store; stopped and started again on the
 //!   same port with the same data to simulate an outage; InfluxQL over HTTP to check what the
 //!   store holds.
+//! - [`Tmpfs`]: a small tmpfs mounted for a test: a disk that fills up and is freed again.
 //! - [`provider::FakeYahoo`] serves Yahoo's chart API on loopback from recorded responses or a
 //!   deterministic generator, and can be scripted to fail.
 
@@ -36,6 +37,7 @@ mod master;
 pub mod provider;
 mod proxy;
 mod replica;
+mod tmpfs;
 mod wait;
 
 pub use binary::{binary, run_binary};
@@ -45,6 +47,7 @@ pub use influx::InfluxServer;
 pub use master::{MasterProcess, SAMPLE_SOURCE, master_config, run_master_command};
 pub use proxy::{LinkMode, LinkProxy};
 pub use replica::{ReplicaProcess, replica_config};
+pub use tmpfs::Tmpfs;
 pub use wait::{Check, wait_until};
 
 use std::path::{Path, PathBuf};

@@ -104,7 +104,7 @@ impl MasterProcess {
         self.wait_until(&format!("task {id} to finish"), timeout, async || {
             let task = self.task(id).await?;
             Ok(match task["status"].as_str() {
-                Some("completed" | "failed" | "cancelled") => Check::Ready(task),
+                Some("completed" | "partial" | "failed" | "cancelled") => Check::Ready(task),
                 _ => Check::Waiting(task.to_string()),
             })
         })

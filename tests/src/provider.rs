@@ -43,6 +43,19 @@ struct Inner {
     latency: Duration,
     /// Generated bars in `[start, end)` are missing (the provider lost them for a while).
     outage: Option<(i64, i64)>,
+    /// Splits of generated symbols: prices before each are divided by its ratio.
+    splits: HashMap<String, Vec<Split>>,
+}
+
+/// A split of a generated symbol.
+#[derive(Debug, Clone, Copy)]
+pub struct Split {
+    /// Its date, as a Unix time (bars before it are adjusted).
+    pub date: i64,
+    /// New shares per old one (3.0 for 3:1).
+    pub ratio: f64,
+    /// Whether answers list it in `events.splits` (else the prices change silently).
+    pub reported: bool,
 }
 
 /// The fake provider. Cheap to clone.
@@ -116,6 +129,15 @@ impl FakeYahoo {
         self.lock().outage = window;
     }
 
+    /// From now on, generated bars of `symbol` before `split.date` are adjusted by it.
+    pub fn add_split(&self, symbol: &str, split: Split) {
+        self.lock()
+            .splits
+            .entry(symbol.to_owned())
+            .or_default()
+            .push(split);
+    }
+
     /// Sets the delay before every answer.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
@@ -146,7 +168,7 @@ async fn chart(
     Path(symbol): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let (fault, recorded, generate, latency, outage) = {
+    let (fault, recorded, generate, latency, outage, splits) = {
         let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
         *g.requests.entry(symbol.clone()).or_default() += 1;
         (
@@ -155,6 +177,7 @@ async fn chart(
             g.generate_unknown,
             g.latency,
             g.outage,
+            g.splits.get(&symbol).cloned().unwrap_or_default(),
         )
     };
     if !latency.is_zero() {
@@ -165,7 +188,7 @@ async fn chart(
         (None, true) => {
             let p1 = q.get("period1").and_then(|v| v.parse().ok()).unwrap_or(0);
             let p2 = q.get("period2").and_then(|v| v.parse().ok()).unwrap_or(0);
-            Some(generated(&symbol, p1, p2, outage))
+            Some(generated(&symbol, p1, p2, outage, &splits))
         }
         (None, false) => None,
     };
@@ -213,8 +236,15 @@ pub fn generated_close(symbol: &str, day: i64) -> f64 {
     50.0 + x as f64 / 100.0
 }
 
-/// Weekday bars at 14:30Z (the New York open) in `[p1, p2)`, Yahoo-shaped.
-fn generated(symbol: &str, p1: i64, p2: i64, outage: Option<(i64, i64)>) -> Value {
+/// Weekday bars at 14:30Z (the New York open) in `[p1, p2)`, Yahoo-shaped, adjusted for
+/// `splits` (the reported ones in the range are listed as events).
+fn generated(
+    symbol: &str,
+    p1: i64,
+    p2: i64,
+    outage: Option<(i64, i64)>,
+    splits: &[Split],
+) -> Value {
     let mut ts = Vec::new();
     let (mut open, mut high, mut low, mut close, mut volume) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -232,17 +262,35 @@ fn generated(symbol: &str, p1: i64, p2: i64, outage: Option<(i64, i64)>) -> Valu
         if outage.is_some_and(|(a, b)| t >= a && t < b) {
             continue;
         }
+        let factor: f64 = splits
+            .iter()
+            .filter(|s| t < s.date)
+            .map(|s| s.ratio)
+            .product();
         let c = generated_close(symbol, day);
         ts.push(t);
-        open.push(c - 0.25);
-        high.push(c + 1.0);
-        low.push(c - 1.0);
-        close.push(c);
+        open.push((c - 0.25) / factor);
+        high.push((c + 1.0) / factor);
+        low.push((c - 1.0) / factor);
+        close.push(c / factor);
         volume.push(1000 + day % 1000);
     }
+    let events: serde_json::Map<String, Value> = splits
+        .iter()
+        .filter(|s| s.reported && s.date >= p1 && s.date < p2)
+        .map(|s| {
+            let at = s.date + 14 * 3600 + 1800;
+            (
+                at.to_string(),
+                json!({"date": at, "numerator": s.ratio, "denominator": 1.0,
+                       "splitRatio": format!("{}:1", s.ratio)}),
+            )
+        })
+        .collect();
     json!({"chart": {"result": [{
         "meta": {"symbol": symbol, "exchangeTimezoneName": "America/New_York", "dataGranularity": "1d"},
         "timestamp": ts,
+        "events": {"splits": events},
         "indicators": {"quote": [{"open": open, "high": high, "low": low, "close": close, "volume": volume}],
                        "adjclose": [{"adjclose": close}]}
     }], "error": null}})

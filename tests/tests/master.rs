@@ -46,6 +46,22 @@ async fn master_imports_sample_csvs_and_restart_adds_no_duplicates() {
     assert_eq!(status["journal"]["head"], head_after_first, "{status}");
     assert_eq!(status["imports"][0]["bars_unchanged"], 7304, "{status}");
     assert_eq!(status["imports"][0]["bars_accepted"], 0, "{status}");
+    // Each start-up import is an ordinary task in the task list.
+    let (_, tasks) = master.get("/api/data/tasks").await.unwrap();
+    let imports: Vec<&serde_json::Value> = tasks["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "source_import")
+        .collect();
+    assert_eq!(imports.len(), 2, "one per start: {tasks}");
+    let last = imports[0];
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["params"]["source"], "sample", "{last}");
+    assert_eq!(last["counters"]["series_total"], 3, "{last}");
+    assert_eq!(last["counters"]["bars_unchanged"], 7304, "{last}");
+    assert_eq!(last["counters"]["bars_written"], 0, "{last}");
+    assert_eq!(last["progress"], 100.0, "{last}");
     // A file that changed journals only its changed and new bars.
     let goog = dir.path().join("sample-data/GOOG.csv");
     let text = std::fs::read_to_string(&goog).unwrap();
@@ -309,6 +325,44 @@ async fn every_api_error_is_the_json_envelope_and_forms_cannot_start_tasks() {
         serde_json::json!(["GOOG"]),
         "{task}"
     );
+
+    // Requests the HTTP layer refuses before routing (a URI beyond 64 KiB, too many header
+    // fields, a head that is not HTTP) are answered in the envelope too.
+    let raw = async |request: String| {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", master.port))
+            .await
+            .unwrap();
+        let _ = conn.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer))
+            .await
+            .expect("an answer")
+            .ok();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let long = format!(
+        "GET /api/data/tasks?x={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET /api/data/tasks HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    for (request, code, needle) in [
+        (long, "414", "URI is too long"),
+        (many, "431", "header fields"),
+        ("GET /api data\r\n\r\n".to_owned(), "400", "not valid HTTP"),
+    ] {
+        let answer = raw(request).await;
+        assert!(answer.starts_with(&format!("HTTP/1.1 {code}")), "{answer}");
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{answer}"
+        );
+        let body = answer.split_once("\r\n\r\n").unwrap().1;
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["success"], false, "{answer}");
+        assert!(body["error"].as_str().unwrap().contains(needle), "{answer}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use dms_e2e::MasterProcess;
 use dms_e2e::provider::{FakeYahoo, Fault};
+use dms_e2e::{Check, MasterProcess, Tmpfs};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -87,19 +87,31 @@ async fn an_import_killed_halfway_resumes_without_refetching_finished_series() {
         .await
         .unwrap();
     assert_eq!(task["status"], "completed", "{task}");
-    assert_eq!(task["counters"]["series_failed"], 0, "{task}");
-    // The time reported is the task's, from its first start, not the last process's life.
+    let counters = &task["counters"];
+    assert_eq!(counters["series_failed"], 0, "{task}");
+    // The report covers both runs: the series finished before the kill count as done and as
+    // resumed, the time reported is the task's, and the work time adds up both runs.
+    assert_eq!(counters["series_done"], 500, "{task}");
+    assert_eq!(counters["runs"], 2, "{task}");
+    let resumed = counters["series_resumed"].as_u64().unwrap();
+    assert!((200..500).contains(&resumed), "{task}");
+    let worked = counters["worked_secs"].as_f64().unwrap();
+    assert!(worked > 0.0, "{task}");
     let message = task["message"].as_str().unwrap();
-    assert!(
-        message.contains("since it resumed after a restart"),
-        "{message}"
-    );
+    assert!(message.contains("over 2 runs of the master"), "{message}");
     let status = master.wait_applied(Duration::from_secs(30)).await.unwrap();
     // Every symbol is stored whole, once: 2024-01-01..2024-04-01 has 65 weekdays.
     assert_eq!(status["total_series"], 500, "{status}");
     assert_eq!(status["total_records"], 500 * 65, "{status}");
     let requests = yahoo.all_requests();
     assert_eq!(requests.len(), 500);
+    // Every series' request counted once; only those of series in flight at the kill are not.
+    let served: u64 = requests.values().sum();
+    let counted = counters["requests"].as_u64().unwrap();
+    assert!(
+        (500..=served).contains(&counted) && served - counted <= 8,
+        "{counted} counted, {served} served"
+    );
     let twice: Vec<_> = requests.iter().filter(|(_, n)| **n > 1).collect();
     // Only series in flight when the process died are fetched again.
     assert!(
@@ -187,5 +199,241 @@ async fn an_update_after_an_outage_recovers_every_missing_bar_and_backfill_fills
     assert_eq!(t["counters"]["bars_written"], 5, "{t}");
     master.wait_applied(Duration::from_secs(10)).await.unwrap();
     let g = gaps(&master, "GAPPY").await;
+    assert_eq!(g["missing"], 0, "{g}");
+}
+
+/// The task's JSON once `check` holds for it.
+async fn wait_task_state(
+    master: &MasterProcess,
+    id: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    master
+        .wait_until(what, Duration::from_secs(60), async || {
+            let t = master.task(id).await?;
+            Ok(match check(&t) {
+                true => Check::Ready(t),
+                false => Check::Waiting(t.to_string()),
+            })
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_state_file_pauses_the_task_until_space_returns() {
+    let yahoo = FakeYahoo::start(true, Duration::ZERO).await;
+    let symbols: Vec<String> = (0..200).map(|i| format!("F{i:03}")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&dir.path().join("state"), 16 << 20).unwrap();
+    let cfg = format!(
+        "{}state: {{path: '{}/state.db'}}\nstore: {{type: sqlite, path: '{}/bars.db'}}\n",
+        config(&yahoo.base_url(), &symbols, 2),
+        disk.path().display(),
+        dir.path().display()
+    );
+    let master = MasterProcess::start(dir.path(), &cfg).await.unwrap();
+    let id = queue(
+        &master,
+        "/api/data/import",
+        r#"{"start_date": "2023-01-01", "end_date": "2024-01-01"}"#,
+    )
+    .await;
+    master
+        .wait_series_done(&id, 20, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let filler = disk.fill().unwrap();
+
+    // Writes fail: the task says so and waits, instead of failing series or looking alive.
+    let paused = wait_task_state(&master, &id, "the task to pause", |t| {
+        t["status"] == "paused"
+    })
+    .await;
+    assert!(
+        paused["error"].as_str().unwrap().contains("full"),
+        "{paused}"
+    );
+    assert_eq!(paused["counters"]["series_failed"], 0, "{paused}");
+    let (code, ready) = master.get("/readyz").await.unwrap();
+    assert_eq!(code, 503, "{ready}");
+    assert!(
+        ready["checks"]["journal"]
+            .as_str()
+            .unwrap()
+            .contains("full"),
+        "{ready}"
+    );
+
+    // Space returns: the task goes on by itself and every bar arrives.
+    std::fs::remove_file(&filler).unwrap();
+    let task = master
+        .wait_task(&id, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["counters"]["series_done"], 200, "{task}");
+    assert_eq!(task["counters"]["series_failed"], 0, "{task}");
+    let status = master.wait_applied(Duration::from_secs(60)).await.unwrap();
+    // 2023 has 250 NYSE sessions; generated bars are weekdays (260), holidays included.
+    assert_eq!(status["total_records"], 200 * 260, "{status}");
+    let (code, _) = master.get("/readyz").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        master
+            .log_text()
+            .contains("task paused until writes succeed"),
+        "{}",
+        master.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_store_keeps_the_bars_in_the_journal_until_space_returns() {
+    let yahoo = FakeYahoo::start(true, Duration::ZERO).await;
+    let symbols: Vec<String> = (0..100).map(|i| format!("S{i:03}")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&dir.path().join("store"), 16 << 20).unwrap();
+    let cfg = format!(
+        "{}store: {{type: sqlite, path: '{}/bars.db'}}\n",
+        config(&yahoo.base_url(), &symbols, 4),
+        disk.path().display()
+    );
+    let master = MasterProcess::start(dir.path(), &cfg).await.unwrap();
+    let filler = disk.fill().unwrap();
+    let id = queue(
+        &master,
+        "/api/data/import",
+        r#"{"start_date": "2023-01-01", "end_date": "2024-01-01"}"#,
+    )
+    .await;
+    // The journal takes every bar; the store cannot, and says so.
+    let task = master
+        .wait_task(&id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(task["status"], "completed", "{task}");
+    let status = master
+        .wait_until(
+            "the store error in status",
+            Duration::from_secs(30),
+            async || {
+                let s = master.status().await?;
+                Ok(match s["journal"]["store_last_error"].is_string() {
+                    true => Check::Ready(s),
+                    false => Check::Waiting(s.to_string()),
+                })
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        status["journal"]["store_lag"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let status = master.wait_applied(Duration::from_secs(120)).await.unwrap();
+    assert_eq!(status["total_records"], 100 * 260, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_the_provider_has_no_bar_for_are_remembered_and_asked_again_after_the_delay() {
+    let yahoo = FakeYahoo::start(true, Duration::ZERO).await;
+    let symbols = vec!["HOLEY".to_owned()];
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&yahoo.base_url(), &symbols, 2);
+    let mut master = MasterProcess::start(dir.path(), &cfg).await.unwrap();
+    // The provider never had 2024-02-05 .. 2024-02-09.
+    yahoo.set_outage(Some((day("2024-02-05"), day("2024-02-10"))));
+    let id = queue(
+        &master,
+        "/api/data/import",
+        r#"{"start_date": "2024-01-02", "end_date": "2024-04-01"}"#,
+    )
+    .await;
+    master
+        .wait_task(&id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    master.wait_applied(Duration::from_secs(10)).await.unwrap();
+    // Only the hole counts (the range after the import is left out by its end).
+    let g = gaps(&master, "HOLEY").await;
+    let hole = g["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["start"] == "2024-02-05T00:00:00Z");
+    assert!(hole.is_some_and(|h| h["missing"] == 5), "{g}");
+
+    // A backfill asks, the provider has nothing: remembered, counted, logged.
+    let id = queue(&master, "/api/data/backfill", "{}").await;
+    let t = master
+        .wait_task(&id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(t["status"], "completed", "{t}");
+    assert!(
+        t["counters"]["provider_missing"].as_u64().unwrap() >= 5,
+        "{t}"
+    );
+    assert!(master.log_text().contains("remembered as provider-missing"));
+    let g = gaps(&master, "HOLEY").await;
+    let known: Vec<&str> = g["provider_missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for date in [
+        "2024-02-05",
+        "2024-02-06",
+        "2024-02-07",
+        "2024-02-08",
+        "2024-02-09",
+    ] {
+        assert!(known.contains(&format!("{date}T00:00:00Z").as_str()), "{g}");
+    }
+    assert!(
+        g["gaps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["start"] != "2024-02-05T00:00:00Z"),
+        "a provider-missing session is not a gap: {g}"
+    );
+
+    // The next backfill leaves them alone: no request for them.
+    let before = yahoo.requests("HOLEY");
+    let id = queue(&master, "/api/data/backfill", "{}").await;
+    let t = master
+        .wait_task(&id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(t["status"], "completed", "{t}");
+    let asked = yahoo.requests("HOLEY") - before;
+    assert_eq!(t["counters"]["provider_missing"], 0, "{t}");
+    assert!(
+        asked <= 1,
+        "{asked} requests; only the days since the import may be asked"
+    );
+
+    // Past the delay (0 s here), a backfill asks again, and what the provider now has is stored.
+    master
+        .stop(Signal::SIGTERM, Duration::from_secs(10))
+        .unwrap();
+    yahoo.set_outage(None);
+    let cfg = format!("{cfg}  provider_missing_retry: 0s\n");
+    let master = MasterProcess::start(dir.path(), &cfg).await.unwrap();
+    let id = queue(&master, "/api/data/backfill", "{}").await;
+    let t = master
+        .wait_task(&id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(t["status"], "completed", "{t}");
+    assert!(t["counters"]["bars_written"].as_u64().unwrap() >= 5, "{t}");
+    master.wait_applied(Duration::from_secs(10)).await.unwrap();
+    let g = gaps(&master, "HOLEY").await;
+    assert_eq!(g["provider_missing"].as_array().unwrap().len(), 0, "{g}");
     assert_eq!(g["missing"], 0, "{g}");
 }

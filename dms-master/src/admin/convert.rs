@@ -22,6 +22,7 @@ pub fn task_kind(k: TaskKind) -> pb::TaskKind {
         TaskKind::IncrementalUpdate => pb::TaskKind::Update,
         TaskKind::Backfill => pb::TaskKind::Backfill,
         TaskKind::Validate => pb::TaskKind::Validate,
+        TaskKind::SourceImport => pb::TaskKind::SourceImport,
     }
 }
 
@@ -33,6 +34,7 @@ pub fn kind_from_pb(raw: i32) -> Option<TaskKind> {
         pb::TaskKind::Update => Some(TaskKind::IncrementalUpdate),
         pb::TaskKind::Backfill => Some(TaskKind::Backfill),
         pb::TaskKind::Validate => Some(TaskKind::Validate),
+        pb::TaskKind::SourceImport => Some(TaskKind::SourceImport),
     }
 }
 
@@ -40,7 +42,9 @@ pub fn task_status(s: TaskStatus) -> pb::TaskStatus {
     match s {
         TaskStatus::Pending => pb::TaskStatus::Pending,
         TaskStatus::Running => pb::TaskStatus::Running,
+        TaskStatus::Paused => pb::TaskStatus::Paused,
         TaskStatus::Completed => pb::TaskStatus::Completed,
+        TaskStatus::Partial => pb::TaskStatus::Partial,
         TaskStatus::Failed => pb::TaskStatus::Failed,
         TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
     }
@@ -53,6 +57,8 @@ pub fn status_from_pb(raw: i32) -> Result<Option<TaskStatus>, String> {
         Ok(pb::TaskStatus::Pending) => Ok(Some(TaskStatus::Pending)),
         Ok(pb::TaskStatus::Running) => Ok(Some(TaskStatus::Running)),
         Ok(pb::TaskStatus::Completed) => Ok(Some(TaskStatus::Completed)),
+        Ok(pb::TaskStatus::Paused) => Ok(Some(TaskStatus::Paused)),
+        Ok(pb::TaskStatus::Partial) => Ok(Some(TaskStatus::Partial)),
         Ok(pb::TaskStatus::Failed) => Ok(Some(TaskStatus::Failed)),
         Ok(pb::TaskStatus::Cancelled) => Ok(Some(TaskStatus::Cancelled)),
         Err(_) => Err(format!("field `status`: {raw} is not a task status")),
@@ -111,6 +117,12 @@ fn counters(c: &TaskCounters) -> pb::TaskCounters {
         new_actions: c.new_actions,
         gaps_found: c.gaps_found,
         invalid_stored_bars: c.invalid_stored_bars,
+        series_resumed: c.series_resumed,
+        runs: c.runs,
+        worked_secs: c.worked_secs,
+        rows_skipped: c.rows_skipped,
+        provider_missing: c.provider_missing,
+        unreported_actions: c.unreported_actions,
         failed: c
             .failed
             .iter()
@@ -238,6 +250,7 @@ pub fn gap_report(g: &SeriesGaps) -> pb::GapReport {
                 missing: g.missing,
             })
             .collect(),
+        provider_missing_ms: r.provider_missing.iter().map(|t| ms(*t)).collect(),
     }
 }
 
@@ -363,6 +376,7 @@ mod tests {
             TaskKind::IncrementalUpdate,
             TaskKind::Backfill,
             TaskKind::Validate,
+            TaskKind::SourceImport,
         ] {
             assert_eq!(kind_from_pb(task_kind(k).into()), Some(k));
         }

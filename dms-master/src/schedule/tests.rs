@@ -75,6 +75,8 @@ impl Harness {
             applied,
             config: config.tasks.clone(),
             alerts: crate::alerts::Alerts::disabled(),
+            csv_sources: Vec::new(),
+            imports: Default::default(),
         });
         Harness {
             dir,

@@ -161,4 +161,14 @@ pub trait Source: Send + Sync + fmt::Debug {
 
     /// Bars of `series` in `range`, normalized, with the corporate actions seen.
     async fn fetch(&self, series: &SeriesKey, range: TimeRange) -> Result<Fetched, SourceError>;
+
+    /// Every corporate action of `symbol` from `since` to now, in one cheap request where the
+    /// provider can tell them apart from bars; `None` when the source knows of no actions.
+    async fn actions(
+        &self,
+        _symbol: &Symbol,
+        _since: Timestamp,
+    ) -> Result<Option<(Vec<CorporateAction>, FetchStats)>, SourceError> {
+        Ok(None)
+    }
 }

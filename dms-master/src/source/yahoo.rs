@@ -516,6 +516,24 @@ impl Source for YahooSource {
         fetched.bars.dedup_by_key(|b| b.ts);
         Ok(fetched)
     }
+
+    /// One request for monthly bars over the whole range: its events are every split and
+    /// dividend since `since` (a few kilobytes for decades of history).
+    async fn actions(
+        &self,
+        symbol: &Symbol,
+        since: Timestamp,
+    ) -> Result<Option<(Vec<CorporateAction>, FetchStats)>, SourceError> {
+        let monthly = SeriesKey {
+            symbol: symbol.clone(),
+            interval: Interval::Mo1,
+        };
+        let now = Timestamp::now();
+        let range = TimeRange::new(Timestamp(since.0.min(now.0 - 86_400)), Timestamp(now.0 + 1));
+        let mut stats = FetchStats::default();
+        let chart = self.fetch_chunk(&monthly, range, &mut stats).await?;
+        Ok(Some((chart.actions, stats)))
+    }
 }
 
 /// A chart answer, normalized.

@@ -8,6 +8,11 @@
 //! dropped, nothing half-fetched is journaled (a series is journaled in one append), and the
 //! task ends `cancelled`. A shutdown leaves the running task `running` so the next start
 //! resumes it from its checkpoints.
+//!
+//! A write to the local state file that fails (the journal append of a series' bars, a
+//! checkpoint, the catalog) is not the series' fault: the series keeps what it fetched and
+//! tries the write again with a growing delay ([`WRITE_RETRY_MAX`] at most) while the task is
+//! shown `paused` with the reason; it goes on by itself once the disk takes writes again.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -21,17 +26,25 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::store::{Checkpoint, TaskStore, TaskStoreError};
+use super::store::{Checkpoint, TaskStore, TaskStoreError, Unsaved};
 use super::{FailedSeries, Task, TaskCounters, TaskKind, TaskParams, TaskStatus};
 use crate::alerts::{Alert, Alerts};
 use crate::catalog::Catalog;
 use crate::config::TasksConfig;
 use crate::gaps;
+use crate::import::{self, ImportSummary};
 use crate::ingest::Ingestor;
 use crate::reconcile::Reconciler;
 use crate::source::SourceError;
+use crate::source::csv::CsvSource;
 use crate::universe::{Universe, UniverseEntry};
 use crate::validate::Validator;
+
+/// The first wait before a failed state write is tried again; it doubles up to
+/// [`WRITE_RETRY_MAX`].
+const WRITE_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between two tries of a state write that keeps failing.
+pub const WRITE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// What the runner needs.
 #[derive(Debug, Clone)]
@@ -47,6 +60,10 @@ pub struct TaskContext {
     pub config: TasksConfig,
     /// Where task failures and poor provider success rates are reported.
     pub alerts: Alerts,
+    /// The CSV sources, for source imports.
+    pub csv_sources: Vec<CsvSource>,
+    /// What each source import did, for the status page (newest last).
+    pub imports: Arc<Mutex<Vec<ImportSummary>>>,
 }
 
 /// The task queue.
@@ -74,7 +91,9 @@ struct SeriesCounts {
     requests: u64,
     retries: u64,
     provider_nulls: u64,
+    provider_missing: u64,
     new_actions: u64,
+    unreported_actions: u64,
     gaps: u64,
     invalid: u64,
 }
@@ -87,7 +106,9 @@ impl SeriesCounts {
         self.requests += c.requests;
         self.retries += c.retries;
         self.provider_nulls += c.provider_nulls;
+        self.provider_missing += c.provider_missing;
         self.new_actions += c.new_actions;
+        self.unreported_actions += c.unreported_actions;
         self.gaps += c.gaps;
         self.invalid += c.invalid;
     }
@@ -100,7 +121,9 @@ impl SeriesCounts {
         t.retries += self.retries;
         t.failed_requests += self.retries;
         t.provider_null_bars += self.provider_nulls;
+        t.provider_missing += self.provider_missing;
         t.new_actions += self.new_actions;
+        t.unreported_actions += self.unreported_actions;
         t.gaps_found += self.gaps;
         t.invalid_stored_bars += self.invalid;
     }
@@ -112,6 +135,8 @@ enum Stop {
     Shutdown,
     /// The task's selection no longer resolves.
     Invalid(String),
+    /// The task failed as a whole (a source import could not go on).
+    Failed(String),
 }
 
 impl TaskManager {
@@ -146,6 +171,17 @@ impl TaskManager {
         name: String,
         params: TaskParams,
     ) -> Result<Task, SubmitError> {
+        if kind == TaskKind::SourceImport {
+            let source = params.source.as_deref().unwrap_or_default();
+            if !self.ctx.csv_sources.iter().any(|c| c.name() == source) {
+                return Err(SubmitError::Invalid(format!(
+                    "field `source`: {source:?} is not a CSV source; a source import reads the files of one"
+                )));
+            }
+            let task = self.ctx.tasks.create(kind, name, params).await?;
+            self.wake.notify_one();
+            return Ok(task);
+        }
         if kind == TaskKind::FullImport {
             let now = Timestamp::now();
             let start = params.start.unwrap_or(Timestamp(
@@ -261,22 +297,24 @@ impl TaskManager {
             }
         }
         tracing::info!(task = %id, kind = task.kind.as_str(), "task started");
-        let started = Instant::now();
-        // A task resumed after a restart began in an earlier life of the process.
+        let run = Run::new(&task);
+        // A task resumed after a restart began in an earlier run of the process.
         let first_started_ms = task
             .started_at_ms
             .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-        let result = self.execute(&task, cancel, shutdown).await;
-        let store = &self.ctx.tasks;
+        let result = self.execute(&task, &run, cancel, shutdown).await;
         let kind = task.kind.as_str();
-        let outcome = match result {
+        let (status, message, error, mut counters) = match result {
             Ok(counters) => {
                 let failed = counters.series_failed;
                 let wall = (chrono::Utc::now().timestamp_millis() - first_started_ms).max(0) as f64
                     / 1000.0;
-                let this_run = started.elapsed().as_secs_f64();
-                let resumed = if wall > this_run + 1.0 {
-                    format!(" ({this_run:.1} s since it resumed after a restart)")
+                let worked = run.worked();
+                let resumed = if counters.runs > 1 {
+                    format!(
+                        " ({worked:.1} s of work over {} runs of the master)",
+                        counters.runs
+                    )
                 } else {
                     String::new()
                 };
@@ -289,56 +327,60 @@ impl TaskManager {
                     counters.bars_unchanged,
                     counters.bars_rejected,
                 );
-                let all_failed =
-                    failed > 0 && counters.series_done == 0 && counters.series_skipped == 0;
-                let (status, error) = if all_failed {
-                    (TaskStatus::Failed, Some("every series failed".to_owned()))
-                } else {
-                    (TaskStatus::Completed, None)
+                let (status, error) = match failed {
+                    0 => (TaskStatus::Completed, None),
+                    _ if counters.series_done == 0 && counters.series_skipped == 0 => {
+                        (TaskStatus::Failed, Some("every series failed".to_owned()))
+                    }
+                    n => (
+                        TaskStatus::Partial,
+                        Some(format!(
+                            "{n} of {} series failed after their second pass (see counters.failed)",
+                            counters.series_total
+                        )),
+                    ),
                 };
                 tracing::info!(task = %id, status = %status, "{message}");
-                crate::metrics::task_finished(kind, status.as_str(), started.elapsed());
-                if let Some(e) = &error {
+                if status == TaskStatus::Failed
+                    && let Some(e) = &error
+                {
                     self.ctx.alerts.raise(Alert::task_failed(&id, kind, e));
                 }
                 self.judge_provider(&task, &counters);
-                store.finish(&id, status, message, error, &counters).await
+                (status, message, error, counters)
             }
             Err((Stop::Cancelled, counters)) => {
                 tracing::info!(task = %id, "task cancelled");
-                crate::metrics::task_finished(kind, "cancelled", started.elapsed());
-                store
-                    .finish(
-                        &id,
-                        TaskStatus::Cancelled,
-                        "cancelled".into(),
-                        None,
-                        &counters,
-                    )
-                    .await
+                (TaskStatus::Cancelled, "cancelled".into(), None, counters)
             }
             Err((Stop::Invalid(reason), counters)) => {
                 tracing::error!(task = %id, %reason, "task cannot run");
-                crate::metrics::task_finished(kind, "failed", started.elapsed());
                 self.ctx.alerts.raise(Alert::task_failed(
                     &id,
                     kind,
                     &format!("cannot run: {reason}"),
                 ));
-                store
-                    .finish(
-                        &id,
-                        TaskStatus::Failed,
-                        "cannot run".into(),
-                        Some(reason),
-                        &counters,
-                    )
-                    .await
+                (
+                    TaskStatus::Failed,
+                    "cannot run".into(),
+                    Some(reason),
+                    counters,
+                )
             }
-            Err((Stop::Shutdown, counters)) => {
+            Err((Stop::Failed(reason), counters)) => {
+                tracing::error!(task = %id, %reason, "task failed");
+                self.ctx
+                    .alerts
+                    .raise(Alert::task_failed(&id, kind, &reason));
+                (TaskStatus::Failed, "failed".into(), Some(reason), counters)
+            }
+            Err((Stop::Shutdown, mut counters)) => {
                 tracing::info!(task = %id, "task interrupted by shutdown; it resumes at the next start");
-                crate::metrics::task_finished(kind, "interrupted", started.elapsed());
-                store
+                crate::metrics::task_finished(kind, "interrupted", run.life.elapsed());
+                run.stamp(&mut counters);
+                if let Err(e) = self
+                    .ctx
+                    .tasks
                     .progress(
                         &id,
                         progress_of(&counters),
@@ -346,10 +388,107 @@ impl TaskManager {
                         &counters,
                     )
                     .await
+                {
+                    tracing::error!(task = %id, error = %e, "cannot record the task's interruption");
+                }
+                return;
             }
         };
-        if let Err(e) = outcome {
-            tracing::error!(task = %id, error = %e, "cannot record the task's end");
+        crate::metrics::task_finished(kind, status.as_str(), run.life.elapsed());
+        run.stamp(&mut counters);
+        self.record_end(&id, status, message, error, counters).await;
+    }
+
+    /// Writes a task's end; while that fails, the end is shown from memory and written again
+    /// in the background until it is saved.
+    async fn record_end(
+        &self,
+        id: &str,
+        status: TaskStatus,
+        message: String,
+        error: Option<String>,
+        counters: TaskCounters,
+    ) {
+        let store = self.ctx.tasks.clone();
+        let Err(e) = store
+            .finish(id, status, message.clone(), error.clone(), &counters)
+            .await
+        else {
+            return;
+        };
+        tracing::error!(task = %id, error = %e, "cannot record the task's end; it is kept in memory and written again until that succeeds");
+        store.keep_unsaved(
+            id,
+            Unsaved {
+                status,
+                message: format!("{message} (not saved yet: {e})"),
+                error: error.clone(),
+                counters: Some(counters.clone()),
+                completed_at_ms: Some(chrono::Utc::now().timestamp_millis()),
+            },
+        );
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            let mut delay = WRITE_RETRY_FIRST;
+            loop {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(WRITE_RETRY_MAX);
+                if store
+                    .finish(&id, status, message.clone(), error.clone(), &counters)
+                    .await
+                    .is_ok()
+                {
+                    tracing::info!(task = %id, "the task's end is saved");
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Runs `write` until it succeeds, showing the task `paused` with the reason meanwhile.
+    /// Ends only by succeeding (the caller's `select!` drops it on cancel or shutdown).
+    async fn until_written<T, E: std::fmt::Display, Fut>(
+        &self,
+        task: &Task,
+        what: &str,
+        mut write: impl FnMut() -> Fut,
+    ) -> T
+    where
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut delay = WRITE_RETRY_FIRST;
+        let mut paused = false;
+        loop {
+            match write().await {
+                Ok(v) => {
+                    if paused {
+                        tracing::info!(task = %task.id, "{what}: writes succeed again; the task goes on");
+                        self.ctx.tasks.saved(&task.id);
+                    }
+                    return v;
+                }
+                Err(e) => {
+                    let reason = format!("cannot write {what}: {e}");
+                    if !paused {
+                        tracing::error!(task = %task.id, %reason, "task paused until writes succeed");
+                        paused = true;
+                    }
+                    self.ctx.tasks.keep_unsaved(
+                        &task.id,
+                        Unsaved {
+                            status: TaskStatus::Paused,
+                            message: format!(
+                                "paused: {reason}; it goes on by itself once writes succeed"
+                            ),
+                            error: Some(reason),
+                            counters: None,
+                            completed_at_ms: None,
+                        },
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(WRITE_RETRY_MAX);
+                }
+            }
         }
     }
 
@@ -383,10 +522,17 @@ impl TaskManager {
     async fn execute(
         &self,
         task: &Task,
+        run: &Run,
         cancel: &CancellationToken,
         shutdown: &CancellationToken,
     ) -> Result<TaskCounters, (Stop, TaskCounters)> {
         let mut counters = task.counters.clone();
+        counters.runs += 1;
+        if task.kind == TaskKind::SourceImport {
+            return self
+                .import_source(task, run, counters, cancel, shutdown)
+                .await;
+        }
         let entries = match self.ctx.universe.select(&task.params) {
             Ok(e) => e,
             // The config changed since the task was queued (a source or symbol is gone).
@@ -408,18 +554,19 @@ impl TaskManager {
             .into_iter()
             .filter(|e| !finished.contains(&(e.key.symbol.to_string(), e.key.interval.to_string())))
             .collect();
+        counters.series_resumed = finished.len() as u64;
         if !finished.is_empty() {
             tracing::info!(task = %task.id, done_before = finished.len(), left = todo.len(), "resuming from checkpoints");
         }
         let mut retry = Vec::new();
         self.pass(
             task,
+            run,
             todo,
             &mut counters,
             &mut retry,
             false,
-            cancel,
-            shutdown,
+            (cancel, shutdown),
         )
         .await?;
         if !retry.is_empty() {
@@ -442,16 +589,108 @@ impl TaskManager {
             let mut still = Vec::new();
             self.pass(
                 task,
+                run,
                 retry,
                 &mut counters,
                 &mut still,
                 true,
-                cancel,
-                shutdown,
+                (cancel, shutdown),
             )
             .await?;
         }
         Ok(counters)
+    }
+
+    /// Reads every file of the task's CSV source. Cancel and shutdown take effect between
+    /// files; an interrupted import runs again from the first file at the next start (files
+    /// whose bars are stored unchanged journal nothing).
+    async fn import_source(
+        &self,
+        task: &Task,
+        run: &Run,
+        mut counters: TaskCounters,
+        cancel: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Result<TaskCounters, (Stop, TaskCounters)> {
+        let name = task.params.source.clone().unwrap_or_default();
+        let Some(csv) = self.ctx.csv_sources.iter().find(|c| c.name() == name) else {
+            return Err((
+                Stop::Invalid(format!(
+                    "source {name:?} is no longer a configured CSV source"
+                )),
+                counters,
+            ));
+        };
+        tracing::info!(source = %name, "source import begins");
+        let imports = self.ctx.imports.clone();
+        let slot = {
+            let mut all = imports.lock().unwrap_or_else(|p| p.into_inner());
+            all.push(ImportSummary {
+                source: name.clone(),
+                state: "running".into(),
+                ..ImportSummary::default()
+            });
+            all.len() - 1
+        };
+        let reconciler = Reconciler {
+            ingestor: self.ctx.ingestor.clone(),
+            store: self.ctx.store.clone(),
+            applied: self.ctx.applied.clone(),
+        };
+        let stop = CancellationToken::new();
+        let (seen, mut summaries) = watch::channel(ImportSummary::default());
+        let import = import::import_csv(csv, &self.ctx.ingestor, &reconciler, &stop, |s| {
+            imports.lock().unwrap_or_else(|p| p.into_inner())[slot] = s.clone();
+            seen.send_replace(s.clone());
+        });
+        tokio::pin!(import);
+        let mut why = None;
+        let mut last_report = Instant::now();
+        let summary = loop {
+            tokio::select! {
+                s = &mut import => break s,
+                Ok(()) = summaries.changed() => {
+                    let s = summaries.borrow_and_update().clone();
+                    import_counters(&s, &mut counters);
+                    if last_report.elapsed() > Duration::from_millis(250) {
+                        last_report = Instant::now();
+                        run.stamp(&mut counters);
+                        let message = format!(
+                            "{} of {} files read, {} bars written, {} unchanged",
+                            s.files, s.files_total, s.bars_accepted, s.bars_unchanged
+                        );
+                        self.report(task, &counters, message).await;
+                    }
+                }
+                _ = cancel.cancelled(), if why.is_none() => {
+                    why = Some(Stop::Cancelled);
+                    stop.cancel();
+                }
+                _ = shutdown.cancelled(), if why.is_none() => {
+                    why = Some(Stop::Shutdown);
+                    stop.cancel();
+                }
+            }
+        };
+        import_counters(&summary, &mut counters);
+        tracing::info!(
+            source = %summary.source,
+            state = %summary.state,
+            series = summary.series,
+            bars = summary.bars_accepted,
+            rejected = summary.bars_rejected,
+            rows_skipped = summary.rows_skipped,
+            failed_files = summary.failed_files.len(),
+            "source import finished"
+        );
+        match (summary.state.as_str(), why) {
+            ("cancelled", Some(stop)) => Err((stop, counters)),
+            ("failed", _) => Err((
+                Stop::Failed(summary.error.unwrap_or_else(|| "the import failed".into())),
+                counters,
+            )),
+            _ => Ok(counters),
+        }
     }
 
     /// One pass over `entries`; series that fail retryably go to `retry` (first pass only).
@@ -459,12 +698,12 @@ impl TaskManager {
     async fn pass(
         &self,
         task: &Task,
+        run: &Run,
         entries: Vec<UniverseEntry>,
         counters: &mut TaskCounters,
         retry: &mut Vec<UniverseEntry>,
         last_pass: bool,
-        cancel: &CancellationToken,
-        shutdown: &CancellationToken,
+        (cancel, shutdown): (&CancellationToken, &CancellationToken),
     ) -> Result<(), (Stop, TaskCounters)> {
         let concurrency = self.ctx.config.concurrency.max(1);
         let mut results = futures::stream::iter(entries.into_iter().map(|entry| async move {
@@ -518,14 +757,18 @@ impl TaskManager {
                     }
                 }
             };
-            if let Some(c) = checkpoint
-                && let Err(e) = self
-                    .ctx
-                    .tasks
-                    .checkpoint(&task.id, &entry.key, c, counters)
-                    .await
-            {
-                tracing::error!(task = %task.id, error = %e, "cannot record a checkpoint");
+            if let Some(c) = checkpoint {
+                run.stamp(counters);
+                let tasks = &self.ctx.tasks;
+                let snapshot = counters.clone();
+                let save = self.until_written(task, "the task's checkpoint", || {
+                    tasks.checkpoint(&task.id, &entry.key, c.clone(), &snapshot)
+                });
+                tokio::select! {
+                    _ = save => {}
+                    _ = cancel.cancelled() => return Err((Stop::Cancelled, counters.clone())),
+                    _ = shutdown.cancelled() => return Err((Stop::Shutdown, counters.clone())),
+                }
             }
             if last_report.elapsed() > Duration::from_millis(250) {
                 last_report = Instant::now();
@@ -536,6 +779,7 @@ impl TaskManager {
                     counters.series_failed,
                     counters.bars_written
                 );
+                run.stamp(counters);
                 self.report(task, counters, message).await;
             }
         }
@@ -594,16 +838,19 @@ impl TaskManager {
                 }
             },
         };
-        self.fetch_and_ingest(task, entry, range, latest.is_some())
+        self.fetch_and_ingest(task, entry, range, latest.is_some(), None)
             .await
     }
 
+    /// Fetches `range` of the series and journals what differs from the store; the times of
+    /// the bars the provider answered with go to `answered` when given.
     async fn fetch_and_ingest(
         &self,
         task: &Task,
         entry: &UniverseEntry,
         range: TimeRange,
         had_data: bool,
+        answered: Option<&mut Vec<Timestamp>>,
     ) -> SeriesOutcome {
         let source = &entry.source;
         let mut fetched = match source.fetch(&entry.key, range).await {
@@ -618,6 +865,45 @@ impl TaskManager {
             }
         };
         let mut counts = SeriesCounts::default();
+        let first_stored = match had_data {
+            true => self
+                .ctx
+                .store
+                .read_paged(&entry.key, TimeRange::all(), 1)
+                .try_next()
+                .await
+                .ok()
+                .flatten()
+                .and_then(|p| p.first().map(|b| b.ts)),
+            false => None,
+        };
+        // A fetch from the first stored bar on saw every action of the stored history.
+        let mut history_checked = first_stored.is_none_or(|first| range.start <= first);
+        if let Some(first) = first_stored
+            && task.kind == TaskKind::IncrementalUpdate
+            && !history_checked
+            && self.actions_check_due(&entry.key).await
+        {
+            match source.actions(&entry.key.symbol, first).await {
+                Ok(Some((actions, stats))) => {
+                    counts.requests += stats.requests;
+                    counts.retries += stats.retries;
+                    for a in actions {
+                        if !fetched.actions.contains(&a) {
+                            fetched.actions.push(a);
+                        }
+                    }
+                    history_checked = true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let stats = e.stats();
+                    counts.requests += stats.requests;
+                    counts.retries += stats.retries;
+                    tracing::warn!(series = %entry.key, error = %e, "cannot learn the corporate actions of the whole history; the next update tries again");
+                }
+            }
+        }
         // Actions count as seen for this series only once its bars are journaled, so a failed
         // re-fetch is tried again, and each interval of a symbol re-fetches on its own.
         let seen_actions = fetched.actions.clone();
@@ -631,24 +917,31 @@ impl TaskManager {
             Err(e) => return SeriesOutcome::Failed(internal(&entry.key, e)),
         };
         counts.new_actions = new_actions.len() as u64;
-        if !new_actions.is_empty() && had_data {
-            // Adjusted values before the action changed: fetch the whole history again.
-            for a in &new_actions {
+        let mut refetch = !new_actions.is_empty() && had_data;
+        for a in &new_actions {
+            if had_data {
                 tracing::info!(series = %entry.key, action = %a, "new corporate action; fetching the whole history again");
             }
+        }
+        if had_data
+            && !refetch
+            && let Some(ratio) = self.common_ratio(&entry.key, &fetched.bars).await
+        {
+            tracing::warn!(
+                series = %entry.key,
+                ratio,
+                "every re-fetched bar differs from the stored one by one common ratio, with no corporate action reported: treated as an unreported one; fetching the whole history again"
+            );
+            counts.unreported_actions += 1;
+            refetch = true;
+        }
+        if refetch {
+            // Adjusted values before the action changed: fetch the whole history again.
             let default_start =
                 Timestamp(Timestamp::now().0 - self.ctx.config.default_history.0.as_secs() as i64);
-            let first = self
-                .ctx
-                .store
-                .read_paged(&entry.key, TimeRange::all(), 1)
-                .try_next()
-                .await
-                .ok()
-                .flatten()
-                .and_then(|p| p.first().map(|b| b.ts))
-                .unwrap_or(default_start);
+            let first = first_stored.unwrap_or(default_start);
             let full = TimeRange::new(first.min(range.start), range.end);
+            history_checked = true;
             match source.fetch(&entry.key, full).await {
                 Ok(f) => {
                     counts.requests += fetched.stats.requests;
@@ -662,6 +955,9 @@ impl TaskManager {
         counts.requests += fetched.stats.requests;
         counts.retries += fetched.stats.retries;
         counts.provider_nulls += fetched.stats.provider_nulls;
+        if let Some(answered) = answered {
+            answered.extend(fetched.bars.iter().map(|b| b.ts));
+        }
         let fetched_count = fetched.bars.len() as u64;
         let reconciler = Reconciler {
             ingestor: self.ctx.ingestor.clone(),
@@ -675,27 +971,27 @@ impl TaskManager {
                 task_id: task.id.clone(),
                 source: source.name().to_owned(),
             };
-            match self
-                .ctx
-                .ingestor
-                .ingest(vec![SeriesBars::new(entry.key.clone(), changed)], &origin)
-                .await
-            {
-                Ok(report) => {
-                    counts.written = report.accepted;
-                    counts.rejected = report.rejected;
-                }
-                Err(e) => return SeriesOutcome::Failed(internal(&entry.key, e)),
+            let ingestor = &self.ctx.ingestor;
+            let report = self
+                .until_written(task, "the series' bars to the journal", || {
+                    ingestor.ingest(
+                        vec![SeriesBars::new(entry.key.clone(), changed.clone())],
+                        &origin,
+                    )
+                })
+                .await;
+            counts.written = report.accepted;
+            counts.rejected = report.rejected;
+        }
+        let catalog = &self.ctx.catalog;
+        self.until_written(task, "the catalog", || async {
+            catalog.mark_actions_seen(&entry.key, &seen_actions).await?;
+            match history_checked {
+                true => catalog.record_actions_checked(&entry.key).await,
+                false => Ok(()),
             }
-        }
-        if let Err(e) = self
-            .ctx
-            .catalog
-            .mark_actions_seen(&entry.key, &seen_actions)
-            .await
-        {
-            return SeriesOutcome::Failed(internal(&entry.key, e));
-        }
+        })
+        .await;
         if let Err(e) = self
             .ctx
             .catalog
@@ -707,29 +1003,92 @@ impl TaskManager {
         SeriesOutcome::Done(counts)
     }
 
-    /// The fetched bars that differ from (or are missing in) the store.
+    /// Whether the corporate actions over the series' whole history are to be asked for again
+    /// (`tasks.actions_check_interval` has passed since that was last done).
+    async fn actions_check_due(&self, key: &SeriesKey) -> bool {
+        let every = self.ctx.config.actions_check_interval.0.as_millis() as i64;
+        match self.ctx.catalog.actions_checked_at(key).await {
+            Ok(Some(at)) => chrono::Utc::now().timestamp_millis() - at >= every,
+            Ok(None) | Err(_) => true,
+        }
+    }
+
+    /// The ratio stored / fetched when every fetched bar that is also stored (at least two)
+    /// differs from it by one common ratio in open, high, low and close: the mark of a split
+    /// or an adjustment the provider applied without reporting it.
+    async fn common_ratio(&self, key: &SeriesKey, fetched: &[dms_common::Bar]) -> Option<f64> {
+        let (first, last) = (fetched.first()?.ts, fetched.last()?.ts);
+        let mut stored = Vec::new();
+        let mut pages = self
+            .ctx
+            .store
+            .read(key, TimeRange::new(first, Timestamp(last.0 + 1)));
+        while let Ok(Some(page)) = pages.try_next().await {
+            stored.extend(page);
+        }
+        common_ratio(&stored, fetched)
+    }
+
+    /// Fetches each gap of the series. Sessions the provider answered with no bar are
+    /// remembered and not asked for again until `tasks.provider_missing_retry` has passed.
     async fn backfill(&self, task: &Task, entry: &UniverseEntry) -> SeriesOutcome {
+        let key = &entry.key;
+        let retry_ms = self.ctx.config.provider_missing_retry.0.as_millis() as i64;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let recent: std::collections::BTreeSet<Timestamp> =
+            match self.ctx.catalog.provider_missing(key).await {
+                Ok(known) => known
+                    .into_iter()
+                    .filter(|(_, answered)| now_ms - answered < retry_ms)
+                    .map(|(t, _)| t)
+                    .collect(),
+                Err(e) => return SeriesOutcome::Failed(internal(key, e)),
+            };
         let report = match gaps::find_gaps(
             &*self.ctx.store,
-            &entry.key,
+            key,
             &entry.calendar,
-            entry.source.history_limit(entry.key.interval),
+            entry.source.history_limit(key.interval),
             Timestamp::now(),
+            &recent,
         )
         .await
         {
             Ok(r) => r,
-            Err(e) => return store_failure(&entry.key, &e),
+            Err(e) => return store_failure(key, &e),
         };
         let mut total = SeriesCounts {
             gaps: report.gaps.len() as u64,
             ..Default::default()
         };
         for gap in &report.gaps {
-            match self.fetch_and_ingest(task, entry, gap.range(), true).await {
+            let mut answered = Vec::new();
+            match self
+                .fetch_and_ingest(task, entry, gap.range(), true, Some(&mut answered))
+                .await
+            {
                 SeriesOutcome::Done(c) => total.add(&c),
                 other => return other,
             }
+            let answered: std::collections::BTreeSet<Timestamp> = answered.into_iter().collect();
+            let expected = entry.calendar.expected_bars(key.interval, gap.range());
+            let (got, none): (Vec<Timestamp>, Vec<Timestamp>) =
+                expected.into_iter().partition(|t| answered.contains(t));
+            if !none.is_empty() {
+                tracing::info!(
+                    series = %key,
+                    sessions = none.len(),
+                    first = %none[0],
+                    "the provider has no bar for these expected sessions; remembered as provider-missing"
+                );
+                total.provider_missing += none.len() as u64;
+            }
+            let catalog = &self.ctx.catalog;
+            self.until_written(task, "the provider-missing sessions", || async {
+                catalog.record_provider_missing(key, &none).await?;
+                catalog.forget_provider_missing(key, &got).await
+            })
+            .await;
         }
         SeriesOutcome::Done(total)
     }
@@ -751,6 +1110,83 @@ impl TaskManager {
             }
         }
         SeriesOutcome::Done(counts)
+    }
+}
+
+/// See [`TaskManager::common_ratio`]; `stored` and `fetched` in time order.
+fn common_ratio(stored: &[dms_common::Bar], fetched: &[dms_common::Bar]) -> Option<f64> {
+    let fetched: std::collections::HashMap<Timestamp, &dms_common::Bar> =
+        fetched.iter().map(|b| (b.ts, b)).collect();
+    let mut ratio: Option<f64> = None;
+    let mut pairs = 0;
+    for s in stored {
+        let Some(f) = fetched.get(&s.ts) else {
+            continue;
+        };
+        pairs += 1;
+        for (a, b) in [
+            (s.open, f.open),
+            (s.high, f.high),
+            (s.low, f.low),
+            (s.close, f.close),
+        ] {
+            if !(a > 0.0 && b > 0.0) {
+                return None;
+            }
+            let r = a / b;
+            match ratio {
+                None => ratio = Some(r),
+                Some(q) if ((r - q) / q).abs() <= 1e-4 => {}
+                Some(_) => return None,
+            }
+        }
+    }
+    let r = ratio?;
+    (pairs >= 2 && (r - 1.0).abs() > 1e-3).then_some(r)
+}
+
+/// A source import's counters from what it reports: each file is a series.
+fn import_counters(s: &ImportSummary, c: &mut TaskCounters) {
+    c.series_total = s.files_total;
+    c.series_done = s.series;
+    c.series_failed = s.failed_files.len() as u64;
+    c.failed = s
+        .failed_files
+        .iter()
+        .take(100)
+        .map(|f| FailedSeries {
+            series: s.source.clone(),
+            reason: f.clone(),
+        })
+        .collect();
+    c.bars_written = s.bars_accepted;
+    c.bars_unchanged = s.bars_unchanged;
+    c.bars_rejected = s.bars_rejected;
+    c.rows_skipped = s.rows_skipped;
+}
+
+/// One run of a task in this process: when it began and the work time of earlier runs.
+struct Run {
+    life: Instant,
+    earlier_work: f64,
+}
+
+impl Run {
+    fn new(task: &Task) -> Run {
+        Run {
+            life: Instant::now(),
+            earlier_work: task.counters.worked_secs,
+        }
+    }
+
+    /// Seconds worked over every run, this one until now.
+    fn worked(&self) -> f64 {
+        self.earlier_work + self.life.elapsed().as_secs_f64()
+    }
+
+    /// Sets the counters' work time to now.
+    fn stamp(&self, counters: &mut TaskCounters) {
+        counters.worked_secs = (self.worked() * 1000.0).round() / 1000.0;
     }
 }
 

@@ -32,6 +32,9 @@ pub enum TaskKind {
     Backfill,
     /// Check stored bars against the quality rules; changes nothing.
     Validate,
+    /// Read every file of a file source (the start-up import of a CSV directory); files whose
+    /// bars the store already holds unchanged journal nothing.
+    SourceImport,
 }
 
 impl TaskKind {
@@ -41,6 +44,7 @@ impl TaskKind {
             TaskKind::IncrementalUpdate => "incremental_update",
             TaskKind::Backfill => "backfill",
             TaskKind::Validate => "validate",
+            TaskKind::SourceImport => "source_import",
         }
     }
 }
@@ -53,6 +57,7 @@ impl FromStr for TaskKind {
             TaskKind::IncrementalUpdate,
             TaskKind::Backfill,
             TaskKind::Validate,
+            TaskKind::SourceImport,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -66,16 +71,25 @@ impl FromStr for TaskKind {
 pub enum TaskStatus {
     Pending,
     Running,
+    /// Running, but waiting for its state (or its bars) to be writable again; never stored,
+    /// only shown while it lasts.
+    Paused,
+    /// Every series done or skipped.
     Completed,
+    /// Ended with some series failed (after their second pass) and others done.
+    Partial,
+    /// Could not run, or every series failed.
     Failed,
     Cancelled,
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 5] = [
+    pub const ALL: [TaskStatus; 7] = [
         TaskStatus::Pending,
         TaskStatus::Running,
+        TaskStatus::Paused,
         TaskStatus::Completed,
+        TaskStatus::Partial,
         TaskStatus::Failed,
         TaskStatus::Cancelled,
     ];
@@ -84,7 +98,9 @@ impl TaskStatus {
         match self {
             TaskStatus::Pending => "pending",
             TaskStatus::Running => "running",
+            TaskStatus::Paused => "paused",
             TaskStatus::Completed => "completed",
+            TaskStatus::Partial => "partial",
             TaskStatus::Failed => "failed",
             TaskStatus::Cancelled => "cancelled",
         }
@@ -94,7 +110,10 @@ impl TaskStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+            TaskStatus::Completed
+                | TaskStatus::Partial
+                | TaskStatus::Failed
+                | TaskStatus::Cancelled
         )
     }
 }
@@ -107,7 +126,7 @@ impl FromStr for TaskStatus {
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown status {s:?}; use pending, running, completed, failed or cancelled"
+                    "unknown status {s:?}; use pending, running, paused, completed, partial, failed or cancelled"
                 )
             })
     }
@@ -165,17 +184,31 @@ pub struct FailedSeries {
 #[serde(default)]
 pub struct TaskCounters {
     pub series_total: u64,
+    /// Series done, in this run of the process and in earlier ones.
     pub series_done: u64,
     pub series_failed: u64,
     /// Series left alone (e.g. `only_existing` and nothing stored).
     pub series_skipped: u64,
+    /// Series a resumed task did not process again because an earlier run of the process had
+    /// finished them (they are counted in `series_done` or `series_failed` as they ended).
+    pub series_resumed: u64,
+    /// How many times the task was started: 1, plus one per resume after a restart.
+    pub runs: u64,
+    /// Seconds the task actually ran, summed over its runs (the wall time from `started_at`
+    /// also counts the time the master was down).
+    pub worked_secs: f64,
     /// Bars journaled (new or changed).
     pub bars_written: u64,
     /// Bars fetched that were identical to the stored ones.
     pub bars_unchanged: u64,
     /// Bars rejected by validation (quarantined).
     pub bars_rejected: u64,
-    /// Provider requests and retries.
+    /// Source import: rows of its files that could not be read (skipped, with the first
+    /// problems in the status page's `imports`).
+    pub rows_skipped: u64,
+    /// Provider requests and retries, counted when their series' outcome is recorded: the
+    /// requests of a series in flight when the process died are not counted (it is fetched
+    /// again after the restart, and those requests are).
     pub requests: u64,
     pub retries: u64,
     /// Provider requests that failed: every retried attempt, and the last attempt of each
@@ -185,6 +218,13 @@ pub struct TaskCounters {
     pub provider_null_bars: u64,
     /// Corporate actions seen for the first time.
     pub new_actions: u64,
+    /// Series whose re-fetched bars all differed from the stored ones by one common ratio
+    /// with no action reported (treated as an unreported split: the whole history fetched
+    /// again).
+    pub unreported_actions: u64,
+    /// Backfill: expected sessions the provider answered with no bar (remembered per series;
+    /// asked for again only after `tasks.provider_missing_retry`).
+    pub provider_missing: u64,
     /// Gaps found (backfill) and bars found invalid (validate).
     pub gaps_found: u64,
     pub invalid_stored_bars: u64,

@@ -80,6 +80,7 @@ impl TaskKind {
             TaskKind::IncrementalUpdate => "incremental update",
             TaskKind::Backfill => "gap backfill",
             TaskKind::Validate => "validation",
+            TaskKind::SourceImport => "source import",
         }
     }
 }
@@ -136,6 +137,7 @@ impl TaskRequest {
                 "only_existing",
             ],
             TaskKind::Backfill | TaskKind::Validate => SELECT,
+            TaskKind::SourceImport => &["source"],
         }
     }
 

@@ -1,9 +1,13 @@
 //! `TaskStore`: tasks and their per-series checkpoints in the local state file, so a task
 //! survives a restart of the master and resumes where it stopped.
+//!
+//! What could not be written (the file's disk is full) is kept in memory and shown instead of
+//! the stored row ([`Unsaved`]): a task waiting for writes is `paused` with the reason, and a
+//! task that ended while its end could not be saved shows that end until a retry saves it.
 
+use std::collections::HashMap;
 use std::path::Path;
-
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dms_common::SeriesKey;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -60,6 +64,35 @@ pub struct TaskStore {
     tables: StateTables,
     /// Counts the writes to tasks, so watchers wake when one changed.
     changes: Arc<watch::Sender<u64>>,
+    unsaved: Arc<Mutex<HashMap<String, Unsaved>>>,
+}
+
+/// A task's state as memory knows it while the state file cannot take it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unsaved {
+    pub status: TaskStatus,
+    pub message: String,
+    pub error: Option<String>,
+    /// The final counters, for an end that could not be saved.
+    pub counters: Option<TaskCounters>,
+    pub completed_at_ms: Option<i64>,
+}
+
+impl Unsaved {
+    fn apply(&self, task: &mut Task) {
+        task.status = self.status;
+        task.message.clone_from(&self.message);
+        task.error.clone_from(&self.error);
+        if let Some(c) = &self.counters {
+            task.counters = c.clone();
+        }
+        if self.completed_at_ms.is_some() {
+            task.completed_at_ms = self.completed_at_ms;
+            if self.status == TaskStatus::Completed {
+                task.progress = 100.0;
+            }
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -71,7 +104,64 @@ impl TaskStore {
         Ok(TaskStore {
             tables: StateTables::open(path, "task store", SCHEMA)?,
             changes: Arc::new(watch::channel(0).0),
+            unsaved: Arc::default(),
         })
+    }
+
+    /// Shows `task_id` as `state` instead of its stored row until [`TaskStore::saved`].
+    pub fn keep_unsaved(&self, task_id: &str, state: Unsaved) {
+        let changed = self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(task_id.to_owned(), state.clone())
+            != Some(state);
+        if changed {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// The stored row of `task_id` is current again.
+    pub fn saved(&self, task_id: &str) {
+        let removed = self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(task_id)
+            .is_some();
+        if removed {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    fn shown(&self, mut task: Task) -> Task {
+        if let Some(u) = self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&task.id)
+        {
+            u.apply(&mut task);
+        }
+        task
+    }
+
+    /// The reason a task is paused for, while one waits for the state file to take writes.
+    pub fn write_error(&self) -> Option<String> {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|u| u.status == TaskStatus::Paused)
+            .and_then(|u| u.error.clone())
+    }
+
+    fn any_unsaved(&self) -> bool {
+        !self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     async fn with<T: Send + 'static>(
@@ -127,15 +217,17 @@ impl TaskStore {
     /// One task.
     pub async fn get(&self, id: &str) -> Result<Option<Task>, TaskStoreError> {
         let id = id.to_owned();
-        self.with(move |c| {
-            c.query_row(
-                &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
-                params![id],
-                task_from_row,
-            )
-            .optional()
-        })
-        .await
+        let stored = self
+            .with(move |c| {
+                c.query_row(
+                    &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
+                    params![id],
+                    task_from_row,
+                )
+                .optional()
+            })
+            .await?;
+        Ok(stored.map(|t| self.shown(t)))
     }
 
     /// Tasks newest first, optionally only of one status.
@@ -144,17 +236,30 @@ impl TaskStore {
         status: Option<TaskStatus>,
         limit: usize,
     ) -> Result<Vec<Task>, TaskStoreError> {
-        self.with(move |c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM tasks WHERE (?1 IS NULL OR status = ?1) ORDER BY seq DESC LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(
-                params![status.map(|s| s.as_str()), limit as i64],
-                task_from_row,
-            )?;
-            rows.collect()
-        })
-        .await
+        // A task shown from memory may have another status than its row: filter after that.
+        let filter_in_memory = status.is_some() && self.any_unsaved();
+        let (sql_status, sql_limit) = match filter_in_memory {
+            true => (None, i64::MAX),
+            false => (status, i64::try_from(limit).unwrap_or(i64::MAX)),
+        };
+        let rows = self
+            .with(move |c| {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {COLUMNS} FROM tasks WHERE (?1 IS NULL OR status = ?1) ORDER BY seq DESC LIMIT ?2"
+                ))?;
+                let rows = stmt.query_map(
+                    params![sql_status.map(|s| s.as_str()), sql_limit],
+                    task_from_row,
+                )?;
+                rows.collect::<rusqlite::Result<Vec<Task>>>()
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|t| self.shown(t))
+            .filter(|t| status.is_none_or(|s| t.status == s))
+            .take(limit)
+            .collect())
     }
 
     /// The oldest pending task.
@@ -233,12 +338,13 @@ impl TaskStore {
         counters: &TaskCounters,
     ) -> Result<(), TaskStoreError> {
         let id = id.to_owned();
+        let key = id.clone();
         // Completed: 100. Failed: the share of series that ended (done or failed), so a task
         // that failed on every series reads 100 too. Cancelled: where it stopped.
         let ended = counters.series_done + counters.series_skipped + counters.series_failed;
         let progress = match status {
             TaskStatus::Completed => 100.0,
-            TaskStatus::Failed if counters.series_total > 0 => {
+            TaskStatus::Failed | TaskStatus::Partial if counters.series_total > 0 => {
                 100.0 * ended as f64 / counters.series_total as f64
             }
             _ => -1.0,
@@ -255,7 +361,9 @@ impl TaskStore {
             )
             .map(|_| ())
         })
-        .await
+        .await?;
+        self.saved(&key);
+        Ok(())
     }
 
     /// Asks a task to stop. A pending task is cancelled at once; returns the task after.
