@@ -14,6 +14,7 @@ use anyhow::Context;
 use dms_common::daemon::Daemon;
 use dms_common::journal::Journal;
 use dms_common::store::open_store;
+use dms_common::systemd::Notifier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -154,7 +155,7 @@ pub async fn run(
                 return;
             }
             tokio::select! {
-                _ = until_ended(tasks.tasks(), &ids) => {}
+                _ = until_ended(tasks.tasks(), &ids, &notifier) => {}
                 _ = stop.cancelled() => return,
             }
             // Count the series once the store holds what the imports journaled.
@@ -332,17 +333,22 @@ pub async fn run(
     serve_result.context("HTTP server failed")
 }
 
-/// Returns once every task of `ids` has ended.
-async fn until_ended(tasks: &TaskStore, ids: &[String]) {
+/// Returns once every task of `ids` has ended; tells systemd when each begins.
+async fn until_ended(tasks: &TaskStore, ids: &[String], notifier: &Notifier) {
     let mut changes = tasks.changes();
+    let mut told = std::collections::HashSet::new();
     loop {
         let mut open = false;
         for id in ids {
-            if let Ok(Some(t)) = tasks.get(id).await
-                && !t.status.is_final()
-            {
-                open = true;
+            let Ok(Some(t)) = tasks.get(id).await else {
+                continue;
+            };
+            // A task seen only once it ended is still reported: it ran.
+            if t.started_at_ms.is_some() && told.insert(id.clone()) {
+                let source = t.params.source.unwrap_or_default();
+                notifier.status(&format!("importing from source {source} (task {id})"));
             }
+            open |= !t.status.is_final();
         }
         if !open || changes.changed().await.is_err() {
             return;

@@ -196,22 +196,24 @@ impl TaskStore {
     ) -> Result<Task, TaskStoreError> {
         let params_json = serde_json::to_string(&params).expect("params serialize");
         let created = now_ms();
-        let id = self
-            .write(move |c| {
-                let seq: i64 =
-                    c.query_row("SELECT coalesce(max(seq), 0) + 1 FROM tasks", [], |r| {
-                        r.get(0)
-                    })?;
-                let id = format!("{}-{seq:06}", kind.as_str());
-                c.execute(
-                    "INSERT INTO tasks (id, seq, kind, name, params, status, message, created_at_ms)
+        self.write(move |c| {
+            let seq: i64 = c.query_row("SELECT coalesce(max(seq), 0) + 1 FROM tasks", [], |r| {
+                r.get(0)
+            })?;
+            let id = format!("{}-{seq:06}", kind.as_str());
+            c.execute(
+                "INSERT INTO tasks (id, seq, kind, name, params, status, message, created_at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 'waiting to start', ?6)",
-                    params![id, seq, kind.as_str(), name, params_json, created],
-                )?;
-                Ok(id)
-            })
-            .await?;
-        Ok(self.get(&id).await?.expect("just created"))
+                params![id, seq, kind.as_str(), name, params_json, created],
+            )?;
+            // Read back under the same lock: the runner may start it right after.
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
+                params![id],
+                task_from_row,
+            )
+        })
+        .await
     }
 
     /// One task.

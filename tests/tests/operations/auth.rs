@@ -122,8 +122,11 @@ async fn rest_writes_need_the_full_token_reads_stay_open_and_big_bodies_are_refu
         assert_eq!(r.status().as_u16(), 401, "{method} {path}");
     }
     let (_, tasks) = master.get("/api/data/tasks").await.unwrap();
+    let started = tasks["data"]
+        .as_array()
+        .map(|all| all.iter().filter(|t| t["kind"] != "source_import").count());
     assert_eq!(
-        tasks["data"].as_array().map(Vec::len),
+        started,
         Some(1),
         "only the task started with the full token: {tasks}"
     );
