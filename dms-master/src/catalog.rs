@@ -274,17 +274,19 @@ impl Catalog {
         .await
     }
 
-    /// Remembers that the provider, asked now, had no bar for these sessions of `series`.
-    pub async fn record_provider_missing(
+    /// Remembers that the provider, asked now, had no bar for the sessions in `missing`, and
+    /// forgets the sessions in `answered` (they have one now).
+    pub async fn record_provider_answer(
         &self,
         series: &SeriesKey,
-        sessions: &[Timestamp],
+        missing: &[Timestamp],
+        answered: &[Timestamp],
     ) -> Result<(), CatalogError> {
-        if sessions.is_empty() {
+        if missing.is_empty() && answered.is_empty() {
             return Ok(());
         }
         let (symbol, interval) = (series.symbol.to_string(), series.interval.to_string());
-        let sessions = sessions.to_vec();
+        let (missing, answered) = (missing.to_vec(), answered.to_vec());
         let now = chrono::Utc::now().timestamp_millis();
         self.with(move |c| {
             let tx = c.transaction()?;
@@ -294,33 +296,13 @@ impl Catalog {
                      VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (symbol, interval, ts) DO UPDATE SET answered_at_ms = excluded.answered_at_ms",
                 )?;
-                for t in sessions {
+                for t in missing {
                     put.execute(params![symbol, interval, t.0, now])?;
                 }
-            }
-            tx.commit()
-        })
-        .await
-    }
-
-    /// Forgets provider-missing sessions of `series` that now have a bar.
-    pub async fn forget_provider_missing(
-        &self,
-        series: &SeriesKey,
-        sessions: &[Timestamp],
-    ) -> Result<(), CatalogError> {
-        if sessions.is_empty() {
-            return Ok(());
-        }
-        let (symbol, interval) = (series.symbol.to_string(), series.interval.to_string());
-        let sessions = sessions.to_vec();
-        self.with(move |c| {
-            let tx = c.transaction()?;
-            {
                 let mut del = tx.prepare(
                     "DELETE FROM provider_missing WHERE symbol = ?1 AND interval = ?2 AND ts = ?3",
                 )?;
-                for t in sessions {
+                for t in answered {
                     del.execute(params![symbol, interval, t.0])?;
                 }
             }

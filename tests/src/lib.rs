@@ -60,6 +60,16 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// 00:00 UTC of `date` (`YYYY-MM-DD`) as a Unix time.
+pub fn unix_day(date: &str) -> i64 {
+    chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .expect("a YYYY-MM-DD date")
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+        .timestamp()
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

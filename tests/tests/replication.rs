@@ -236,14 +236,7 @@ async fn anti_entropy_finds_and_fixes_exactly_the_tampered_buckets() {
             |r| r.get(0),
         )
         .unwrap();
-    let day = |d: &str| {
-        chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-            .unwrap()
-            .and_hms_opt(0, 0, 0)
-            .unwrap()
-            .and_utc()
-            .timestamp()
-    };
+    let day = dms_e2e::unix_day;
     let changed = conn
         .execute(
             "UPDATE bars SET close = close + 1 WHERE series_id = ?1 AND ts = ?2",

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dms_e2e::provider::{FakeYahoo, Fault};
-use dms_e2e::{Check, MasterProcess, Tmpfs};
+use dms_e2e::{Check, MasterProcess, Tmpfs, unix_day as day};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -32,15 +32,6 @@ tasks:
 ",
         symbols.join(", ")
     )
-}
-
-fn day(date: &str) -> i64 {
-    chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
-        .unwrap()
-        .and_hms_opt(0, 0, 0)
-        .unwrap()
-        .and_utc()
-        .timestamp()
 }
 
 async fn queue(master: &MasterProcess, path: &str, body: &str) -> String {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use dms_e2e::MasterProcess;
 use dms_e2e::provider::{FakeYahoo, Fault, Split, generated_close};
+use dms_e2e::{MasterProcess, unix_day};
 use serde_json::Value;
 
 fn config(base_url: &str, symbols: &str, extra_source: &str) -> String {
@@ -661,15 +661,6 @@ async fn start_generated(
     let cfg = format!("{}{tasks_extra}", config(&yahoo.base_url(), symbol, ""));
     let master = MasterProcess::start(dir.path(), &cfg).await.unwrap();
     (yahoo, master, dir)
-}
-
-fn unix_day(date: &str) -> i64 {
-    chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
-        .unwrap()
-        .and_hms_opt(0, 0, 0)
-        .unwrap()
-        .and_utc()
-        .timestamp()
 }
 
 /// The stored close of `symbol` on `date`.

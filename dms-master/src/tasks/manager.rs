@@ -1084,9 +1084,8 @@ impl TaskManager {
                 total.provider_missing += none.len() as u64;
             }
             let catalog = &self.ctx.catalog;
-            self.until_written(task, "the provider-missing sessions", || async {
-                catalog.record_provider_missing(key, &none).await?;
-                catalog.forget_provider_missing(key, &got).await
+            self.until_written(task, "the provider-missing sessions", || {
+                catalog.record_provider_answer(key, &none, &got)
             })
             .await;
         }
