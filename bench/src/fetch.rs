@@ -125,6 +125,7 @@ pub(crate) fn fetch(args: &FetchArgs) -> Result<Outcome> {
                 config: TasksConfig::default(),
                 alerts: dms_master::alerts::Alerts::disabled(),
                 csv_sources: Vec::new(),
+            sql_sources: Vec::new(),
                 imports: Default::default(),
             },
         };

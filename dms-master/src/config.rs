@@ -201,18 +201,24 @@ pub enum SourceConfig {
     Csv(CsvSourceConfig),
     /// Yahoo Finance's chart API.
     Yahoo(YahooSourceConfig),
+    /// A table (or query) of a PostgreSQL or MySQL database, imported whole.
+    Sql(Box<crate::source::sql::SqlSourceConfig>),
 }
 
 impl<'de> Deserialize<'de> for SourceConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(d)?;
-        config::deserialize_tagged(value, "type", None, &["csv", "yahoo"], |kind, rest| {
-            if kind == "csv" {
-                config::from_value_at(rest).map(SourceConfig::Csv)
-            } else {
-                config::from_value_at(rest).map(SourceConfig::Yahoo)
-            }
-        })
+        config::deserialize_tagged(
+            value,
+            "type",
+            None,
+            &["csv", "yahoo", "sql"],
+            |kind, rest| match kind {
+                "csv" => config::from_value_at(rest).map(SourceConfig::Csv),
+                "sql" => config::from_value_at(rest).map(|c| SourceConfig::Sql(Box::new(c))),
+                _ => config::from_value_at(rest).map(SourceConfig::Yahoo),
+            },
+        )
     }
 }
 
@@ -222,6 +228,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Csv(c) => &c.name,
             SourceConfig::Yahoo(c) => &c.name,
+            SourceConfig::Sql(c) => &c.name,
         }
     }
 }
@@ -475,6 +482,7 @@ impl Validate for MasterConfig {
                         ));
                     }
                 }
+                SourceConfig::Sql(c) => issues.extend(c.validate(&format!("sources[{i}]"))),
                 SourceConfig::Csv(c) => {
                     if c.dir.as_os_str().is_empty() {
                         issues.push(ConfigIssue::new(
@@ -494,6 +502,19 @@ impl Validate for MasterConfig {
             }
         }
         for (i, w) in self.watchlists.iter().enumerate() {
+            if self
+                .sources
+                .iter()
+                .any(|s| matches!(s, SourceConfig::Sql(_)) && s.name() == w.source)
+            {
+                issues.push(ConfigIssue::new(
+                    format!("watchlists[{i}].source"),
+                    format!(
+                        "{:?} is a sql source, imported whole (POST /api/data/import with its name as `source`), not kept per symbol",
+                        w.source
+                    ),
+                ));
+            }
             if !names.contains(&w.source) {
                 issues.push(ConfigIssue::new(
                     format!("watchlists[{i}].source"),

@@ -53,6 +53,8 @@ pub fn router(state: ApiState, extra: Router) -> Router {
         .route("/api/data/overview", get(overview))
         .route("/api/data/bars", get(bars))
         .route("/api/data/actions", get(actions))
+        .route("/api/sources/{name}/tables", get(source_tables))
+        .route("/api/sources/{name}/preview", get(source_preview))
         .fallback(not_found)
         .with_state(state)
         .merge(extra)
@@ -353,6 +355,86 @@ async fn actions(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Res
     match s.catalog.actions(symbol).await {
         Ok(a) => Json(json!({"success": true, "count": a.len(), "data": a})).into_response(),
         Err(e) => internal(e),
+    }
+}
+
+/// The SQL-table source `name`, or the 404 naming it.
+fn sql_source<'a>(
+    s: &'a ApiState,
+    name: &str,
+) -> Result<&'a crate::source::sql::SqlTable, Response> {
+    s.tasks.sql_source(name).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no SQL source named {name:?} (see sources[] with type: sql)"),
+        )
+    })
+}
+
+/// `GET /api/sources/{name}/tables`: the tables of a SQL source's database and their columns
+/// with types, to choose a table and a mapping.
+async fn source_tables(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    let table = match sql_source(&s, &name) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match table.tables().await {
+        Ok(t) => Json(json!({"success": true, "count": t.len(), "data": t})).into_response(),
+        Err(e) => error(StatusCode::BAD_GATEWAY, e),
+    }
+}
+
+/// Query of `GET /api/sources/{name}/preview`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/sources/{name}/preview?limit=`: the first rows of a SQL source as they would be
+/// imported with its mapping (bars with their series), and the rows that are not bars.
+async fn source_preview(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    query: Result<Query<PreviewQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let limit = match query {
+        Ok(Query(q)) => q.limit.unwrap_or(20),
+        Err(_) => return bad_request("parameter `limit`: give a number of rows, 1 to 1000"),
+    };
+    if !(1..=1000).contains(&limit) {
+        return bad_request(format!(
+            "parameter `limit`: {limit} is not between 1 and 1000"
+        ));
+    }
+    let table = match sql_source(&s, &name) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match table.preview(limit).await {
+        Ok(rows) => {
+            let (mut bars, mut problems) = (Vec::new(), Vec::new());
+            for row in rows {
+                match row {
+                    crate::source::sql::SqlRow::Bar(key, bar) => {
+                        let mut v = bar.to_json();
+                        v["symbol"] = json!(key.symbol);
+                        v["interval"] = json!(key.interval);
+                        bars.push(v);
+                    }
+                    crate::source::sql::SqlRow::Problem(p) => problems.push(p),
+                }
+            }
+            Json(json!({
+                "success": true,
+                "mode": table.config().mode,
+                "key": table.config().key_columns(),
+                "data": bars,
+                "problems": problems,
+            }))
+            .into_response()
+        }
+        Err(e) => error(StatusCode::BAD_GATEWAY, e),
     }
 }
 

@@ -8,7 +8,8 @@
 //! - [`admin`]: the admin gRPC service `dms.v1.Admin` that `dmsctl` drives.
 //! - [`auth`]: [`auth::Authorizer`], bearer tokens for admin gRPC and mutating REST calls.
 //! - [`config`]: [`config::MasterConfig`], the YAML config and its validation.
-//! - [`source`]: data sources behind the [`source::Source`] trait (Yahoo, CSV) and the
+//! - [`source`]: data sources behind the [`source::Source`] trait (Yahoo, CSV), SQL tables
+//!   imported whole ([`source::sql`]), and the
 //!   per-provider rate limiter.
 //! - [`universe`]: every kept series with its source and exchange calendar.
 //! - [`catalog`]: per-series fetch state and corporate actions.
@@ -25,7 +26,8 @@
 //! - [`applier`]: the store applier that follows the journal into the bar store.
 //! - [`dead_letters`]: [`dead_letters::DeadLetters`], entries the store refused for good.
 //! - [`delete`]: deleting a series or a range through the journal, with a dry run.
-//! - [`import`]: importing a whole source once.
+//! - [`import`]: importing a whole CSV source once.
+//! - [`table_import`]: importing a SQL table source page by page, resumable by its key.
 //! - [`replication`]: the `dms.v1.Replication` gRPC service, replica sessions and the node
 //!   registry with its sync history.
 //! - [`api_state`]: [`api_state::ApiState`], what the REST API and admin gRPC read.
@@ -59,6 +61,7 @@ pub mod replication;
 pub mod schedule;
 pub mod server;
 pub mod source;
+pub mod table_import;
 pub mod tasks;
 pub mod universe;
 pub mod validate;

@@ -28,6 +28,25 @@ impl Reconciler {
     /// The bars of `bars` (sorted by ts) that the store does not hold with the same values.
     /// If the store cannot be read, every bar (journaling one twice changes nothing).
     pub async fn changed(&self, key: &SeriesKey, bars: &[Bar]) -> Vec<Bar> {
+        self.keep(key, bars, |stored, b| {
+            stored.is_none_or(|s| !s.same_values(b))
+        })
+        .await
+    }
+
+    /// The bars of `bars` (sorted by ts) at times the store holds no bar for (an import that
+    /// keeps stored bars). If the store cannot be read, every bar.
+    pub async fn missing(&self, key: &SeriesKey, bars: &[Bar]) -> Vec<Bar> {
+        self.keep(key, bars, |stored, _| stored.is_none()).await
+    }
+
+    /// The bars `keep` lets through, given the stored bar at each one's time.
+    async fn keep(
+        &self,
+        key: &SeriesKey,
+        bars: &[Bar],
+        keep: impl Fn(Option<&Bar>, &Bar) -> bool,
+    ) -> Vec<Bar> {
         let (Some(first), Some(last)) = (
             bars.iter().map(|b| b.ts).min(),
             bars.iter().map(|b| b.ts).max(),
@@ -55,7 +74,7 @@ impl Reconciler {
             }
         }
         bars.iter()
-            .filter(|b| stored.get(&b.ts.0).is_none_or(|s| !s.same_values(b)))
+            .filter(|b| keep(stored.get(&b.ts.0), b))
             .copied()
             .collect()
     }

@@ -36,6 +36,7 @@ use crate::replication::nodes::NodeRegistry;
 use crate::replication::{self, ReplicationContext, ReplicationService, StreamOptions};
 use crate::schedule::{self, RunContext, Scheduler, SystemClock};
 use crate::source::csv::CsvSource;
+use crate::source::sql::SqlTable;
 use crate::tasks::manager::{TaskContext, TaskManager};
 use crate::tasks::store::TaskStore;
 use crate::tasks::{TaskKind, TaskParams, TaskStatus};
@@ -138,9 +139,20 @@ pub async fn run(
             .iter()
             .filter_map(|s| match s {
                 SourceConfig::Csv(c) => Some(CsvSource::new(c.clone())),
-                SourceConfig::Yahoo(_) => None,
+                SourceConfig::Yahoo(_) | SourceConfig::Sql(_) => None,
             })
             .collect(),
+        sql_sources: config
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                SourceConfig::Sql(c) => Some(
+                    SqlTable::new((**c).clone())
+                        .map_err(|e| anyhow::anyhow!("source {}: {e}", c.name)),
+                ),
+                _ => None,
+            })
+            .collect::<anyhow::Result<_>>()?,
         imports: imports.clone(),
     });
     tracing::info!(series = universe.len(), "series kept");

@@ -102,6 +102,8 @@ impl Universe {
                     }
                     csv
                 }
+                // Imported whole by source import tasks; it keeps no series of its own.
+                SourceConfig::Sql(_) => continue,
                 SourceConfig::Yahoo(y) => {
                     let yahoo = YahooSource::new(y.clone())
                         .map_err(|e| anyhow::anyhow!("source {}: {e}", y.name))?;

@@ -428,3 +428,281 @@ async fn sessions_the_provider_has_no_bar_for_are_remembered_and_asked_again_aft
     assert_eq!(g["provider_missing"].as_array().unwrap().len(), 0, "{g}");
     assert_eq!(g["missing"], 0, "{g}");
 }
+
+/// Runs `sql` on the PostgreSQL server of the tests.
+fn psql(sql: &str) {
+    let url = std::env::var("DMS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let out = std::process::Command::new("psql")
+        .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-qtAc", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `sql` on the MariaDB server of the tests (database `test`).
+fn mariadb(sql: &str) {
+    let out = std::process::Command::new("mysql")
+        .args(["-h", "127.0.0.1", "-uroot", "test", "-e", sql])
+        .output()
+        .expect("run mysql");
+    assert!(
+        out.status.success(),
+        "mysql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A table name no other run uses.
+fn table_name(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros() % 1_000_000
+    )
+}
+
+async fn bar_at(master: &MasterProcess, symbol: &str, interval: &str, start: &str) -> Value {
+    let (code, bars) = master
+        .get(&format!(
+            "/api/data/bars?symbol={symbol}&interval={interval}&start={start}&limit=1"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{bars}");
+    bars["data"][0].clone()
+}
+
+async fn import_source(master: &MasterProcess, source: &str) -> Value {
+    let id = queue(
+        master,
+        "/api/data/import",
+        &format!(r#"{{"source": "{source}"}}"#),
+    )
+    .await;
+    let t = master
+        .wait_task(&id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    master.wait_applied(Duration::from_secs(30)).await.unwrap();
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_tables_import_with_a_mapping_defaults_a_time_zone_and_both_modes() {
+    // PostgreSQL: daily bars keyed by code and date, prices as NUMERIC, no interval column.
+    let pg = table_name("legacy_daily");
+    psql(&format!(
+        "CREATE TABLE {pg} (code TEXT, trade_date DATE, o NUMERIC(12,4), h NUMERIC(12,4),
+                            l NUMERIC(12,4), c NUMERIC(12,4), vol BIGINT, PRIMARY KEY (code, trade_date));
+         INSERT INTO {pg} SELECT 'P' || s, DATE '2024-01-01' + d, 10 + d, 11 + d, 9 + d, 10.5 + d, 1000 * s
+           FROM generate_series(1, 3) s, generate_series(0, 49) d;
+         INSERT INTO {pg} VALUES ('P9', DATE '2024-01-01', 1, 2, 0.5, NULL, 5);"
+    ));
+    // MariaDB: hourly bars with a naive Shanghai time, an interval column, read by a query.
+    let my = table_name("legacy_hourly");
+    mariadb(&format!(
+        "CREATE TABLE {my} (id BIGINT PRIMARY KEY, sym VARCHAR(16), freq VARCHAR(8), t DATETIME,
+                            o DOUBLE, h DOUBLE, l DOUBLE, c DOUBLE, v DOUBLE);
+         INSERT INTO {my} VALUES (1, 'M1', '1h', '2024-03-01 09:00:00', 5, 6, 4, 5.5, 100),
+                                 (2, 'M1', '1h', '2024-03-01 10:00:00', 5.5, 6.5, 5, 6, 200);"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pg.password");
+    std::fs::write(&pw, "unused-with-trust-auth\n").unwrap();
+    let cfg = format!(
+        "
+http: {{listen: '127.0.0.1:{{port}}'}}
+sources:
+  - type: sql
+    name: pg
+    url: postgres://postgres@127.0.0.1:5432/test
+    password_file: {pw}
+    table: {pg}
+    columns: {{symbol: code, time: trade_date, open: o, high: h, low: l, close: c, volume: vol}}
+    defaults: {{interval: 1d}}
+    timezone: Asia/Shanghai
+    page_size: 40
+  - type: sql
+    name: maria
+    url: mysql://root@127.0.0.1:3306/test
+    query: SELECT id, sym, freq, t, o, h, l, c, v FROM {my} WHERE sym <> ''
+    columns: {{symbol: sym, interval: freq, time: t, open: o, high: h, low: l, close: c, volume: v}}
+    key: [id]
+    timezone: Asia/Shanghai
+    mode: insert_only
+",
+        pw = pw.display()
+    );
+    let master = MasterProcess::start(dir.path(), &cfg).await.unwrap();
+
+    // Discovery: the table with its columns and types, and the mapping's first rows.
+    let (code, tables) = master.get("/api/sources/pg/tables").await.unwrap();
+    assert_eq!(code, 200, "{tables}");
+    let t = tables["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == pg.as_str())
+        .unwrap();
+    assert_eq!(t["columns"][1]["name"], "trade_date", "{t}");
+    assert_eq!(t["columns"][1]["type"], "date", "{t}");
+    let (code, preview) = master.get("/api/sources/pg/preview?limit=3").await.unwrap();
+    assert_eq!(code, 200, "{preview}");
+    assert_eq!(preview["data"][0]["symbol"], "P1", "{preview}");
+    assert_eq!(preview["data"][0]["interval"], "1d", "{preview}");
+    assert_eq!(
+        preview["data"][0]["ts"], "2024-01-01T00:00:00Z",
+        "{preview}"
+    );
+    assert_eq!(preview["data"][0]["close"], 10.5, "{preview}");
+    let (code, missing) = master.get("/api/sources/nope/tables").await.unwrap();
+    assert_eq!(code, 404, "{missing}");
+
+    // Upsert from PostgreSQL: every good row, in pages; the bad row named and skipped.
+    let t = import_source(&master, "pg").await;
+    assert_eq!(t["kind"], "source_import", "{t}");
+    assert_eq!(t["status"], "completed", "{t}");
+    let c = &t["counters"];
+    assert_eq!(c["rows_total"], 151, "{t}");
+    assert_eq!(c["rows_read"], 151, "{t}");
+    assert_eq!(c["pages"], 4, "{t}");
+    assert_eq!(c["bars_written"], 150, "{t}");
+    assert_eq!(c["rows_skipped"], 1, "{t}");
+    assert!(c["row_problems"][0].as_str().unwrap().contains("P9"), "{t}");
+    assert!(
+        c["row_problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("column c is empty"),
+        "{t}"
+    );
+    let b = bar_at(&master, "P2", "1d", "2024-01-05").await;
+    assert_eq!(b["ts"], "2024-01-05T00:00:00Z");
+    assert_eq!(
+        (
+            b["open"].as_f64(),
+            b["close"].as_f64(),
+            b["volume"].as_f64()
+        ),
+        (Some(14.0), Some(14.5), Some(2000.0))
+    );
+
+    // A changed row overwrites the stored bar; the rest journals nothing.
+    psql(&format!(
+        "UPDATE {pg} SET c = 14.75 WHERE code = 'P2' AND trade_date = DATE '2024-01-05'"
+    ));
+    let t = import_source(&master, "pg").await;
+    assert_eq!(t["counters"]["bars_written"], 1, "{t}");
+    assert_eq!(t["counters"]["bars_unchanged"], 149, "{t}");
+    assert_eq!(
+        bar_at(&master, "P2", "1d", "2024-01-05").await["close"],
+        14.75
+    );
+
+    // Insert-only from MariaDB: naive Shanghai times stored as UTC; a changed row keeps the
+    // stored bar, a new row is added.
+    let t = import_source(&master, "maria").await;
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(t["counters"]["bars_written"], 2, "{t}");
+    let b = bar_at(&master, "M1", "1h", "2024-03-01T01:00:00Z").await;
+    assert_eq!(b["ts"], "2024-03-01T01:00:00Z", "09:00 in Shanghai");
+    assert_eq!(b["close"], 5.5);
+    mariadb(&format!(
+        "UPDATE {my} SET c = 99 WHERE id = 1;
+         INSERT INTO {my} VALUES (3, 'M1', '1h', '2024-03-01 11:00:00', 6, 7, 5.5, 6.5, 300);"
+    ));
+    let t = import_source(&master, "maria").await;
+    assert_eq!(t["counters"]["bars_written"], 1, "{t}");
+    assert_eq!(t["counters"]["bars_unchanged"], 2, "{t}");
+    assert_eq!(
+        bar_at(&master, "M1", "1h", "2024-03-01T01:00:00Z").await["close"],
+        5.5,
+        "kept"
+    );
+    assert_eq!(
+        bar_at(&master, "M1", "1h", "2024-03-01T03:00:00Z").await["close"],
+        6.5,
+        "added"
+    );
+
+    // An import of a SQL source takes no other parameters.
+    let (code, answer) = master
+        .post(
+            "/api/data/import",
+            r#"{"source": "pg", "start_date": "2024-01-01"}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("imported whole"),
+        "{answer}"
+    );
+    psql(&format!("DROP TABLE {pg}"));
+    mariadb(&format!("DROP TABLE {my}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_row_table_imports_in_pages_and_resumes_after_sigkill() {
+    let pg = table_name("legacy_big");
+    psql(&format!(
+        "CREATE TABLE {pg} (code TEXT, day DATE, c DOUBLE PRECISION, PRIMARY KEY (code, day));
+         INSERT INTO {pg} SELECT 'B' || lpad(s::text, 4, '0'), DATE '2000-01-03' + d, s + d / 1000.0
+           FROM generate_series(1, 1000) s, generate_series(0, 999) d;"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "
+http: {{listen: '127.0.0.1:{{port}}'}}
+sources:
+  - type: sql
+    name: big
+    url: postgres://postgres@127.0.0.1:5432/test
+    table: {pg}
+    columns: {{symbol: code, time: day, open: c, high: c, low: c, close: c}}
+    defaults: {{interval: 1d}}
+    page_size: 20000
+"
+    );
+    let mut master = MasterProcess::start(dir.path(), &cfg).await.unwrap();
+    let id = queue(&master, "/api/data/import", r#"{"source": "big"}"#).await;
+    wait_task_state(&master, &id, "300,000 rows read", |t| {
+        t["counters"]["rows_read"].as_u64().unwrap_or(0) >= 300_000
+    })
+    .await;
+    master
+        .stop(Signal::SIGKILL, Duration::from_secs(5))
+        .unwrap();
+
+    let master = MasterProcess::start(dir.path(), &cfg).await.unwrap();
+    let t = master
+        .wait_task(&id, Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(t["status"], "completed", "{t}");
+    let c = &t["counters"];
+    assert_eq!(c["runs"], 2, "{t}");
+    assert_eq!(c["rows_read"], 1_000_000, "{t}");
+    assert_eq!(c["rows_total"], 1_000_000, "{t}");
+    let status = master.wait_applied(Duration::from_secs(120)).await.unwrap();
+    assert_eq!(status["total_records"], 1_000_000, "{status}");
+    assert_eq!(status["total_series"], 1000, "{status}");
+    let last = bar_at(&master, "B1000", "1d", "2002-09-28").await;
+    assert_eq!(last["close"], 1000.999, "{last}");
+    // Pages keep the memory bounded: the whole table would not fit in this.
+    let pid = master.pid().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    eprintln!("peak RSS of the resumed import: {} MiB", peak_kib / 1024);
+    assert!(peak_kib < 300 * 1024, "peak RSS {peak_kib} KiB");
+    psql(&format!("DROP TABLE {pg}"));
+}

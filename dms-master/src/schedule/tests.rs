@@ -76,6 +76,7 @@ impl Harness {
             config: config.tasks.clone(),
             alerts: crate::alerts::Alerts::disabled(),
             csv_sources: Vec::new(),
+            sql_sources: Vec::new(),
             imports: Default::default(),
         });
         Harness {

@@ -10,6 +10,7 @@
 
 pub mod csv;
 pub mod limiter;
+pub mod sql;
 pub mod yahoo;
 
 use std::fmt;

@@ -37,6 +37,8 @@ use crate::ingest::Ingestor;
 use crate::reconcile::Reconciler;
 use crate::source::SourceError;
 use crate::source::csv::CsvSource;
+use crate::source::sql::SqlTable;
+use crate::table_import::{self, TableImportSummary};
 use crate::universe::{Universe, UniverseEntry};
 use crate::validate::Validator;
 
@@ -62,6 +64,8 @@ pub struct TaskContext {
     pub alerts: Alerts,
     /// The CSV sources, for source imports.
     pub csv_sources: Vec<CsvSource>,
+    /// The SQL-table sources, for source imports.
+    pub sql_sources: Vec<SqlTable>,
     /// What each source import did, for the status page (newest last).
     pub imports: Arc<Mutex<Vec<ImportSummary>>>,
 }
@@ -171,11 +175,25 @@ impl TaskManager {
         name: String,
         params: TaskParams,
     ) -> Result<Task, SubmitError> {
-        if kind == TaskKind::SourceImport {
-            let source = params.source.as_deref().unwrap_or_default();
-            if !self.ctx.csv_sources.iter().any(|c| c.name() == source) {
+        let source = params.source.as_deref().unwrap_or_default();
+        let is_table = self.sql_source(source).is_some();
+        if kind == TaskKind::FullImport && is_table {
+            // A SQL table is imported whole: the import of that source is a source import.
+            let only_source = TaskParams {
+                source: params.source.clone(),
+                ..TaskParams::default()
+            };
+            if params != only_source {
                 return Err(SubmitError::Invalid(format!(
-                    "field `source`: {source:?} is not a CSV source; a source import reads the files of one"
+                    "source {source:?} is a SQL table, imported whole: give only `source`"
+                )));
+            }
+            return Box::pin(self.submit(TaskKind::SourceImport, name, params)).await;
+        }
+        if kind == TaskKind::SourceImport {
+            if !is_table && !self.ctx.csv_sources.iter().any(|c| c.name() == source) {
+                return Err(SubmitError::Invalid(format!(
+                    "field `source`: {source:?} is not a CSV or SQL source; a source import reads the files or the table of one"
                 )));
             }
             let task = self.ctx.tasks.create(kind, name, params).await?;
@@ -601,9 +619,91 @@ impl TaskManager {
         Ok(counters)
     }
 
-    /// Reads every file of the task's CSV source. Cancel and shutdown take effect between
-    /// files; an interrupted import runs again from the first file at the next start (files
-    /// whose bars are stored unchanged journal nothing).
+    /// The SQL-table source named `name`.
+    pub fn sql_source(&self, name: &str) -> Option<&SqlTable> {
+        self.ctx.sql_sources.iter().find(|t| t.name() == name)
+    }
+
+    /// Reads the whole table of a SQL source, page by page, from after the last key a
+    /// previous run journaled. Cancel and shutdown take effect between pages.
+    async fn import_table(
+        &self,
+        task: &Task,
+        run: &Run,
+        table: &SqlTable,
+        mut counters: TaskCounters,
+        (cancel, shutdown): (&CancellationToken, &CancellationToken),
+    ) -> Result<TaskCounters, (Stop, TaskCounters)> {
+        tracing::info!(source = table.name(), resume_after = ?counters.resume_after, "table import begins");
+        let reconciler = Reconciler {
+            ingestor: self.ctx.ingestor.clone(),
+            store: self.ctx.store.clone(),
+            applied: self.ctx.applied.clone(),
+        };
+        let start = TableImportSummary {
+            rows_read: counters.rows_read,
+            pages: counters.pages,
+            bars_accepted: counters.bars_written,
+            bars_unchanged: counters.bars_unchanged,
+            bars_rejected: counters.bars_rejected,
+            rows_skipped: counters.rows_skipped,
+            row_problems: counters.row_problems.clone(),
+            resume_after: counters.resume_after.clone(),
+            ..TableImportSummary::default()
+        };
+        let stop = CancellationToken::new();
+        let (seen, mut summaries) = watch::channel(start.clone());
+        let import = table_import::import_table(
+            table,
+            &self.ctx.ingestor,
+            &reconciler,
+            start,
+            &task.id,
+            &stop,
+            |s| {
+                seen.send_replace(s.clone());
+            },
+        );
+        tokio::pin!(import);
+        let mut why = None;
+        let summary = loop {
+            tokio::select! {
+                s = &mut import => break s,
+                Ok(()) = summaries.changed() => {
+                    let s = summaries.borrow_and_update().clone();
+                    table_counters(&s, &mut counters);
+                    run.stamp(&mut counters);
+                    let message = format!(
+                        "page {}: {} of {} rows read, {} bars written, {} unchanged, {} rows skipped",
+                        s.pages, s.rows_read, s.rows_total, s.bars_accepted, s.bars_unchanged, s.rows_skipped
+                    );
+                    // Every page's key is saved: a restart reads on from the last one.
+                    self.report(task, &counters, message).await;
+                }
+                _ = cancel.cancelled(), if why.is_none() => {
+                    why = Some(Stop::Cancelled);
+                    stop.cancel();
+                }
+                _ = shutdown.cancelled(), if why.is_none() => {
+                    why = Some(Stop::Shutdown);
+                    stop.cancel();
+                }
+            }
+        };
+        table_counters(&summary, &mut counters);
+        match (summary.state.as_str(), why) {
+            ("cancelled", Some(stop)) => Err((stop, counters)),
+            ("failed", _) => Err((
+                Stop::Failed(summary.error.unwrap_or_else(|| "the import failed".into())),
+                counters,
+            )),
+            _ => Ok(counters),
+        }
+    }
+
+    /// Reads every file of the task's CSV source (or the table of its SQL source). Cancel and
+    /// shutdown take effect between files; an interrupted file import runs again from the
+    /// first file at the next start (files whose bars are stored unchanged journal nothing).
     async fn import_source(
         &self,
         task: &Task,
@@ -613,10 +713,15 @@ impl TaskManager {
         shutdown: &CancellationToken,
     ) -> Result<TaskCounters, (Stop, TaskCounters)> {
         let name = task.params.source.clone().unwrap_or_default();
+        if let Some(table) = self.sql_source(&name) {
+            return self
+                .import_table(task, run, table, counters, (cancel, shutdown))
+                .await;
+        }
         let Some(csv) = self.ctx.csv_sources.iter().find(|c| c.name() == name) else {
             return Err((
                 Stop::Invalid(format!(
-                    "source {name:?} is no longer a configured CSV source"
+                    "source {name:?} is no longer a configured CSV or SQL source"
                 )),
                 counters,
             ));
@@ -1144,6 +1249,19 @@ fn common_ratio(stored: &[dms_common::Bar], fetched: &[dms_common::Bar]) -> Opti
     (pairs >= 2 && (r - 1.0).abs() > 1e-3).then_some(r)
 }
 
+/// A table import's counters from what it reports.
+fn table_counters(s: &TableImportSummary, c: &mut TaskCounters) {
+    c.rows_total = s.rows_total;
+    c.rows_read = s.rows_read;
+    c.pages = s.pages;
+    c.bars_written = s.bars_accepted;
+    c.bars_unchanged = s.bars_unchanged;
+    c.bars_rejected = s.bars_rejected;
+    c.rows_skipped = s.rows_skipped;
+    c.row_problems.clone_from(&s.row_problems);
+    c.resume_after.clone_from(&s.resume_after);
+}
+
 /// A source import's counters from what it reports: each file is a series.
 fn import_counters(s: &ImportSummary, c: &mut TaskCounters) {
     c.series_total = s.files_total;
@@ -1190,6 +1308,9 @@ impl Run {
 }
 
 fn progress_of(c: &TaskCounters) -> f64 {
+    if c.rows_total > 0 {
+        return (100.0 * c.rows_read as f64 / c.rows_total as f64).min(99.9);
+    }
     if c.series_total == 0 {
         return 0.0;
     }

@@ -203,9 +203,20 @@ pub struct TaskCounters {
     pub bars_unchanged: u64,
     /// Bars rejected by validation (quarantined).
     pub bars_rejected: u64,
-    /// Source import: rows of its files that could not be read (skipped, with the first
-    /// problems in the status page's `imports`).
+    /// Source import: rows that could not be read (skipped, with the first problems in the
+    /// status page's `imports` for files, in `row_problems` for tables).
     pub rows_skipped: u64,
+    /// SQL-table import: rows in the table, rows read, pages read.
+    pub rows_total: u64,
+    pub rows_read: u64,
+    pub pages: u64,
+    /// SQL-table import: the key of the last row journaled; a resumed import reads on after
+    /// it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_after: Option<Vec<crate::source::sql::KeyValue>>,
+    /// SQL-table import: the first rows that are not bars, with their key and the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub row_problems: Vec<String>,
     /// Provider requests and retries, counted when their series' outcome is recorded: the
     /// requests of a series in flight when the process died are not counted (it is fetched
     /// again after the restart, and those requests are).
