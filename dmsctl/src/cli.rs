@@ -134,6 +134,9 @@ pub(crate) enum Command {
     /// Scheduled jobs.
     #[command(subcommand)]
     Schedules(SchedulesCommand),
+    /// SQL-table sources: their database's tables, and a preview of the mapping.
+    #[command(subcommand)]
+    Sources(SourcesCommand),
     /// Journal size, bounds and consumers.
     Journal,
     /// Print a shell completion script.
@@ -168,6 +171,19 @@ pub(crate) enum Status {
     Partial,
     Failed,
     Cancelled,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SourcesCommand {
+    /// The tables of a SQL source's database with their columns and types.
+    Tables { source: String },
+    /// The first rows of a SQL source as they would be imported.
+    Preview {
+        source: String,
+        /// Rows (1 to 1000; default 20).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -562,6 +562,19 @@ sources:
     assert_eq!(preview["data"][0]["close"], 10.5, "{preview}");
     let (code, missing) = master.get("/api/sources/nope/tables").await.unwrap();
     assert_eq!(code, 404, "{missing}");
+    // The same through dmsctl.
+    let ctl = dms_e2e::Dmsctl::new(&master.url(""));
+    let out = ctl.run(&["sources", "tables", "pg"]).await.unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(&pg), "{out:?}");
+    let out = ctl
+        .run(&["-o", "json", "sources", "preview", "maria", "--limit", "2"])
+        .await
+        .unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    let preview = out.json();
+    assert_eq!(preview["rows"][0]["series"]["symbol"], "M1", "{preview}");
+    assert_eq!(preview["mode"], "insert_only", "{preview}");
 
     // Upsert from PostgreSQL: every good row, in pages; the bad row named and skipped.
     let t = import_source(&master, "pg").await;

@@ -76,6 +76,15 @@ impl AdminService {
             .send_compressed(CompressionEncoding::Gzip)
     }
 
+    /// The SQL-table source `name`, or NOT_FOUND naming it.
+    fn sql_source(&self, name: &str) -> Result<&crate::source::sql::SqlTable, Status> {
+        self.ctx.api.tasks.sql_source(name).ok_or_else(|| {
+            Status::not_found(format!(
+                "no SQL source named {name:?} (see sources[] with type: sql)"
+            ))
+        })
+    }
+
     fn check<T>(&self, req: &Request<T>, need: Access) -> Result<(), Status> {
         self.ctx.auth.check_grpc(req.metadata(), need)
     }
@@ -482,6 +491,67 @@ impl Admin for AdminService {
             append_error: journal.append_error(),
             cursors: cursors.iter().map(convert::cursor).collect(),
         }))
+    }
+
+    async fn list_source_tables(
+        &self,
+        req: Request<pb::SourceRequest>,
+    ) -> Result<Response<pb::SourceTables>, Status> {
+        self.check(&req, Access::Read)?;
+        let table = self.sql_source(&req.get_ref().source)?;
+        let tables = table.tables().await.map_err(Status::unavailable)?;
+        Ok(Response::new(pb::SourceTables {
+            tables: tables
+                .into_iter()
+                .map(|t| pb::SourceTable {
+                    name: t.name,
+                    columns: t
+                        .columns
+                        .into_iter()
+                        .map(|c| pb::SourceColumn {
+                            name: c.name,
+                            r#type: c.data_type,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn preview_source(
+        &self,
+        req: Request<pb::PreviewSourceRequest>,
+    ) -> Result<Response<pb::SourcePreview>, Status> {
+        self.check(&req, Access::Read)?;
+        let limit = req.get_ref().limit.unwrap_or(20);
+        if !(1..=1000).contains(&limit) {
+            return Err(Status::invalid_argument(format!(
+                "field `limit`: {limit} is not between 1 and 1000"
+            )));
+        }
+        let table = self.sql_source(&req.get_ref().source)?;
+        let rows = table
+            .preview(limit as usize)
+            .await
+            .map_err(Status::unavailable)?;
+        let mut preview = pb::SourcePreview {
+            mode: match table.config().mode {
+                crate::source::sql::ImportMode::Upsert => "upsert".into(),
+                crate::source::sql::ImportMode::InsertOnly => "insert_only".into(),
+            },
+            key: table.config().key_columns(),
+            ..Default::default()
+        };
+        for row in rows {
+            match row {
+                crate::source::sql::SqlRow::Bar(key, bar) => preview.rows.push(pb::PreviewRow {
+                    series: Some((&key).into()),
+                    bar: Some(pb::Bar::from(&bar)),
+                }),
+                crate::source::sql::SqlRow::Problem(p) => preview.problems.push(p),
+            }
+        }
+        Ok(Response::new(preview))
     }
 }
 
