@@ -44,6 +44,8 @@ pub fn router(state: ApiState, extra: Router) -> Router {
         .route("/api/data/update", post(update))
         .route("/api/data/backfill", post(backfill))
         .route("/api/data/validate", post(validate))
+        .route("/api/data/migrate", post(migrate))
+        .route("/api/data/check", post(check))
         .route("/api/data/tasks", get(list_tasks))
         .route("/api/data/tasks/{task_id}", get(get_task))
         .route("/api/data/tasks/{task_id}/cancel", post(cancel_task))
@@ -174,6 +176,14 @@ async fn backfill(State(s): State<ApiState>, body: Bytes) -> Response {
 
 async fn validate(State(s): State<ApiState>, body: Bytes) -> Response {
     start_task(&s, &body, TaskKind::Validate).await
+}
+
+async fn migrate(State(s): State<ApiState>, body: Bytes) -> Response {
+    start_task(&s, &body, TaskKind::Migrate).await
+}
+
+async fn check(State(s): State<ApiState>, body: Bytes) -> Response {
+    start_task(&s, &body, TaskKind::Check).await
 }
 
 /// Parses the body as a [`TaskRequest`] and queues the task (202), or answers why not.

@@ -27,6 +27,7 @@
 //! - [`dead_letters`]: [`dead_letters::DeadLetters`], entries the store refused for good.
 //! - [`delete`]: deleting a series or a range through the journal, with a dry run.
 //! - [`import`]: importing a whole CSV source once.
+//! - [`consistency`]: comparing two stores bar by bar (the check after a migration).
 //! - [`table_import`]: importing a SQL table source page by page, resumable by its key.
 //! - [`replication`]: the `dms.v1.Replication` gRPC service, replica sessions and the node
 //!   registry with its sync history.
@@ -47,6 +48,7 @@ pub use dms_common::auth;
 pub mod calendar;
 pub mod catalog;
 pub mod config;
+pub mod consistency;
 pub mod dead_letters;
 pub mod delete;
 pub mod gaps;

@@ -160,6 +160,10 @@ pub(crate) enum Kind {
     Backfill,
     /// Stored bars checked against the quality rules.
     Validate,
+    /// Every series copied into the store given by --target, then compared with it.
+    Migrate,
+    /// The store compared with the one given by --target; every differing bar listed.
+    Check,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -236,6 +240,10 @@ pub(crate) struct StartArgs {
     /// Update: leave series with nothing stored alone.
     #[arg(long)]
     pub only_existing: bool,
+    /// (migrate, check) The other store as JSON, as under `store:` in the config, e.g.
+    /// '{"type": "postgres", "url": "postgres://dms@db/dms", "password_file": "/etc/dms/pw"}'.
+    #[arg(long)]
+    pub target: Option<String>,
     /// Follow the task's progress until it ends, and exit with its outcome.
     #[arg(long, short)]
     pub follow: bool,

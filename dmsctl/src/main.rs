@@ -200,6 +200,8 @@ async fn task(c: &mut Client, cmd: TaskCommand, out: Output) -> Result<u8, CliEr
                 Kind::Update => pb::TaskKind::Update,
                 Kind::Backfill => pb::TaskKind::Backfill,
                 Kind::Validate => pb::TaskKind::Validate,
+                Kind::Migrate => pb::TaskKind::Migrate,
+                Kind::Check => pb::TaskKind::Check,
             };
             let req = pb::StartTaskRequest {
                 kind: kind.into(),
@@ -213,6 +215,7 @@ async fn task(c: &mut Client, cmd: TaskCommand, out: Output) -> Result<u8, CliEr
                     limit: a.limit,
                     days: a.days,
                     only_existing: a.only_existing,
+                    target: a.target,
                 }),
             };
             let t = call(c, c.admin.clone().start_task(req)).await?;

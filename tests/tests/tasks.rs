@@ -719,3 +719,135 @@ sources:
     assert!(peak_kib < 300 * 1024, "peak RSS {peak_kib} KiB");
     psql(&format!("DROP TABLE {pg}"));
 }
+
+/// Queues a migrate or check task with `target` and waits for it.
+async fn store_task(master: &MasterProcess, path: &str, target: &Value) -> Value {
+    let body = serde_json::json!({ "target": target }).to_string();
+    let id = queue(master, path, &body).await;
+    master
+        .wait_task(&id, Duration::from_secs(300))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_bars_migrate_sqlite_to_postgresql_and_back_and_the_check_finds_two_changes() {
+    // A million bars in a master on SQLite, read from a PostgreSQL table.
+    let pg = table_name("migrate_src");
+    psql(&format!(
+        "CREATE TABLE {pg} (code TEXT, day DATE, c DOUBLE PRECISION, PRIMARY KEY (code, day));
+         INSERT INTO {pg} SELECT 'G' || lpad(s::text, 4, '0'), DATE '2000-01-03' + d, s + d / 1000.0
+           FROM generate_series(1, 1000) s, generate_series(0, 999) d;"
+    ));
+    let db = table_name("dms_migrate");
+    psql(&format!("CREATE DATABASE {db}"));
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!(
+        "
+sources:
+  - type: sql
+    name: big
+    url: postgres://postgres@127.0.0.1:5432/test
+    table: {pg}
+    columns: {{symbol: code, time: day, open: c, high: c, low: c, close: c}}
+    defaults: {{interval: 1d}}
+    page_size: 50000
+"
+    );
+    let cfg = format!("http: {{listen: '127.0.0.1:{{port}}'}}\n{source}");
+    let mut master = MasterProcess::start(dir.path(), &cfg).await.unwrap();
+    let t = import_source(&master, "big").await;
+    assert_eq!(t["counters"]["bars_written"], 1_000_000, "{t}");
+
+    // SQLite → PostgreSQL: every bar copied, and the check says equal.
+    let pg_store = serde_json::json!({"type": "postgres", "url": format!("postgres://postgres@127.0.0.1:5432/{db}")});
+    let t = store_task(&master, "/api/data/migrate", &pg_store).await;
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(t["counters"]["bars_written"], 1_000_000, "{t}");
+    assert_eq!(t["counters"]["series_done"], 1000, "{t}");
+    let check = &t["counters"]["check"];
+    assert_eq!(check["series_compared"], 1000, "{t}");
+    assert_eq!(check["series_equal"], 1000, "{t}");
+    master
+        .stop(Signal::SIGTERM, Duration::from_secs(10))
+        .unwrap();
+
+    // PostgreSQL → SQLite, from a master whose store is that database.
+    let dir2 = tempfile::tempdir().unwrap();
+    let cfg2 = format!(
+        "http: {{listen: '127.0.0.1:{{port}}'}}\nstore: {{type: postgres, url: 'postgres://postgres@127.0.0.1:5432/{db}'}}\n{source}"
+    );
+    let master = MasterProcess::start(dir2.path(), &cfg2).await.unwrap();
+    let back = dir2.path().join("back.db");
+    let sqlite_store = serde_json::json!({"type": "sqlite", "path": back});
+    let t = store_task(&master, "/api/data/migrate", &sqlite_store).await;
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(t["counters"]["bars_written"], 1_000_000, "{t}");
+    assert_eq!(t["counters"]["check"]["series_equal"], 1000, "{t}");
+
+    // Another program changes one bar and deletes another in the copy: the check lists
+    // exactly those two.
+    let conn = rusqlite::Connection::open(&back).unwrap();
+    let series = |symbol: &str| -> i64 {
+        conn.query_row(
+            "SELECT id FROM series WHERE symbol = ?1 AND interval = '1d'",
+            [symbol],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let (g7, g500) = (series("G0007"), series("G0500"));
+    let changed = conn
+        .execute(
+            "UPDATE bars SET close = close + 0.5 WHERE series_id = ?1 AND ts = ?2",
+            rusqlite::params![g7, day("2001-06-01")],
+        )
+        .unwrap();
+    let deleted = conn
+        .execute(
+            "DELETE FROM bars WHERE series_id = ?1 AND ts = ?2",
+            rusqlite::params![g500, day("2002-02-01")],
+        )
+        .unwrap();
+    assert_eq!((changed, deleted), (1, 1));
+    drop(conn);
+    let t = store_task(&master, "/api/data/check", &sqlite_store).await;
+    assert_eq!(t["status"], "completed", "{t}");
+    let check = &t["counters"]["check"];
+    assert_eq!(check["series_equal"], 998, "{t}");
+    assert_eq!(check["bars_changed"], 1, "{t}");
+    assert_eq!(check["bars_missing"], 1, "{t}");
+    assert_eq!(check["bars_extra"], 0, "{t}");
+    let diffs = check["differences"].as_array().unwrap();
+    assert_eq!(diffs.len(), 2, "{check}");
+    let changed = diffs.iter().find(|d| d["kind"] == "changed").unwrap();
+    assert_eq!(changed["series"], "G0007@1d");
+    assert_eq!(changed["ts"], "2001-06-01T00:00:00Z");
+    assert_eq!(changed["fields"][0]["field"], "close", "{changed}");
+    let c = changed["fields"][0]["source"].as_f64().unwrap();
+    assert_eq!(
+        changed["fields"][0]["target"].as_f64().unwrap(),
+        c + 0.5,
+        "{changed}"
+    );
+    let missing = diffs.iter().find(|d| d["kind"] == "missing").unwrap();
+    assert_eq!(missing["series"], "G0500@1d");
+    assert_eq!(missing["ts"], "2002-02-01T00:00:00Z");
+
+    // A target with the password inline is refused: requests are saved, secrets are not.
+    let (code, answer) = master
+        .post(
+            "/api/data/check",
+            r#"{"target": {"type": "postgres", "url": "postgres://u@127.0.0.1/x", "password": "p"}}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("password_file"),
+        "{answer}"
+    );
+    drop(master);
+    psql(&format!("DROP TABLE {pg}"));
+    psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
+}

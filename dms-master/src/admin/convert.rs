@@ -23,6 +23,8 @@ pub fn task_kind(k: TaskKind) -> pb::TaskKind {
         TaskKind::Backfill => pb::TaskKind::Backfill,
         TaskKind::Validate => pb::TaskKind::Validate,
         TaskKind::SourceImport => pb::TaskKind::SourceImport,
+        TaskKind::Migrate => pb::TaskKind::Migrate,
+        TaskKind::Check => pb::TaskKind::Check,
     }
 }
 
@@ -35,6 +37,8 @@ pub fn kind_from_pb(raw: i32) -> Option<TaskKind> {
         pb::TaskKind::Backfill => Some(TaskKind::Backfill),
         pb::TaskKind::Validate => Some(TaskKind::Validate),
         pb::TaskKind::SourceImport => Some(TaskKind::SourceImport),
+        pb::TaskKind::Migrate => Some(TaskKind::Migrate),
+        pb::TaskKind::Check => Some(TaskKind::Check),
     }
 }
 
@@ -80,6 +84,10 @@ pub fn task_request(p: Option<pb::TaskParams>) -> TaskRequest {
         limit: p.limit.map(size),
         days: p.days,
         only_existing: p.only_existing,
+        // Not JSON: passed on as text, which the check refuses naming the field.
+        target: p
+            .target
+            .map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t))),
     }
 }
 
@@ -377,6 +385,8 @@ mod tests {
             TaskKind::Backfill,
             TaskKind::Validate,
             TaskKind::SourceImport,
+            TaskKind::Migrate,
+            TaskKind::Check,
         ] {
             assert_eq!(kind_from_pb(task_kind(k).into()), Some(k));
         }

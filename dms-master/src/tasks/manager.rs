@@ -41,6 +41,7 @@ use crate::source::sql::SqlTable;
 use crate::table_import::{self, TableImportSummary};
 use crate::universe::{Universe, UniverseEntry};
 use crate::validate::Validator;
+use dms_common::store::config::StoreConfig;
 
 /// The first wait before a failed state write is tried again; it doubles up to
 /// [`WRITE_RETRY_MAX`].
@@ -189,6 +190,12 @@ impl TaskManager {
                 )));
             }
             return Box::pin(self.submit(TaskKind::SourceImport, name, params)).await;
+        }
+        if matches!(kind, TaskKind::Migrate | TaskKind::Check) {
+            // They work on what the store holds, not on the kept series.
+            let task = self.ctx.tasks.create(kind, name, params).await?;
+            self.wake.notify_one();
+            return Ok(task);
         }
         if kind == TaskKind::SourceImport {
             if !is_table && !self.ctx.csv_sources.iter().any(|c| c.name() == source) {
@@ -551,6 +558,11 @@ impl TaskManager {
                 .import_source(task, run, counters, cancel, shutdown)
                 .await;
         }
+        if matches!(task.kind, TaskKind::Migrate | TaskKind::Check) {
+            return self
+                .migrate_or_check(task, run, counters, (cancel, shutdown))
+                .await;
+        }
         let entries = match self.ctx.universe.select(&task.params) {
             Ok(e) => e,
             // The config changed since the task was queued (a source or symbol is gone).
@@ -615,6 +627,151 @@ impl TaskManager {
                 (cancel, shutdown),
             )
             .await?;
+        }
+        Ok(counters)
+    }
+
+    /// Copies every series of the store into the task's target store (a migration), resuming
+    /// past the series already copied, then compares the two stores (a check does only this).
+    /// A migration whose check finds differences fails; a check reports them and completes.
+    async fn migrate_or_check(
+        &self,
+        task: &Task,
+        run: &Run,
+        mut counters: TaskCounters,
+        (cancel, shutdown): (&CancellationToken, &CancellationToken),
+    ) -> Result<TaskCounters, (Stop, TaskCounters)> {
+        let Some(config) = task
+            .params
+            .target
+            .clone()
+            .and_then(|v| serde_json::from_value::<StoreConfig>(v).ok())
+        else {
+            return Err((
+                Stop::Invalid("the task names no usable target store".into()),
+                counters,
+            ));
+        };
+        let target = match dms_common::store::open_store(&config).await {
+            Ok(t) => t,
+            Err(e) => {
+                return Err((
+                    Stop::Failed(format!("the target store cannot be opened: {e}")),
+                    counters,
+                ));
+            }
+        };
+        let stopped = |counters: &TaskCounters| {
+            if cancel.is_cancelled() {
+                Some(Err((Stop::Cancelled, counters.clone())))
+            } else if shutdown.is_cancelled() {
+                Some(Err((Stop::Shutdown, counters.clone())))
+            } else {
+                None
+            }
+        };
+        if task.kind == TaskKind::Migrate {
+            let series = match self.ctx.store.overview().await {
+                Ok(o) => o,
+                Err(e) => {
+                    return Err((
+                        Stop::Failed(format!("the store cannot be read: {e}")),
+                        counters,
+                    ));
+                }
+            };
+            counters.series_total = series.len() as u64;
+            let done: HashSet<(String, String)> = self
+                .ctx
+                .tasks
+                .checkpoints(&task.id)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, _, state, _)| state == "done")
+                .map(|(s, i, _, _)| (s, i))
+                .collect();
+            counters.series_resumed = done.len() as u64;
+            let mut last_report = Instant::now();
+            for o in series {
+                let key = o.key;
+                if done.contains(&(key.symbol.to_string(), key.interval.to_string())) {
+                    continue;
+                }
+                let mut pages = self.ctx.store.read_paged(&key, TimeRange::all(), 50_000);
+                loop {
+                    if let Some(stop) = stopped(&counters) {
+                        return stop;
+                    }
+                    let page = match pages.try_next().await {
+                        Ok(Some(p)) => p,
+                        Ok(None) => break,
+                        Err(e) => {
+                            return Err((
+                                Stop::Failed(format!("{key}: the store cannot be read: {e}")),
+                                counters,
+                            ));
+                        }
+                    };
+                    let n = page.len() as u64;
+                    if let Err(e) = target.upsert(&[SeriesBars::new(key.clone(), page)]).await {
+                        return Err((
+                            Stop::Failed(format!("{key}: the target store refused the bars: {e}")),
+                            counters,
+                        ));
+                    }
+                    counters.bars_written += n;
+                    if last_report.elapsed() > Duration::from_millis(250) {
+                        last_report = Instant::now();
+                        run.stamp(&mut counters);
+                        let message = format!(
+                            "copying: {} of {} series, {} bars",
+                            counters.series_done, counters.series_total, counters.bars_written
+                        );
+                        self.report(task, &counters, message).await;
+                    }
+                }
+                counters.series_done += 1;
+                run.stamp(&mut counters);
+                let tasks = &self.ctx.tasks;
+                let snapshot = counters.clone();
+                self.until_written(task, "the task's checkpoint", || {
+                    tasks.checkpoint(&task.id, &key, Checkpoint::Done, &snapshot)
+                })
+                .await;
+            }
+            self.report(task, &counters, "checking: comparing the two stores".into())
+                .await;
+        }
+        let report = match crate::consistency::compare(&*self.ctx.store, &*target, 1000).await {
+            Ok(r) => r,
+            Err(e) => {
+                return Err((
+                    Stop::Failed(format!("the check cannot read a store: {e}")),
+                    counters,
+                ));
+            }
+        };
+        let equal = report.equal();
+        let summary = format!(
+            "{} series compared, {} equal; {} bars missing from the target, {} extra, {} changed",
+            report.series_compared,
+            report.series_equal,
+            report.bars_missing,
+            report.bars_extra,
+            report.bars_changed
+        );
+        tracing::info!(task = %task.id, equal, "{summary}");
+        if task.kind == TaskKind::Check && counters.series_total == 0 {
+            counters.series_total = report.series_compared;
+            counters.series_done = report.series_compared;
+        }
+        counters.check = Some(report);
+        if task.kind == TaskKind::Migrate && !equal {
+            return Err((
+                Stop::Failed(format!("the copy does not match: {summary}")),
+                counters,
+            ));
         }
         Ok(counters)
     }

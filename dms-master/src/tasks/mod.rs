@@ -35,6 +35,10 @@ pub enum TaskKind {
     /// Read every file of a file source (the start-up import of a CSV directory); files whose
     /// bars the store already holds unchanged journal nothing.
     SourceImport,
+    /// Copy every series into another store (`params.target`), then check the two agree.
+    Migrate,
+    /// Compare the store with another (`params.target`) and list every differing bar.
+    Check,
 }
 
 impl TaskKind {
@@ -45,6 +49,8 @@ impl TaskKind {
             TaskKind::Backfill => "backfill",
             TaskKind::Validate => "validate",
             TaskKind::SourceImport => "source_import",
+            TaskKind::Migrate => "migrate",
+            TaskKind::Check => "check",
         }
     }
 }
@@ -58,6 +64,8 @@ impl FromStr for TaskKind {
             TaskKind::Backfill,
             TaskKind::Validate,
             TaskKind::SourceImport,
+            TaskKind::Migrate,
+            TaskKind::Check,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -170,6 +178,10 @@ pub struct TaskParams {
     /// Update: leave series with no stored bars alone.
     #[serde(default)]
     pub only_existing: bool,
+    /// Migrate and check: the other store, as under `store:` in the config (checked when the
+    /// task is queued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<serde_json::Value>,
 }
 
 /// A series that failed within a task.
@@ -217,6 +229,9 @@ pub struct TaskCounters {
     /// SQL-table import: the first rows that are not bars, with their key and the reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub row_problems: Vec<String>,
+    /// Migrate and check: what the comparison of the two stores found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::consistency::CompareReport>,
     /// Provider requests and retries, counted when their series' outcome is recorded: the
     /// requests of a series in flight when the process died are not counted (it is fetched
     /// again after the restart, and those requests are).

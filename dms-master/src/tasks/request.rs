@@ -70,6 +70,8 @@ pub struct TaskRequest {
     /// Update: leave series with nothing stored alone.
     #[serde(default)]
     pub only_existing: bool,
+    /// Migrate and check: the other store, as under `store:` in the config.
+    pub target: Option<serde_json::Value>,
 }
 
 impl TaskKind {
@@ -81,6 +83,8 @@ impl TaskKind {
             TaskKind::Backfill => "gap backfill",
             TaskKind::Validate => "validation",
             TaskKind::SourceImport => "source import",
+            TaskKind::Migrate => "migration",
+            TaskKind::Check => "consistency check",
         }
     }
 }
@@ -111,6 +115,7 @@ impl TaskRequest {
         add(self.limit.is_some(), "limit");
         add(self.days.is_some(), "days");
         add(self.only_existing, "only_existing");
+        add(self.target.is_some(), "target");
         given
     }
 
@@ -138,6 +143,7 @@ impl TaskRequest {
             ],
             TaskKind::Backfill | TaskKind::Validate => SELECT,
             TaskKind::SourceImport => &["source"],
+            TaskKind::Migrate | TaskKind::Check => &["target"],
         }
     }
 
@@ -162,6 +168,15 @@ impl TaskRequest {
         let when = |field, raw: Option<&str>| {
             raw.map(|d| read_api::parse_when(field, d).map_err(invalid))
                 .transpose()
+        };
+        let target = match self.target {
+            None if matches!(kind, TaskKind::Migrate | TaskKind::Check) => {
+                return Err(invalid(
+                    "field `target`: give the other store, as under `store:` in the config (e.g. {\"type\": \"postgres\", \"url\": ...})",
+                ));
+            }
+            None => None,
+            Some(v) => Some(parse_target(v)?),
         };
         let start = when("start_date", self.start_date.as_deref())?;
         let end = when("end_date", self.end_date.as_deref())?;
@@ -192,8 +207,24 @@ impl TaskRequest {
             limit: self.limit,
             days: self.days,
             only_existing: self.only_existing,
+            target,
         })
     }
+}
+
+/// The other store of a migration or a check, refusing an inline password: the request is
+/// saved with the task (so that it resumes after a restart), and a password never is.
+fn parse_target(v: serde_json::Value) -> Result<serde_json::Value, TaskApiError> {
+    use dms_common::store::config::StoreConfig;
+    let has_password = v.get("password").is_some() || v.get("token").is_some();
+    serde_json::from_value::<StoreConfig>(v.clone())
+        .map_err(|e| invalid(format!("field `target`: {e}")))?;
+    if has_password {
+        return Err(invalid(
+            "field `target`: give `password_file` (or `token_file`) instead of the secret itself: the request is saved with the task, secrets never are",
+        ));
+    }
+    Ok(v)
 }
 
 fn check_paging(limit: Option<usize>, skip: Option<usize>) -> Result<(), TaskApiError> {
