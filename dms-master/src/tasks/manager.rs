@@ -29,7 +29,7 @@ use crate::config::TasksConfig;
 use crate::gaps;
 use crate::ingest::Ingestor;
 use crate::reconcile::Reconciler;
-use crate::source::SourceError;
+use crate::source::{Source, SourceError};
 use crate::universe::{Universe, UniverseEntry};
 use crate::validate::Validator;
 
@@ -281,13 +281,14 @@ impl TaskManager {
                     String::new()
                 };
                 let message = format!(
-                    "{} of {} series done, {} failed, {} bars written, {} unchanged, {} rejected in {wall:.1} s{resumed}",
+                    "{} of {} series done, {} failed, {} bars written, {} unchanged, {} rejected in {wall:.1} s{resumed}{}",
                     counters.series_done,
                     counters.series_total,
                     failed,
                     counters.bars_written,
                     counters.bars_unchanged,
                     counters.bars_rejected,
+                    rates_note(&counters),
                 );
                 let all_failed =
                     failed > 0 && counters.series_done == 0 && counters.series_skipped == 0;
@@ -467,6 +468,7 @@ impl TaskManager {
         shutdown: &CancellationToken,
     ) -> Result<(), (Stop, TaskCounters)> {
         let concurrency = self.ctx.config.concurrency.max(1);
+        let limited = rate_limited_sources(task, &entries);
         let mut results = futures::stream::iter(entries.into_iter().map(|entry| async move {
             let outcome = self.process(task, &entry).await;
             (entry, outcome)
@@ -518,6 +520,13 @@ impl TaskManager {
                     }
                 }
             };
+            for source in &limited {
+                if let Some(rate) = source.request_rate() {
+                    counters
+                        .request_rates
+                        .insert(source.name().to_owned(), rate.requests_per_second);
+                }
+            }
             if let Some(c) = checkpoint
                 && let Err(e) = self
                     .ctx
@@ -530,11 +539,12 @@ impl TaskManager {
             if last_report.elapsed() > Duration::from_millis(250) {
                 last_report = Instant::now();
                 let message = format!(
-                    "{} of {} series done, {} failed, {} bars written",
+                    "{} of {} series done, {} failed, {} bars written{}",
                     counters.series_done + counters.series_skipped,
                     counters.series_total,
                     counters.series_failed,
-                    counters.bars_written
+                    counters.bars_written,
+                    rates_note(counters),
                 );
                 self.report(task, counters, message).await;
             }
@@ -752,6 +762,29 @@ impl TaskManager {
         }
         SeriesOutcome::Done(counts)
     }
+}
+
+/// The rate-limited sources `entries` fetch from (none for a task that fetches nothing).
+fn rate_limited_sources(task: &Task, entries: &[UniverseEntry]) -> Vec<Arc<dyn Source>> {
+    if task.kind == TaskKind::Validate {
+        return Vec::new();
+    }
+    let mut out: Vec<Arc<dyn Source>> = Vec::new();
+    for e in entries {
+        if e.source.request_rate().is_some() && !out.iter().any(|s| s.name() == e.source.name())
+        {
+            out.push(e.source.clone());
+        }
+    }
+    out
+}
+
+/// `"; yahoo at 12.4 requests/s"` for each rate-limited source, for progress messages.
+fn rates_note(c: &TaskCounters) -> String {
+    c.request_rates
+        .iter()
+        .map(|(source, rate)| format!("; {source} at {rate:.1} requests/s"))
+        .collect()
 }
 
 fn progress_of(c: &TaskCounters) -> f64 {
