@@ -138,7 +138,7 @@ async fn run_task(
 }
 
 pub(crate) fn fetch(args: &FetchArgs) -> Result<Outcome> {
-    run(Spec {
+    run(&Spec {
         symbols: args.symbols,
         latency_ms: args.latency_ms,
         source: fixed_source("", args.rps),
@@ -154,7 +154,7 @@ pub(crate) fn fetch_adaptive(args: &FetchAdaptiveArgs) -> Result<Outcome> {
     if !source.adaptive_rate {
         bail!("the Yahoo source's default is not adaptive");
     }
-    run(Spec {
+    run(&Spec {
         symbols: args.symbols,
         latency_ms: args.latency_ms,
         source,
@@ -168,7 +168,7 @@ pub(crate) fn fetch_adaptive(args: &FetchAdaptiveArgs) -> Result<Outcome> {
     })
 }
 
-fn run(spec: Spec) -> Result<Outcome> {
+fn run(spec: &Spec) -> Result<Outcome> {
     let dir = tempfile::Builder::new().prefix("dms-bench-").tempdir()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -689,7 +689,10 @@ async fn the_adaptive_rate_learns_a_providers_unknown_limit_and_every_bar_is_exa
     // The limit was met, and answered by cutting the rate, not by waves of 429s.
     let throttled = yahoo.throttled();
     let requests = yahoo.total_requests();
-    assert!(throttled >= 1, "the limit was never reached: {requests} requests");
+    assert!(
+        throttled >= 1,
+        "the limit was never reached: {requests} requests"
+    );
     assert!(
         (throttled as f64) < 0.1 * requests as f64,
         "{throttled} of {requests} requests refused"

@@ -205,7 +205,10 @@ impl YahooSourceConfig {
         if issues.is_empty() && bounds.min > bounds.max {
             issues.push((
                 "min_requests_per_second",
-                format!("{} is above max_requests_per_second ({})", bounds.min, bounds.max),
+                format!(
+                    "{} is above max_requests_per_second ({})",
+                    bounds.min, bounds.max
+                ),
             ));
         }
         issues

@@ -771,8 +771,7 @@ fn rate_limited_sources(task: &Task, entries: &[UniverseEntry]) -> Vec<Arc<dyn S
     }
     let mut out: Vec<Arc<dyn Source>> = Vec::new();
     for e in entries {
-        if e.source.request_rate().is_some() && !out.iter().any(|s| s.name() == e.source.name())
-        {
+        if !out.iter().any(|s| s.name() == e.source.name()) && e.source.request_rate().is_some() {
             out.push(e.source.clone());
         }
     }
