@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use dms_e2e::Dmsctl;
 use dms_e2e::MasterProcess;
 use dms_e2e::provider::{FakeYahoo, Fault, RateLimit};
 use serde_json::Value;
@@ -720,6 +721,22 @@ async fn the_adaptive_rate_learns_a_providers_unknown_limit_and_every_bar_is_exa
         .parse()
         .unwrap();
     assert!(gauge > 2.0 && gauge < 30.0, "{gauge}");
+    // dmsctl status shows it too, from the admin service.
+    let ctl = Dmsctl::new(&format!("http://127.0.0.1:{}", master.port));
+    let out = ctl.run(&["status", "-o", "json"]).await.unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    let shown = &out.json()["providers"][0];
+    assert_eq!(shown["source"], "yahoo", "{out:?}");
+    assert_eq!(shown["adaptive"], true, "{out:?}");
+    let shown_rate = shown["requests_per_second"].as_f64().unwrap();
+    assert!(shown_rate > 2.0 && shown_rate < 30.0, "{out:?}");
+    let out = ctl.run(&["status"]).await.unwrap();
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("request rate")
+            && l.contains("yahoo")
+            && l.contains("adaptive within 0.5..50")),
+        "{out:?}"
+    );
 
     // Every bar exact: 2024-01-01..2024-03-01 has 44 weekdays.
     assert_eq!(status["total_records"], 120 * 44, "{status}");
