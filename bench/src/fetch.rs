@@ -3,6 +3,12 @@
 //! through the master's real task manager and Yahoo client limited to R requests/s (default
 //! 50). The floor is S / R seconds (100 s); the scenario reports the time against it.
 //!
+//! The `fetch-adaptive` scenario: the same update, but the provider holds its clients to L
+//! requests/s (default 20) with a token bucket (burst B, default L) answering 429 when empty,
+//! and the master is not told: its Yahoo source has the defaults (2 requests/s to start, the
+//! adaptive rate on, 4 in flight). The floor is S / L seconds (250 s); the scenario reports the
+//! time against it, the 429s and their share of the requests, and the rate learned.
+//!
 //! The store is first filled by a full import of the same symbols from the same provider with
 //! no latency and no rate limit, so the update starts from series that end a few days ago.
 
@@ -14,7 +20,7 @@ use dms_common::journal::{Journal, RetentionPolicy};
 use dms_common::store::SharedStore;
 use dms_common::store::sqlite::SqliteStore;
 use dms_common::{Symbol, Timestamp};
-use dms_e2e::provider::FakeYahoo;
+use dms_e2e::provider::{FakeYahoo, RateLimit};
 use dms_master::applier::{self, ApplierOptions};
 use dms_master::catalog::Catalog;
 use dms_master::config::{
@@ -44,10 +50,46 @@ pub(crate) struct FetchArgs {
     pub(crate) rps: f64,
 }
 
-fn config(base_url: &str, symbols: &[Symbol], rps: f64) -> MasterConfig {
+/// Options of the fetch-adaptive scenario.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct FetchAdaptiveArgs {
+    /// Number of symbols.
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) symbols: usize,
+    /// Provider latency per request, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) latency_ms: u64,
+    /// The provider's limit, requests per second (not told to the master).
+    #[arg(long, default_value_t = 20.0)]
+    pub(crate) provider_rps: f64,
+    /// Requests the provider's bucket saves up (default: one second's worth).
+    #[arg(long)]
+    pub(crate) provider_burst: Option<f64>,
+}
+
+/// How the update's source is set up.
+struct Spec {
+    symbols: usize,
+    latency_ms: u64,
+    /// The master's Yahoo source.
+    source: YahooSourceConfig,
+    /// The provider's own limit.
+    provider_limit: Option<RateLimit>,
+    /// The rate the floor is computed from.
+    floor_rps: f64,
+    scenario: &'static str,
+}
+
+/// A fixed rate of `rps`, 16 in flight.
+fn fixed_source(base_url: &str, rps: f64) -> YahooSourceConfig {
     let mut yahoo = YahooSourceConfig::new("gen", base_url);
     yahoo.requests_per_second = rps;
+    yahoo.adaptive_rate = false;
     yahoo.max_concurrency = 16;
+    yahoo
+}
+
+fn config(yahoo: YahooSourceConfig, symbols: &[Symbol]) -> MasterConfig {
     MasterConfig {
         sources: vec![SourceConfig::Yahoo(yahoo)],
         watchlists: vec![WatchlistConfig {
@@ -96,6 +138,37 @@ async fn run_task(
 }
 
 pub(crate) fn fetch(args: &FetchArgs) -> Result<Outcome> {
+    run(&Spec {
+        symbols: args.symbols,
+        latency_ms: args.latency_ms,
+        source: fixed_source("", args.rps),
+        provider_limit: None,
+        floor_rps: args.rps,
+        scenario: "fetch",
+    })
+}
+
+pub(crate) fn fetch_adaptive(args: &FetchAdaptiveArgs) -> Result<Outcome> {
+    // The defaults a user gets: 2 requests/s to start, adaptive, 4 in flight.
+    let source = YahooSourceConfig::new("gen", "");
+    if !source.adaptive_rate {
+        bail!("the Yahoo source's default is not adaptive");
+    }
+    run(&Spec {
+        symbols: args.symbols,
+        latency_ms: args.latency_ms,
+        source,
+        provider_limit: Some(RateLimit {
+            requests_per_second: args.provider_rps,
+            burst: args.provider_burst.unwrap_or(args.provider_rps),
+            retry_after_secs: None,
+        }),
+        floor_rps: args.provider_rps,
+        scenario: "fetch-adaptive",
+    })
+}
+
+fn run(spec: &Spec) -> Result<Outcome> {
     let dir = tempfile::Builder::new().prefix("dms-bench-").tempdir()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -103,7 +176,7 @@ pub(crate) fn fetch(args: &FetchArgs) -> Result<Outcome> {
         .build()?;
     runtime.block_on(async {
         let provider = FakeYahoo::start(true, Duration::ZERO).await;
-        let symbols: Vec<Symbol> = (0..args.symbols)
+        let symbols: Vec<Symbol> = (0..spec.symbols)
             .map(|i| Symbol::new(&format!("F{i:05}")))
             .collect::<Result<_, _>>()?;
         let state = dir.path().join("state.db");
@@ -130,7 +203,10 @@ pub(crate) fn fetch(args: &FetchArgs) -> Result<Outcome> {
             },
         };
         let now = Timestamp::now().0;
-        let fill = Arc::new(Universe::build(&config(&provider.base_url(), &symbols, 100_000.0))?);
+        let fill = Arc::new(Universe::build(&config(
+            fixed_source(&provider.base_url(), 100_000.0),
+            &symbols,
+        ))?);
         eprintln!("filling the store: {} symbols, 60 days each...", symbols.len());
         let (filled, fill_secs) = run_task(
             &rig,
@@ -147,31 +223,56 @@ pub(crate) fn fetch(args: &FetchArgs) -> Result<Outcome> {
             bail!("fill failed: {:?}", filled.counters);
         }
         applier.wait_applied(journal.head()).await;
-        eprintln!("filled in {fill_secs:.1} s; update with {} ms latency at {} requests/s...", args.latency_ms, args.rps);
+        eprintln!(
+            "filled in {fill_secs:.1} s; update with {} ms latency, the provider limited to {:?}, the source at {} requests/s (adaptive: {})...",
+            spec.latency_ms, spec.provider_limit, spec.source.requests_per_second, spec.source.adaptive_rate
+        );
 
-        provider.set_latency(Duration::from_millis(args.latency_ms));
-        let limited = Arc::new(Universe::build(&config(&provider.base_url(), &symbols, args.rps))?);
-        let before: u64 = provider.all_requests().values().sum();
-        let (update, secs) = run_task(&rig, limited, TaskKind::IncrementalUpdate, TaskParams::default()).await?;
-        let requests: u64 = provider.all_requests().values().sum::<u64>() - before;
+        provider.set_latency(Duration::from_millis(spec.latency_ms));
+        provider.set_rate_limit(spec.provider_limit);
+        let source = YahooSourceConfig {
+            base_url: provider.base_url(),
+            ..spec.source.clone()
+        };
+        let limited = Arc::new(Universe::build(&config(source, &symbols))?);
+        let before = provider.total_requests();
+        let (update, secs) = run_task(&rig, limited.clone(), TaskKind::IncrementalUpdate, TaskParams::default()).await?;
+        let requests = provider.total_requests() - before;
+        let throttled = provider.throttled();
         if update.counters.series_done != symbols.len() as u64 {
             bail!("update failed: {:?}", update.counters);
         }
         stop.cancel();
         applier.join(Duration::from_secs(30)).await;
-        let floor = args.symbols as f64 / args.rps;
+        let floor = spec.symbols as f64 / spec.floor_rps;
+        let mut notes = format!(
+            "{requests} requests in {secs:.1} s = {:.1} requests/s; floor {floor:.0} s; {:.1}% of the floor; {} bars unchanged",
+            requests as f64 / secs,
+            100.0 * secs / floor,
+            update.counters.bars_unchanged
+        );
+        if spec.provider_limit.is_some() {
+            let rate = limited
+                .request_rates()
+                .into_iter()
+                .next()
+                .map(|(_, r)| r)
+                .context("the source has no rate")?;
+            notes.push_str(&format!(
+                "; {throttled} answered 429 ({:.2}% of requests); {} retries; rate learned {:.1} requests/s after {} decreases",
+                100.0 * throttled as f64 / requests as f64,
+                update.counters.retries,
+                rate.requests_per_second,
+                rate.decreases
+            ));
+        }
         Ok(Outcome {
-            scenario: "fetch".into(),
+            scenario: spec.scenario.into(),
             bars: update.counters.bars_written,
             secs,
             bars_per_sec: update.counters.bars_written as f64 / secs,
             peak_rss_mib: crate::scenarios::peak_rss_mib(),
-            notes: format!(
-                "{requests} requests in {secs:.1} s = {:.1} requests/s; floor {floor:.0} s; {:.1}% of the floor; {} bars unchanged",
-                requests as f64 / secs,
-                100.0 * secs / floor,
-                update.counters.bars_unchanged
-            ),
+            notes,
         })
     })
 }

@@ -7,6 +7,8 @@
 //!   in large transactions: the reference for `ingest`.
 //! - `store-raw-multirow`: the same with 64 rows per upsert statement, the technique the SQLite
 //!   store uses for bars after a series' end: the engine's ceiling for it.
+//! - `fetch`, `fetch-adaptive`: an incremental update from a local Yahoo-shaped provider,
+//!   under a rate limit the master is told, or one it must learn (see [`fetch`]).
 //! - `replicate`: a master and a replica over loopback gRPC (see [`replicate`]).
 //! - `store --backend influxdb|postgres|mysql --url URL`: the ingest path into a server store
 //!   beside the server's raw write rate (see [`stores`]).
@@ -44,6 +46,9 @@ enum Cmd {
     All(Size),
     /// Incremental update from a local provider with latency, under a rate limit.
     Fetch(fetch::FetchArgs),
+    /// Incremental update from a local provider with a rate limit the master is not told,
+    /// learned by its adaptive rate.
+    FetchAdaptive(fetch::FetchAdaptiveArgs),
     /// The master's ingest path into a server store beside the server's raw write rate, and
     /// reads back.
     Store(StoreArgs),
@@ -122,6 +127,7 @@ fn main() -> Result<()> {
         Cmd::StoreRawMultirow(size) => print(&scenarios::store_raw_multirow(&size)?),
         Cmd::All(size) => all(&size),
         Cmd::Fetch(args) => print(&fetch::fetch(&args)?),
+        Cmd::FetchAdaptive(args) => print(&fetch::fetch_adaptive(&args)?),
         Cmd::Store(a) => {
             let size = Size {
                 symbols: a.symbols,

@@ -469,11 +469,8 @@ impl Validate for MasterConfig {
                             format!("{:?} is not a URL: {e}", y.base_url),
                         ));
                     }
-                    if !(y.requests_per_second > 0.0 && y.requests_per_second.is_finite()) {
-                        issues.push(ConfigIssue::new(
-                            format!("sources[{i}].requests_per_second"),
-                            format!("{} must be a positive number", y.requests_per_second),
-                        ));
+                    for (field, message) in y.rate_issues() {
+                        issues.push(ConfigIssue::new(format!("sources[{i}].{field}"), message));
                     }
                     if y.max_concurrency == 0 {
                         issues.push(ConfigIssue::new(
@@ -664,5 +661,58 @@ mod tests {
             err.contains("sources[0].files.GOOG.csv.symbol") && err.contains("whitespace"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_adaptive_rate_is_on_for_yahoo_with_bounds_around_its_start() {
+        let c = load("sources:\n  - {type: yahoo, name: y}\n").unwrap();
+        let SourceConfig::Yahoo(y) = &c.sources[0] else {
+            panic!("a yahoo source: {:?}", c.sources[0]);
+        };
+        assert!(y.adaptive_rate);
+        let b = y.rate_bounds();
+        assert_eq!((y.requests_per_second, b.min, b.max), (2.0, 0.5, 50.0));
+        // A start outside the default bounds widens them instead of being refused.
+        let c = load("sources:\n  - {type: yahoo, name: y, requests_per_second: 80}\n").unwrap();
+        let SourceConfig::Yahoo(y) = &c.sources[0] else {
+            panic!();
+        };
+        assert_eq!(y.rate_bounds().max, 80.0);
+    }
+
+    #[test]
+    fn bad_rate_bounds_are_refused_naming_the_field() {
+        for (yaml, field, words) in [
+            (
+                "min_requests_per_second: 3",
+                "sources[0].min_requests_per_second",
+                "above requests_per_second",
+            ),
+            (
+                "max_requests_per_second: 1",
+                "sources[0].max_requests_per_second",
+                "below requests_per_second",
+            ),
+            (
+                "max_requests_per_second: -5",
+                "sources[0].max_requests_per_second",
+                "positive",
+            ),
+            (
+                "min_requests_per_second: 0",
+                "sources[0].min_requests_per_second",
+                "positive",
+            ),
+            (
+                "requests_per_second: 0",
+                "sources[0].requests_per_second",
+                "positive",
+            ),
+        ] {
+            let err = load(&format!("sources:\n  - {{type: yahoo, name: y, {yaml}}}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field) && err.contains(words), "{yaml}: {err}");
+        }
     }
 }

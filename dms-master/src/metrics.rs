@@ -14,6 +14,7 @@
 //! | `dms_provider_requests_total` | counter | `source` | requests to a provider (Yahoo HTTP requests, retries included; CSV file reads) |
 //! | `dms_provider_errors_total` | counter | `source`, `kind` | failed requests: `kind` is `network`, `rate_limited`, `server`, `not_found`, `rejected` or `unusable` |
 //! | `dms_provider_request_duration_seconds` | histogram | `source` | time of one request, answer body included |
+//! | `dms_provider_request_rate` | gauge | `source` | request starts per second the provider is held to now (learned, with `adaptive_rate`) |
 //! | `dms_journal_head_seq` | gauge | | the journal's last sequence number |
 //! | `dms_journal_entries` | gauge | | entries kept in the journal |
 //! | `dms_journal_size_bytes` | gauge | | payload bytes kept in the journal |
@@ -64,6 +65,10 @@ fn describe() {
     describe_histogram!(
         "dms_provider_request_duration_seconds",
         "Provider request latency"
+    );
+    describe_gauge!(
+        "dms_provider_request_rate",
+        "Request starts per second a provider is held to now"
     );
     describe_gauge!("dms_journal_head_seq", "The journal's last sequence number");
     describe_gauge!("dms_journal_entries", "Entries kept in the journal");
@@ -226,6 +231,8 @@ pub struct MetricsSource {
     /// The last journal entry the store applier applied.
     pub applied: tokio::sync::watch::Receiver<dms_common::journal::Seq>,
     pub nodes: NodeRegistry,
+    /// The sources, for their request rates.
+    pub universe: std::sync::Arc<crate::universe::Universe>,
 }
 
 impl MetricsSource {
@@ -245,6 +252,9 @@ impl MetricsSource {
         let store = lag_of(&self.journal, applied).await;
         gauge!("dms_store_lag_entries").set(store.entries as f64);
         gauge!("dms_store_lag_seconds").set(store.seconds);
+        for (source, rate) in self.universe.request_rates() {
+            gauge!("dms_provider_request_rate", "source" => source).set(rate.requests_per_second);
+        }
         for r in replica_lags(&self.journal, &self.nodes).await {
             gauge!("dms_replica_lag_entries", "node" => r.node.clone()).set(r.lag.entries as f64);
             gauge!("dms_replica_lag_seconds", "node" => r.node.clone()).set(r.lag.seconds);

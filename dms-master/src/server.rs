@@ -264,6 +264,7 @@ pub async fn run(
             journal: journal.clone(),
             applied: applier.applied(),
             nodes: nodes.clone(),
+            universe: universe.clone(),
         }))
         .merge(replication::api::router(nodes_api))
         .merge(schedule::router(scheduler.clone()));

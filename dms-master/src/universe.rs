@@ -12,6 +12,7 @@ use crate::calendar::Calendar;
 use crate::config::{MasterConfig, SourceConfig, WatchlistConfig};
 use crate::source::Source;
 use crate::source::csv::CsvSource;
+use crate::source::limiter::RateStatus;
 use crate::source::yahoo::YahooSource;
 use crate::tasks::TaskParams;
 
@@ -161,6 +162,17 @@ impl Universe {
     /// A source by name.
     pub fn source(&self, name: &str) -> Option<Arc<dyn Source>> {
         self.sources.get(name).cloned()
+    }
+
+    /// The request rate of every rate-limited source, by source name in name order.
+    pub fn request_rates(&self) -> Vec<(String, RateStatus)> {
+        let mut rates: Vec<(String, RateStatus)> = self
+            .sources
+            .iter()
+            .filter_map(|(name, s)| s.request_rate().map(|r| (name.clone(), r)))
+            .collect();
+        rates.sort_by(|a, b| a.0.cmp(&b.0));
+        rates
     }
 
     /// The series a task works on, in (symbol, interval) order, after `skip` and `limit`.

@@ -2,7 +2,8 @@
 //! report the same figures; each renders them its own way (JSON, protobuf).
 //!
 //! - [`DataStatus`]: the figures of `GET /api/data/status` (store totals, journal, applier,
-//!   quarantine, dead letters, backpressure, start-up imports, the bars cache).
+//!   quarantine, dead letters, backpressure, start-up imports, the bars cache, the providers'
+//!   request rates).
 //! - [`catalog_rows`]: every stored series with its catalog state (`/api/data/series`).
 //! - [`series_gaps`]: a series' missing expected bars by its exchange calendar
 //!   (`/api/data/gaps`).
@@ -17,6 +18,7 @@ use crate::applier::ApplierStatus;
 use crate::catalog::CatalogEntry;
 use crate::gaps::GapReport;
 use crate::import::ImportSummary;
+use crate::source::limiter::RateStatus;
 
 /// The figures of `/api/data/status`.
 #[derive(Debug, Clone)]
@@ -42,6 +44,16 @@ pub struct DataStatus {
     pub imports: Vec<ImportSummary>,
     pub bars_cache_hits: u64,
     pub bars_cache_misses: u64,
+    /// The request rate of every rate-limited source, in name order.
+    pub providers: Vec<ProviderRate>,
+}
+
+/// The request rate of one rate-limited source.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProviderRate {
+    pub source: String,
+    #[serde(flatten)]
+    pub rate: RateStatus,
 }
 
 impl DataStatus {
@@ -83,6 +95,13 @@ impl DataStatus {
             imports,
             bars_cache_hits,
             bars_cache_misses,
+            providers: s
+                .tasks
+                .universe()
+                .request_rates()
+                .into_iter()
+                .map(|(source, rate)| ProviderRate { source, rate })
+                .collect(),
         }
     }
 
@@ -116,6 +135,7 @@ impl DataStatus {
             "kept_series": self.kept_series,
             "imports": self.imports,
             "bars_cache": {"hits": self.bars_cache_hits, "misses": self.bars_cache_misses},
+            "providers": self.providers,
         });
         if let (Some(data), serde_json::Value::Object(rest)) = (data.as_object_mut(), rest) {
             data.extend(rest);

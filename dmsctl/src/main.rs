@@ -377,6 +377,11 @@ pub(crate) fn print_task(t: &pb::Task, out: Output) {
             format!("{} ({} retries)", count(c.requests), count(c.retries)),
         ),
     ];
+    let mut rates: Vec<(&String, &f64)> = c.request_rates.iter().collect();
+    rates.sort_by(|a, b| a.0.cmp(b.0));
+    for (source, rate) in rates {
+        fields.push(("request rate", format!("{source} {rate:.2}/s")));
+    }
     if c.gaps_found > 0 || c.invalid_stored_bars > 0 {
         fields.push((
             "found",
@@ -454,6 +459,23 @@ fn print_status(s: &pb::DataStatus, out: Output) {
     }
     if let Some(b) = &s.backpressure {
         fields.push(("backpressure", b.clone()));
+    }
+    for p in &s.providers {
+        let how = if p.adaptive {
+            format!(
+                "adaptive within {}..{}{}, {} decreases",
+                p.min_requests_per_second,
+                p.max_requests_per_second,
+                if p.probing { ", probing" } else { "" },
+                p.decreases
+            )
+        } else {
+            "fixed".to_owned()
+        };
+        fields.push((
+            "request rate",
+            format!("{} {:.2}/s ({how})", p.source, p.requests_per_second),
+        ));
     }
     for i in &s.imports {
         fields.push((

@@ -4,8 +4,9 @@
 //! It answers from recorded real responses (`dms-master/tests/fixtures/yahoo/`), from a
 //! deterministic generator of daily bars (any symbol, any range, with a configurable latency),
 //! and can be scripted to misbehave first: rate limits with `Retry-After`, server errors,
-//! answers slower than the client's timeout, and bodies cut off mid-way. It counts the requests
-//! per symbol.
+//! answers slower than the client's timeout, and bodies cut off mid-way. It can also hold its
+//! clients to a rate it does not tell them ([`RateLimit`]: a token bucket answering 429 when
+//! empty). It counts the requests per symbol, and the ones refused by the bucket.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -34,8 +35,43 @@ pub enum Fault {
     Truncated,
 }
 
+/// A token bucket: `requests_per_second` tokens a second, at most `burst` saved up; a request
+/// that finds no token is answered 429 (with `Retry-After: retry_after_secs` when given).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub requests_per_second: f64,
+    pub burst: f64,
+    pub retry_after_secs: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    limit: RateLimit,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Bucket {
+    /// Takes a token if there is one.
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.limit.requests_per_second;
+        self.tokens = (self.tokens + refill).min(self.limit.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
+    bucket: Option<Bucket>,
+    /// Requests the bucket refused.
+    throttled: u64,
     recorded: HashMap<String, Value>,
     faults: VecDeque<Fault>,
     requests: HashMap<String, u64>,
@@ -143,6 +179,25 @@ impl FakeYahoo {
         self.lock().latency = latency;
     }
 
+    /// Holds clients to `limit` from now on (a full bucket), or to nothing.
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        self.lock().bucket = limit.map(|limit| Bucket {
+            limit,
+            tokens: limit.burst,
+            at: tokio::time::Instant::now(),
+        });
+    }
+
+    /// Requests the rate limit refused with 429.
+    pub fn throttled(&self) -> u64 {
+        self.lock().throttled
+    }
+
+    /// Requests seen, every symbol together.
+    pub fn total_requests(&self) -> u64 {
+        self.lock().requests.values().sum()
+    }
+
     /// Drops the faults not used yet: answers are normal from now on.
     pub fn clear_script(&self) {
         self.lock().faults.clear();
@@ -168,11 +223,22 @@ async fn chart(
     Path(symbol): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let (fault, recorded, generate, latency, outage, splits) = {
+    let (throttled, fault, recorded, generate, latency, outage, splits) = {
         let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
         *g.requests.entry(symbol.clone()).or_default() += 1;
+        let throttled = g
+            .bucket
+            .as_mut()
+            .and_then(|b| (!b.take()).then_some(b.limit.retry_after_secs));
+        g.throttled += u64::from(throttled.is_some());
         (
-            g.faults.pop_front(),
+            throttled,
+            // A refused request uses no scripted fault.
+            if throttled.is_some() {
+                None
+            } else {
+                g.faults.pop_front()
+            },
             g.recorded.get(&symbol).cloned(),
             g.generate_unknown,
             g.latency,
@@ -182,6 +248,13 @@ async fn chart(
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
+    }
+    if let Some(retry_after) = throttled {
+        let mut h = HeaderMap::new();
+        if let Some(secs) = retry_after {
+            h.insert("retry-after", HeaderValue::from(secs));
+        }
+        return (StatusCode::TOO_MANY_REQUESTS, h, "Too Many Requests").into_response();
     }
     let body = match (recorded, generate) {
         (Some(b), _) => Some(b),

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use dms_e2e::provider::{FakeYahoo, Fault, Split, generated_close};
-use dms_e2e::{MasterProcess, unix_day};
+use dms_e2e::provider::{FakeYahoo, Fault, RateLimit, Split, generated_close};
+use dms_e2e::{Dmsctl, MasterProcess, unix_day};
 use serde_json::Value;
 
 fn config(base_url: &str, symbols: &str, extra_source: &str) -> String {
@@ -770,4 +770,124 @@ async fn prices_changed_by_one_ratio_without_an_action_reported_refetch_the_hist
     // Once the store matches, the next update finds nothing to adjust.
     let again = run_task(&master, "/api/data/update", "{}").await;
     assert_eq!(again["counters"]["unreported_actions"], 0, "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adaptive_rate_learns_a_providers_unknown_limit_and_every_bar_is_exact() {
+    // The provider allows 10 requests/s (a token bucket with a burst of 10) and says nothing
+    // about it; the master starts at 2 requests/s.
+    let yahoo = FakeYahoo::start(true, Duration::from_millis(20)).await;
+    yahoo.set_rate_limit(Some(RateLimit {
+        requests_per_second: 10.0,
+        burst: 10.0,
+        retry_after_secs: None,
+    }));
+    let symbols: Vec<String> = (0..120).map(|i| format!("R{i:03}")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start(
+        dir.path(),
+        &config(&yahoo.base_url(), &symbols.join(", "), "")
+            .replace(
+                "    requests_per_second: 100\n",
+                "    requests_per_second: 2\n    max_concurrency: 8\n",
+            )
+            .replace("tasks:\n", "tasks:\n  concurrency: 8\n"),
+    )
+    .await
+    .unwrap();
+    let status = master.status().await.unwrap();
+    let provider = &status["providers"][0];
+    assert_eq!(provider["source"], "yahoo", "{status}");
+    assert_eq!(provider["adaptive"], true, "{status}");
+    assert_eq!(provider["requests_per_second"], 2.0, "{status}");
+    assert_eq!(provider["probing"], true, "{status}");
+
+    let started = std::time::Instant::now();
+    let task = run_task(
+        &master,
+        "/api/data/import",
+        r#"{"start_date": "2024-01-01", "end_date": "2024-03-01"}"#,
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["counters"]["series_done"], 120, "{task}");
+    assert_eq!(task["counters"]["series_failed"], 0, "{task}");
+    // At its starting rate the import would take 60 s.
+    assert!(took < Duration::from_secs(40), "{took:?}");
+
+    // The limit was met, and answered by cutting the rate, not by waves of 429s.
+    let throttled = yahoo.throttled();
+    let requests = yahoo.total_requests();
+    assert!(
+        throttled >= 1,
+        "the limit was never reached: {requests} requests"
+    );
+    assert!(
+        (throttled as f64) < 0.1 * requests as f64,
+        "{throttled} of {requests} requests refused"
+    );
+    let learned = task["counters"]["request_rates"]["yahoo"].as_f64().unwrap();
+    assert!(learned > 2.0 && learned < 30.0, "{task}");
+    assert!(
+        task["message"].as_str().unwrap().contains("yahoo at "),
+        "{task}"
+    );
+    let status = master.status().await.unwrap();
+    let provider = &status["providers"][0];
+    let rate = provider["requests_per_second"].as_f64().unwrap();
+    assert!(rate > 2.0 && rate < 30.0, "{status}");
+    assert_eq!(provider["probing"], false, "{status}");
+    assert!(provider["decreases"].as_u64().unwrap() >= 1, "{status}");
+    assert_eq!(provider["min_requests_per_second"], 0.5, "{status}");
+    assert_eq!(provider["max_requests_per_second"], 50.0, "{status}");
+    let (code, metrics) = master.get_text("/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    let gauge: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dms_provider_request_rate{source=\"yahoo\"} "))
+        .unwrap_or_else(|| panic!("no rate gauge in\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(gauge > 2.0 && gauge < 30.0, "{gauge}");
+    // dmsctl status shows it too, from the admin service.
+    let ctl = Dmsctl::new(&format!("http://127.0.0.1:{}", master.port));
+    let out = ctl.run(&["status", "-o", "json"]).await.unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    let shown = &out.json()["providers"][0];
+    assert_eq!(shown["source"], "yahoo", "{out:?}");
+    assert_eq!(shown["adaptive"], true, "{out:?}");
+    let shown_rate = shown["requests_per_second"].as_f64().unwrap();
+    assert!(shown_rate > 2.0 && shown_rate < 30.0, "{out:?}");
+    let out = ctl.run(&["status"]).await.unwrap();
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("request rate")
+            && l.contains("yahoo")
+            && l.contains("adaptive within 0.5..50")),
+        "{out:?}"
+    );
+
+    // Every bar exact: 2024-01-01..2024-03-01 has 44 weekdays.
+    assert_eq!(status["total_records"], 120 * 44, "{status}");
+    for symbol in &symbols {
+        let (code, bars) = master
+            .get(&format!(
+                "/api/data/bars?symbol={symbol}&interval=1d&limit=1000"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(code, 200, "{bars}");
+        let bars = bars["data"].as_array().unwrap();
+        assert_eq!(bars.len(), 44, "{symbol}");
+        for bar in bars {
+            let ts = chrono::DateTime::parse_from_rfc3339(bar["ts"].as_str().unwrap()).unwrap();
+            let day = ts.timestamp().div_euclid(86_400);
+            let close = dms_e2e::provider::generated_close(symbol, day);
+            assert_eq!(bar["close"].as_f64(), Some(close), "{symbol} {bar}");
+            assert_eq!(bar["open"].as_f64(), Some(close - 0.25), "{symbol} {bar}");
+            assert_eq!(bar["high"].as_f64(), Some(close + 1.0), "{symbol} {bar}");
+            assert_eq!(bar["low"].as_f64(), Some(close - 1.0), "{symbol} {bar}");
+            assert_eq!(bar["volume"].as_f64(), Some((1000 + day % 1000) as f64));
+        }
+    }
 }

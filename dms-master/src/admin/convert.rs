@@ -9,7 +9,7 @@ use crate::replication::nodes::{NodeInfo, SessionStats};
 use crate::replication::verify::VerifyReport;
 use crate::tasks::request::TaskRequest;
 use crate::tasks::{Task, TaskCounters, TaskKind, TaskParams, TaskStatus};
-use crate::views::{CatalogRow, DataStatus, SeriesGaps};
+use crate::views::{CatalogRow, DataStatus, ProviderRate, SeriesGaps};
 
 /// Unix seconds to Unix milliseconds.
 pub fn ms(t: Timestamp) -> i64 {
@@ -139,6 +139,11 @@ fn counters(c: &TaskCounters) -> pb::TaskCounters {
                 reason: f.reason.clone(),
             })
             .collect(),
+        request_rates: c
+            .request_rates
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
     }
 }
 
@@ -221,6 +226,19 @@ pub fn data_status(s: &DataStatus) -> pb::DataStatus {
         imports: s.imports.iter().map(import).collect(),
         bars_cache_hits: s.bars_cache_hits,
         bars_cache_misses: s.bars_cache_misses,
+        providers: s.providers.iter().map(provider_rate).collect(),
+    }
+}
+
+fn provider_rate(p: &ProviderRate) -> pb::ProviderRate {
+    pb::ProviderRate {
+        source: p.source.clone(),
+        adaptive: p.rate.adaptive,
+        requests_per_second: p.rate.requests_per_second,
+        min_requests_per_second: p.rate.min_requests_per_second,
+        max_requests_per_second: p.rate.max_requests_per_second,
+        probing: p.rate.probing,
+        decreases: p.rate.decreases,
     }
 }
 

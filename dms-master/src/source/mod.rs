@@ -1,7 +1,7 @@
 //! Data sources: where bars come from. One trait, [`Source`], with a module per provider:
 //!
-//! - [`yahoo`]: Yahoo Finance's v8 chart API, rate-limited, retried, chunked by the provider's
-//!   history limits.
+//! - [`yahoo`]: Yahoo Finance's v8 chart API, rate-limited (an adaptive rate by default, see
+//!   [`limiter`]), retried, chunked by the provider's history limits.
 //! - [`csv`]: a directory of OHLCV CSV files, one series per file.
 //!
 //! A fetch returns normalized bars (UTC bar starts; daily and longer bars at 00:00 UTC of the
@@ -159,6 +159,11 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// How far back the provider serves bars of `interval` (None: no limit). Nothing older is
     /// requested, and nothing older counts as a gap.
     fn history_limit(&self, interval: dms_common::Interval) -> Option<std::time::Duration>;
+
+    /// The request rate the provider is held to now, for providers with a rate limit.
+    fn request_rate(&self) -> Option<limiter::RateStatus> {
+        None
+    }
 
     /// Bars of `series` in `range`, normalized, with the corporate actions seen.
     async fn fetch(&self, series: &SeriesKey, range: TimeRange) -> Result<Fetched, SourceError>;

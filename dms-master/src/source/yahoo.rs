@@ -13,7 +13,9 @@
 //!   whole provider; 5xx, resets, timeouts and cut-off or unparsable bodies are retried up to
 //!   `max_retries` times and `max_retry_elapsed`. A chunk is used only when its whole body
 //!   parsed, so a half-read answer never reaches the store.
-//! - Every request goes through the provider's shared [`RateLimiter`].
+//! - Every request goes through the provider's shared [`RateLimiter`] and tells it what it
+//!   got: served, overloaded (429, 408, 5xx, a timeout) or neither; with `adaptive_rate` (the
+//!   default) the rate follows those answers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +26,7 @@ use chrono::{Datelike, NaiveDate, TimeZone};
 use dms_common::{Bar, Interval, SeriesKey, Symbol, TimeRange, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::limiter::RateLimiter;
+use super::limiter::{Answer, RateBounds, RateLimiter, RateStatus};
 use super::{ActionKind, CorporateAction, FetchStats, Fetched, Source, SourceError};
 use dms_common::config::ConfigDuration;
 
@@ -48,9 +50,21 @@ pub struct YahooSourceConfig {
     /// Time allowed for a whole request, body included.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: ConfigDuration,
-    /// Most request starts per second, shared by every task.
+    /// Request starts per second, shared by every task: the fixed rate, or where an adaptive
+    /// rate starts.
     #[serde(default = "default_rps")]
     pub requests_per_second: f64,
+    /// Adapt the rate to the provider's answers: raise it while requests are served, cut it on
+    /// 429, 408, 5xx and timeouts, within `min_requests_per_second` and
+    /// `max_requests_per_second` (see `source::limiter`).
+    #[serde(default = "default_true")]
+    pub adaptive_rate: bool,
+    /// Floor of an adaptive rate (default 0.5, or `requests_per_second` when lower).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests_per_second: Option<f64>,
+    /// Ceiling of an adaptive rate (default 50, or `requests_per_second` when higher).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_second: Option<f64>,
     /// Most requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,
@@ -92,6 +106,10 @@ fn default_request_timeout() -> ConfigDuration {
 fn default_rps() -> f64 {
     2.0
 }
+/// Default floor of an adaptive rate.
+pub const DEFAULT_MIN_RPS: f64 = 0.5;
+/// Default ceiling of an adaptive rate.
+pub const DEFAULT_MAX_RPS: f64 = 50.0;
 fn default_concurrency() -> usize {
     4
 }
@@ -115,12 +133,85 @@ impl YahooSourceConfig {
             connect_timeout: default_connect_timeout(),
             request_timeout: default_request_timeout(),
             requests_per_second: default_rps(),
+            adaptive_rate: true,
+            min_requests_per_second: None,
+            max_requests_per_second: None,
             max_concurrency: default_concurrency(),
             max_retries: default_max_retries(),
             max_retry_elapsed: default_max_retry_elapsed(),
             min_retry_delay: default_min_retry_delay(),
             float32_prices: true,
         }
+    }
+
+    /// The floor and ceiling of the adaptive rate, defaults resolved.
+    pub fn rate_bounds(&self) -> RateBounds {
+        RateBounds {
+            min: self
+                .min_requests_per_second
+                .unwrap_or(DEFAULT_MIN_RPS.min(self.requests_per_second)),
+            max: self
+                .max_requests_per_second
+                .unwrap_or(DEFAULT_MAX_RPS.max(self.requests_per_second)),
+        }
+    }
+
+    /// What is wrong with the rate settings, as (field, message) pairs.
+    pub fn rate_issues(&self) -> Vec<(&'static str, String)> {
+        let mut issues = Vec::new();
+        let positive = |v: f64| v > 0.0 && v.is_finite();
+        if !positive(self.requests_per_second) {
+            issues.push((
+                "requests_per_second",
+                format!("{} must be a positive number", self.requests_per_second),
+            ));
+        }
+        for (field, value) in [
+            ("min_requests_per_second", self.min_requests_per_second),
+            ("max_requests_per_second", self.max_requests_per_second),
+        ] {
+            if let Some(v) = value
+                && !positive(v)
+            {
+                issues.push((field, format!("{v} must be a positive number")));
+            }
+        }
+        if !issues.is_empty() {
+            return issues;
+        }
+        let bounds = self.rate_bounds();
+        if let Some(min) = self.min_requests_per_second
+            && min > self.requests_per_second
+        {
+            issues.push((
+                "min_requests_per_second",
+                format!(
+                    "{min} is above requests_per_second ({}), where the rate starts",
+                    self.requests_per_second
+                ),
+            ));
+        }
+        if let Some(max) = self.max_requests_per_second
+            && max < self.requests_per_second
+        {
+            issues.push((
+                "max_requests_per_second",
+                format!(
+                    "{max} is below requests_per_second ({}), where the rate starts",
+                    self.requests_per_second
+                ),
+            ));
+        }
+        if issues.is_empty() && bounds.min > bounds.max {
+            issues.push((
+                "min_requests_per_second",
+                format!(
+                    "{} is above max_requests_per_second ({})",
+                    bounds.min, bounds.max
+                ),
+            ));
+        }
+        issues
     }
 }
 
@@ -170,10 +261,15 @@ impl YahooSource {
             .timeout(config.request_timeout.0)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let limiter = Arc::new(RateLimiter::new(
-            config.requests_per_second,
-            config.max_concurrency,
-        ));
+        let limiter = Arc::new(if config.adaptive_rate {
+            RateLimiter::adaptive(
+                config.requests_per_second,
+                config.rate_bounds(),
+                config.max_concurrency,
+            )
+        } else {
+            RateLimiter::new(config.requests_per_second, config.max_concurrency)
+        });
         Ok(YahooSource {
             config,
             base,
@@ -229,9 +325,10 @@ impl YahooSource {
             attempt += 1;
             stats.requests += 1;
             let (outcome, took) = {
-                let _slot = self.limiter.acquire().await;
+                let slot = self.limiter.acquire().await;
                 let sent = Instant::now();
                 let outcome = self.attempt(&url, series).await;
+                slot.finish(outcome.answer());
                 (outcome, sent.elapsed())
             };
             let record = |error| crate::metrics::provider_request(&self.config.name, took, error);
@@ -271,6 +368,7 @@ impl YahooSource {
                     error,
                     retry_after,
                     kind,
+                    ..
                 } => {
                     record(Some(kind));
                     (error, retry_after)
@@ -312,6 +410,7 @@ impl YahooSource {
                     error: describe_reqwest(&e),
                     retry_after: None,
                     kind: "network",
+                    timed_out: e.is_timeout(),
                 };
             }
         };
@@ -324,6 +423,7 @@ impl YahooSource {
                     error: format!("HTTP {status}: body cut off: {}", describe_reqwest(&e)),
                     retry_after: None,
                     kind: "network",
+                    timed_out: e.is_timeout(),
                 };
             }
         };
@@ -341,11 +441,13 @@ impl YahooSource {
                 error: "HTTP 429 Too Many Requests".into(),
                 retry_after,
                 kind: "rate_limited",
+                timed_out: false,
             },
             408 | 500..=599 => Attempt::Retry {
                 error: format!("HTTP {status}: {}", snippet(&body)),
                 retry_after,
                 kind: "server",
+                timed_out: false,
             },
             _ => Attempt::Fatal(SourceError::Rejected {
                 series: series.to_string(),
@@ -365,8 +467,27 @@ enum Attempt {
         retry_after: Option<Duration>,
         /// The failure's kind, as `dms_provider_errors_total` labels it.
         kind: &'static str,
+        /// The request or its body timed out (a sign of an overloaded provider).
+        timed_out: bool,
     },
     Fatal(SourceError),
+}
+
+impl Attempt {
+    /// What the attempt tells the rate limiter.
+    fn answer(&self) -> Answer {
+        match self {
+            Attempt::Done(_) | Attempt::Fatal(SourceError::NotFound { .. }) => Answer::Served,
+            Attempt::Retry {
+                kind: "rate_limited" | "server",
+                ..
+            }
+            | Attempt::Retry {
+                timed_out: true, ..
+            } => Answer::Overloaded,
+            Attempt::Retry { .. } | Attempt::Fatal(_) => Answer::Other,
+        }
+    }
 }
 
 fn describe_reqwest(e: &reqwest::Error) -> String {
@@ -484,6 +605,10 @@ impl Source for YahooSource {
 
     fn history_limit(&self, interval: Interval) -> Option<Duration> {
         limits(interval).1.map(Duration::from_secs)
+    }
+
+    fn request_rate(&self) -> Option<RateStatus> {
+        Some(self.limiter.status())
     }
 
     async fn fetch(&self, series: &SeriesKey, range: TimeRange) -> Result<Fetched, SourceError> {
@@ -973,6 +1098,36 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn each_answer_tells_the_rate_limiter_whether_the_provider_is_overloaded() {
+        let retry = |kind, timed_out| Attempt::Retry {
+            error: String::new(),
+            retry_after: None,
+            kind,
+            timed_out,
+        };
+        let not_found = SourceError::NotFound {
+            source_name: "y".into(),
+            symbol: "X".into(),
+            message: "No data found".into(),
+        };
+        let rejected = SourceError::Rejected {
+            series: "X 1d".into(),
+            message: "HTTP 403".into(),
+        };
+        for (attempt, answer) in [
+            (Attempt::Done(Vec::new()), Answer::Served),
+            (Attempt::Fatal(not_found), Answer::Served),
+            (retry("rate_limited", false), Answer::Overloaded),
+            (retry("server", false), Answer::Overloaded),
+            (retry("network", true), Answer::Overloaded),
+            (retry("network", false), Answer::Other),
+            (Attempt::Fatal(rejected), Answer::Other),
+        ] {
+            assert_eq!(attempt.answer(), answer);
+        }
     }
 
     #[test]

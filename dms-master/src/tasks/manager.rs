@@ -35,9 +35,9 @@ use crate::gaps;
 use crate::import::{self, ImportSummary};
 use crate::ingest::Ingestor;
 use crate::reconcile::Reconciler;
-use crate::source::SourceError;
 use crate::source::csv::CsvSource;
 use crate::source::sql::SqlTable;
+use crate::source::{Source, SourceError};
 use crate::table_import::{self, TableImportSummary};
 use crate::universe::{Universe, UniverseEntry};
 use crate::validate::Validator;
@@ -344,13 +344,14 @@ impl TaskManager {
                     String::new()
                 };
                 let message = format!(
-                    "{} of {} series done, {} failed, {} bars written, {} unchanged, {} rejected in {wall:.1} s{resumed}",
+                    "{} of {} series done, {} failed, {} bars written, {} unchanged, {} rejected in {wall:.1} s{resumed}{}",
                     counters.series_done,
                     counters.series_total,
                     failed,
                     counters.bars_written,
                     counters.bars_unchanged,
                     counters.bars_rejected,
+                    rates_note(&counters),
                 );
                 let (status, error) = match failed {
                     0 => (TaskStatus::Completed, None),
@@ -968,6 +969,7 @@ impl TaskManager {
         (cancel, shutdown): (&CancellationToken, &CancellationToken),
     ) -> Result<(), (Stop, TaskCounters)> {
         let concurrency = self.ctx.config.concurrency.max(1);
+        let limited = rate_limited_sources(task, &entries);
         let mut results = futures::stream::iter(entries.into_iter().map(|entry| async move {
             let outcome = self.process(task, &entry).await;
             (entry, outcome)
@@ -1019,6 +1021,13 @@ impl TaskManager {
                     }
                 }
             };
+            for source in &limited {
+                if let Some(rate) = source.request_rate() {
+                    counters
+                        .request_rates
+                        .insert(source.name().to_owned(), rate.requests_per_second);
+                }
+            }
             if let Some(c) = checkpoint {
                 run.stamp(counters);
                 let tasks = &self.ctx.tasks;
@@ -1035,11 +1044,12 @@ impl TaskManager {
             if last_report.elapsed() > Duration::from_millis(250) {
                 last_report = Instant::now();
                 let message = format!(
-                    "{} of {} series done, {} failed, {} bars written",
+                    "{} of {} series done, {} failed, {} bars written{}",
                     counters.series_done + counters.series_skipped,
                     counters.series_total,
                     counters.series_failed,
-                    counters.bars_written
+                    counters.bars_written,
+                    rates_note(counters),
                 );
                 run.stamp(counters);
                 self.report(task, counters, message).await;
@@ -1462,6 +1472,28 @@ impl Run {
     fn stamp(&self, counters: &mut TaskCounters) {
         counters.worked_secs = (self.worked() * 1000.0).round() / 1000.0;
     }
+}
+
+/// The rate-limited sources `entries` fetch from (none for a task that fetches nothing).
+fn rate_limited_sources(task: &Task, entries: &[UniverseEntry]) -> Vec<Arc<dyn Source>> {
+    if task.kind == TaskKind::Validate {
+        return Vec::new();
+    }
+    let mut out: Vec<Arc<dyn Source>> = Vec::new();
+    for e in entries {
+        if !out.iter().any(|s| s.name() == e.source.name()) && e.source.request_rate().is_some() {
+            out.push(e.source.clone());
+        }
+    }
+    out
+}
+
+/// `"; yahoo at 12.4 requests/s"` for each rate-limited source, for progress messages.
+fn rates_note(c: &TaskCounters) -> String {
+    c.request_rates
+        .iter()
+        .map(|(source, rate)| format!("; {source} at {rate:.1} requests/s"))
+        .collect()
 }
 
 fn progress_of(c: &TaskCounters) -> f64 {

@@ -256,6 +256,9 @@ pub struct TaskCounters {
     pub invalid_stored_bars: u64,
     /// Series that failed, with the reason (at most 100 listed).
     pub failed: Vec<FailedSeries>,
+    /// Request starts per second of each rate-limited source the task fetches from, as of
+    /// the last finished series (with `adaptive_rate`, the rate learned so far).
+    pub request_rates: std::collections::BTreeMap<String, f64>,
 }
 
 /// A background task.
