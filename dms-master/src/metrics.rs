@@ -231,8 +231,19 @@ pub struct MetricsSource {
     /// The last journal entry the store applier applied.
     pub applied: tokio::sync::watch::Receiver<dms_common::journal::Seq>,
     pub nodes: NodeRegistry,
-    /// The sources, for their request rates.
-    pub universe: std::sync::Arc<crate::universe::Universe>,
+    /// The request rates of the rate-limited sources, by source name.
+    pub request_rates: RequestRates,
+}
+
+/// Reads the current request rate of each rate-limited source (given by the server, so that
+/// metrics, which the sources report to, do not depend on them).
+#[derive(Clone)]
+pub struct RequestRates(pub std::sync::Arc<dyn Fn() -> Vec<(String, f64)> + Send + Sync>);
+
+impl std::fmt::Debug for RequestRates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestRates")
+    }
 }
 
 impl MetricsSource {
@@ -252,8 +263,8 @@ impl MetricsSource {
         let store = lag_of(&self.journal, applied).await;
         gauge!("dms_store_lag_entries").set(store.entries as f64);
         gauge!("dms_store_lag_seconds").set(store.seconds);
-        for (source, rate) in self.universe.request_rates() {
-            gauge!("dms_provider_request_rate", "source" => source).set(rate.requests_per_second);
+        for (source, rate) in (self.request_rates.0)() {
+            gauge!("dms_provider_request_rate", "source" => source).set(rate);
         }
         for r in replica_lags(&self.journal, &self.nodes).await {
             gauge!("dms_replica_lag_entries", "node" => r.node.clone()).set(r.lag.entries as f64);

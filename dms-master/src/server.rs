@@ -264,7 +264,16 @@ pub async fn run(
             journal: journal.clone(),
             applied: applier.applied(),
             nodes: nodes.clone(),
-            universe: universe.clone(),
+            request_rates: metrics::RequestRates({
+                let universe = universe.clone();
+                Arc::new(move || {
+                    universe
+                        .request_rates()
+                        .into_iter()
+                        .map(|(source, r)| (source, r.requests_per_second))
+                        .collect()
+                })
+            }),
         }))
         .merge(replication::api::router(nodes_api))
         .merge(schedule::router(scheduler.clone()));
