@@ -810,7 +810,7 @@ impl TaskManager {
             ..TableImportSummary::default()
         };
         let stop = CancellationToken::new();
-        let (seen, mut summaries) = watch::channel(start.clone());
+        let (seen, summaries) = watch::channel(start.clone());
         let import = table_import::import_table(
             table,
             &self.ctx.ingestor,
@@ -822,41 +822,28 @@ impl TaskManager {
                 seen.send_replace(s.clone());
             },
         );
-        tokio::pin!(import);
-        let mut why = None;
-        let summary = loop {
-            tokio::select! {
-                s = &mut import => break s,
-                Ok(()) = summaries.changed() => {
-                    let s = summaries.borrow_and_update().clone();
-                    table_counters(&s, &mut counters);
-                    run.stamp(&mut counters);
-                    let message = format!(
-                        "page {}: {} of {} rows read, {} bars written, {} unchanged, {} rows skipped",
-                        s.pages, s.rows_read, s.rows_total, s.bars_accepted, s.bars_unchanged, s.rows_skipped
-                    );
-                    // Every page's key is saved: a restart reads on from the last one.
-                    self.report(task, &counters, message).await;
-                }
-                _ = cancel.cancelled(), if why.is_none() => {
-                    why = Some(Stop::Cancelled);
-                    stop.cancel();
-                }
-                _ = shutdown.cancelled(), if why.is_none() => {
-                    why = Some(Stop::Shutdown);
-                    stop.cancel();
-                }
-            }
+        let mut driven = Driven::new(import, summaries, stop.clone());
+        let (summary, why) = loop {
+            let s = match driven.next((cancel, shutdown)).await {
+                Next::Progress(s) => s,
+                Next::Done(s, why) => break (s, why),
+            };
+            table_counters(&s, &mut counters);
+            run.stamp(&mut counters);
+            let message = format!(
+                "page {}: {} of {} rows read, {} bars written, {} unchanged, {} rows skipped",
+                s.pages,
+                s.rows_read,
+                s.rows_total,
+                s.bars_accepted,
+                s.bars_unchanged,
+                s.rows_skipped
+            );
+            // Every page's key is saved: a restart reads on from the last one.
+            self.report(task, &counters, message).await;
         };
         table_counters(&summary, &mut counters);
-        match (summary.state.as_str(), why) {
-            ("cancelled", Some(stop)) => Err((stop, counters)),
-            ("failed", _) => Err((
-                Stop::Failed(summary.error.unwrap_or_else(|| "the import failed".into())),
-                counters,
-            )),
-            _ => Ok(counters),
-        }
+        import_outcome(&summary.state, summary.error, why, counters)
     }
 
     /// Reads every file of the task's CSV source (or the table of its SQL source). Cancel and
@@ -901,38 +888,27 @@ impl TaskManager {
             applied: self.ctx.applied.clone(),
         };
         let stop = CancellationToken::new();
-        let (seen, mut summaries) = watch::channel(ImportSummary::default());
+        let (seen, summaries) = watch::channel(ImportSummary::default());
         let import = import::import_csv(csv, &self.ctx.ingestor, &reconciler, &stop, |s| {
             imports.lock().unwrap_or_else(|p| p.into_inner())[slot] = s.clone();
             seen.send_replace(s.clone());
         });
-        tokio::pin!(import);
-        let mut why = None;
         let mut last_report = Instant::now();
-        let summary = loop {
-            tokio::select! {
-                s = &mut import => break s,
-                Ok(()) = summaries.changed() => {
-                    let s = summaries.borrow_and_update().clone();
-                    import_counters(&s, &mut counters);
-                    if last_report.elapsed() > Duration::from_millis(250) {
-                        last_report = Instant::now();
-                        run.stamp(&mut counters);
-                        let message = format!(
-                            "{} of {} files read, {} bars written, {} unchanged",
-                            s.files, s.files_total, s.bars_accepted, s.bars_unchanged
-                        );
-                        self.report(task, &counters, message).await;
-                    }
-                }
-                _ = cancel.cancelled(), if why.is_none() => {
-                    why = Some(Stop::Cancelled);
-                    stop.cancel();
-                }
-                _ = shutdown.cancelled(), if why.is_none() => {
-                    why = Some(Stop::Shutdown);
-                    stop.cancel();
-                }
+        let mut driven = Driven::new(import, summaries, stop.clone());
+        let (summary, why) = loop {
+            let s = match driven.next((cancel, shutdown)).await {
+                Next::Progress(s) => s,
+                Next::Done(s, why) => break (s, why),
+            };
+            import_counters(&s, &mut counters);
+            if last_report.elapsed() > Duration::from_millis(250) {
+                last_report = Instant::now();
+                run.stamp(&mut counters);
+                let message = format!(
+                    "{} of {} files read, {} bars written, {} unchanged",
+                    s.files, s.files_total, s.bars_accepted, s.bars_unchanged
+                );
+                self.report(task, &counters, message).await;
             }
         };
         import_counters(&summary, &mut counters);
@@ -946,14 +922,7 @@ impl TaskManager {
             failed_files = summary.failed_files.len(),
             "source import finished"
         );
-        match (summary.state.as_str(), why) {
-            ("cancelled", Some(stop)) => Err((stop, counters)),
-            ("failed", _) => Err((
-                Stop::Failed(summary.error.unwrap_or_else(|| "the import failed".into())),
-                counters,
-            )),
-            _ => Ok(counters),
-        }
+        import_outcome(&summary.state, summary.error, why, counters)
     }
 
     /// One pass over `entries`; series that fail retryably go to `retry` (first pass only).
@@ -1414,6 +1383,78 @@ fn common_ratio(stored: &[dms_common::Bar], fetched: &[dms_common::Bar]) -> Opti
     }
     let r = ratio?;
     (pairs >= 2 && (r - 1.0).abs() > 1e-3).then_some(r)
+}
+
+/// An import that reports its summaries on a watch channel, asked to stop (through `stop`)
+/// on cancel or shutdown.
+struct Driven<'a, S> {
+    import: std::pin::Pin<Box<dyn std::future::Future<Output = S> + Send + 'a>>,
+    summaries: watch::Receiver<S>,
+    stop: CancellationToken,
+    why: Option<Stop>,
+}
+
+/// What a driven import did next.
+enum Next<S> {
+    /// A new summary.
+    Progress(S),
+    /// Its last summary, and why it was asked to stop, if it was.
+    Done(S, Option<Stop>),
+}
+
+impl<'a, S: Clone> Driven<'a, S> {
+    fn new(
+        import: impl std::future::Future<Output = S> + Send + 'a,
+        summaries: watch::Receiver<S>,
+        stop: CancellationToken,
+    ) -> Self {
+        Driven {
+            import: Box::pin(import),
+            summaries,
+            stop,
+            why: None,
+        }
+    }
+
+    async fn next(
+        &mut self,
+        (cancel, shutdown): (&CancellationToken, &CancellationToken),
+    ) -> Next<S> {
+        loop {
+            tokio::select! {
+                s = &mut self.import => return Next::Done(s, self.why.take()),
+                Ok(()) = self.summaries.changed() => {
+                    return Next::Progress(self.summaries.borrow_and_update().clone());
+                }
+                _ = cancel.cancelled(), if self.why.is_none() => {
+                    self.why = Some(Stop::Cancelled);
+                    self.stop.cancel();
+                }
+                _ = shutdown.cancelled(), if self.why.is_none() => {
+                    self.why = Some(Stop::Shutdown);
+                    self.stop.cancel();
+                }
+            }
+        }
+    }
+}
+
+/// How an import that ended in `state` ends its task (in the shape every runner returns).
+#[allow(clippy::result_large_err)]
+fn import_outcome(
+    state: &str,
+    error: Option<String>,
+    why: Option<Stop>,
+    counters: TaskCounters,
+) -> Result<TaskCounters, (Stop, TaskCounters)> {
+    match (state, why) {
+        ("cancelled", Some(stop)) => Err((stop, counters)),
+        ("failed", _) => Err((
+            Stop::Failed(error.unwrap_or_else(|| "the import failed".into())),
+            counters,
+        )),
+        _ => Ok(counters),
+    }
 }
 
 /// A table import's counters from what it reports.
