@@ -408,53 +408,36 @@ impl SqlTable {
         sql.push_str(&format!(" ORDER BY {key_list} LIMIT {limit}"));
         let label = dms_common::store::sql::redact_url(&self.config.url);
         let err = |e: sqlx::Error| format!("source {} ({label}): {e}", self.config.name);
+        // The same steps on either driver: a read-only transaction, the key bound with its
+        // own type, every value decoded by its column type.
+        macro_rules! read_page {
+            ($pool:expr, $decode:ident) => {{
+                let mut conn = $pool.acquire().await.map_err(err)?;
+                sqlx::query("START TRANSACTION READ ONLY")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(err)?;
+                let mut q = sqlx::query(&sql);
+                for v in after.unwrap_or_default() {
+                    q = match v.clone() {
+                        KeyValue::Int(i) => q.bind(i),
+                        KeyValue::Text(s) => q.bind(s),
+                        KeyValue::Date(d) => q.bind(d),
+                        KeyValue::DateTime(t) => q.bind(t),
+                        KeyValue::Timestamp(t) => q.bind(t),
+                    };
+                }
+                let rows = q.fetch_all(&mut *conn).await;
+                let _ = sqlx::query("COMMIT").execute(&mut *conn).await;
+                rows.map_err(err)?
+                    .iter()
+                    .map(|r| (0..r.len()).map(|i| $decode(r, i)).collect())
+                    .collect::<Result<Vec<Vec<Value>>, String>>()?
+            }};
+        }
         let raw: Vec<Vec<Value>> = match &self.pool {
-            Pool::Pg(pool) => {
-                let mut conn = pool.acquire().await.map_err(err)?;
-                sqlx::query("START TRANSACTION READ ONLY")
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(err)?;
-                let mut q = sqlx::query(&sql);
-                for v in after.unwrap_or_default() {
-                    q = match v.clone() {
-                        KeyValue::Int(i) => q.bind(i),
-                        KeyValue::Text(s) => q.bind(s),
-                        KeyValue::Date(d) => q.bind(d),
-                        KeyValue::DateTime(t) => q.bind(t),
-                        KeyValue::Timestamp(t) => q.bind(t),
-                    };
-                }
-                let rows = q.fetch_all(&mut *conn).await;
-                let _ = sqlx::query("COMMIT").execute(&mut *conn).await;
-                rows.map_err(err)?
-                    .iter()
-                    .map(|r| (0..r.len()).map(|i| pg_value(r, i)).collect())
-                    .collect::<Result<_, _>>()?
-            }
-            Pool::My(pool) => {
-                let mut conn = pool.acquire().await.map_err(err)?;
-                sqlx::query("START TRANSACTION READ ONLY")
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(err)?;
-                let mut q = sqlx::query(&sql);
-                for v in after.unwrap_or_default() {
-                    q = match v.clone() {
-                        KeyValue::Int(i) => q.bind(i),
-                        KeyValue::Text(s) => q.bind(s),
-                        KeyValue::Date(d) => q.bind(d),
-                        KeyValue::DateTime(t) => q.bind(t),
-                        KeyValue::Timestamp(t) => q.bind(t),
-                    };
-                }
-                let rows = q.fetch_all(&mut *conn).await;
-                let _ = sqlx::query("COMMIT").execute(&mut *conn).await;
-                rows.map_err(err)?
-                    .iter()
-                    .map(|r| (0..r.len()).map(|i| my_value(r, i)).collect())
-                    .collect::<Result<_, _>>()?
-            }
+            Pool::Pg(pool) => read_page!(pool, pg_value),
+            Pool::My(pool) => read_page!(pool, my_value),
         };
         let mut last_key = None;
         let rows = raw
