@@ -26,6 +26,8 @@
 //! - [`dead_letters`]: [`dead_letters::DeadLetters`], entries the store refused for good.
 //! - [`delete`]: deleting a series or a range through the journal, with a dry run.
 //! - [`import`]: importing a whole source once.
+//! - [`export`]: stored bars of selected series as a CSV, JSON, xlsx or Parquet file, streamed
+//!   (`GET /api/data/export`, admin `Export`).
 //! - [`replication`]: the `dms.v1.Replication` gRPC service, replica sessions and the node
 //!   registry with its sync history.
 //! - [`api_state`]: [`api_state::ApiState`], what the REST API and admin gRPC read.
@@ -47,6 +49,7 @@ pub mod catalog;
 pub mod config;
 pub mod dead_letters;
 pub mod delete;
+pub mod export;
 pub mod gaps;
 pub mod http;
 pub mod import;
