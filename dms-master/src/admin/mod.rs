@@ -14,6 +14,8 @@
 //! - Errors become gRPC statuses here only: an invalid parameter is `InvalidArgument` naming the
 //!   field, an unknown task or replica `NotFound`, an operation that does not fit the current
 //!   state `FailedPrecondition`, a store that cannot be read `Unavailable`.
+//! - `Export` streams the chunks of [`crate::export`], the producer behind
+//!   `GET /api/data/export`, so both give the same bytes.
 //! - `WatchTask` sends the task at once and again after each change the task store announces
 //!   ([`crate::tasks::store::TaskStore::changes`]), until the task has ended.
 
