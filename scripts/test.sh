@@ -100,6 +100,18 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     apt_install systemd
 fi
 
+# The export tests read Parquet files with pyarrow, as users do (PyPI; a Debian python
+# refuses system-wide pip installs unless told).
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "== installing python3"
+    apt_install python3 python3-pip
+fi
+if ! python3 -c 'import pyarrow' >/dev/null 2>&1; then
+    echo "== installing pyarrow (python3 cannot import it)"
+    python3 -m pip install --quiet 'pyarrow==26.0.1' ||
+        python3 -m pip install --quiet --break-system-packages 'pyarrow==26.0.1'
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 

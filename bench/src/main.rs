@@ -12,9 +12,12 @@
 //! - `replicate`: a master and a replica over loopback gRPC (see [`replicate`]).
 //! - `store --backend influxdb|postgres|mysql --url URL`: the ingest path into a server store
 //!   beside the server's raw write rate (see [`stores`]).
+//! - `export`: a SQLite store of S × N bars exported to Parquet and to CSV through the
+//!   master's export code, each step in its own process (see [`export`]).
 //! - `all`: runs each scenario in its own process (so peak RSS is per scenario) and prints a
 //!   table with bars/s, the ratio of `ingest` to `store-raw`, and peak RSS.
 
+mod export;
 mod fetch;
 mod generator;
 mod replicate;
@@ -55,6 +58,27 @@ enum Cmd {
     /// Replication to an in-process replica over loopback gRPC: catch-up, verify, lag under
     /// steady ingest, repair of one bucket, bytes per bar.
     Replicate(ReplicateArgs),
+    /// Export of a filled SQLite store to Parquet and to CSV (each step in its own process).
+    Export(Size),
+    /// (A step of `export`.) Fills the SQLite store at --store.
+    #[command(hide = true)]
+    ExportFill(ExportStep),
+    /// (A step of `export`.) Exports the SQLite store at --store in --format.
+    #[command(hide = true)]
+    ExportRun(ExportStep),
+}
+
+/// A step of the `export` scenario.
+#[derive(Debug, Clone, Args)]
+struct ExportStep {
+    #[command(flatten)]
+    size: Size,
+    /// The SQLite store file.
+    #[arg(long)]
+    store: PathBuf,
+    /// parquet or csv (export-run).
+    #[arg(long, default_value = "parquet")]
+    format: String,
 }
 
 /// Options of the `store` scenario.
@@ -140,6 +164,9 @@ fn main() -> Result<()> {
         Cmd::Replicate(args) => {
             replicate::replicate(&args.size, args.steady_secs, &args.compression)
         }
+        Cmd::Export(size) => export::run(&size),
+        Cmd::ExportFill(step) => print(&export::fill(&step.size, &step.store)?),
+        Cmd::ExportRun(step) => print(&export::export_store(&step.store, &step.format)?),
     }
 }
 

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api_state::{ApiState, CachedAnswer};
+use crate::export;
 use crate::tasks::request::{self, TaskApiError, TaskRequest};
 use crate::tasks::{TaskKind, TaskStatus};
 use crate::views::{self, DataStatus, SeriesGaps};
@@ -54,6 +55,7 @@ pub fn router(state: ApiState, extra: Router) -> Router {
         .route("/api/data/series", get(series))
         .route("/api/data/overview", get(overview))
         .route("/api/data/bars", get(bars))
+        .route("/api/data/export", get(export))
         .route("/api/data/actions", get(actions))
         .route("/api/sources/{name}/tables", get(source_tables))
         .route("/api/sources/{name}/preview", get(source_preview))
@@ -446,6 +448,42 @@ async fn source_preview(
         }
         Err(e) => error(StatusCode::BAD_GATEWAY, e),
     }
+}
+
+/// `GET /api/data/export?format=&symbols=&interval=&start=&end=&compression=`: the selected
+/// series as one file, streamed as it is written ([`crate::export`]).
+async fn export(
+    State(s): State<ApiState>,
+    query: Result<Query<export::ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    let request = match q.check() {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    let plan = match export::plan(&*s.store, request).await {
+        Ok(p) => p,
+        Err(e @ export::PlanError::Invalid(_)) => return bad_request(e.to_string()),
+        Err(e @ export::PlanError::Store(_)) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
+    };
+    let body = axum::body::Body::from_stream(export::start(s.store.clone(), &plan).into_bytes());
+    // File names are made of symbols, intervals and dates: no quote or backslash to escape.
+    let disposition = format!("attachment; filename=\"{}\"", plan.file_name);
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(plan.content_type()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    response
 }
 
 async fn bars(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Response {

@@ -29,6 +29,8 @@
 //! - [`import`]: importing a whole CSV source once.
 //! - [`consistency`]: comparing two stores bar by bar (the check after a migration).
 //! - [`table_import`]: importing a SQL table source page by page, resumable by its key.
+//! - [`export`]: stored bars of selected series as a CSV, JSON, xlsx or Parquet file, streamed
+//!   (`GET /api/data/export`, admin `Export`).
 //! - [`replication`]: the `dms.v1.Replication` gRPC service, replica sessions and the node
 //!   registry with its sync history.
 //! - [`api_state`]: [`api_state::ApiState`], what the REST API and admin gRPC read.
@@ -51,6 +53,7 @@ pub mod config;
 pub mod consistency;
 pub mod dead_letters;
 pub mod delete;
+pub mod export;
 pub mod gaps;
 pub mod http;
 pub mod import;

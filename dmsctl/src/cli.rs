@@ -16,15 +16,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub(crate) struct Cli {
     #[command(flatten)]
     pub conn: Connection,
-    /// Output: aligned columns, or one JSON document for scripts.
+    /// Output: `table` (aligned columns) or `json` (one JSON document for scripts); for
+    /// `export`, the file to write.
     #[arg(
         short = 'o',
         long,
         global = true,
         env = "DMS_OUTPUT",
-        default_value = "table"
+        default_value = "table",
+        value_name = "table|json|FILE"
     )]
-    pub output: Output,
+    pub output: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,10 +59,21 @@ pub(crate) struct Connection {
     pub key: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Output {
     Table,
     Json,
+}
+
+impl Output {
+    /// The output style named by `-o` (`table` or `json`).
+    pub(crate) fn parse(raw: &str) -> Option<Output> {
+        match raw {
+            "table" => Some(Output::Table),
+            "json" => Some(Output::Json),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +152,10 @@ pub(crate) enum Command {
     Sources(SourcesCommand),
     /// Journal size, bounds and consumers.
     Journal,
+    /// Export bars to a file (`-o FILE`): CSV, JSON, JSON Lines, xlsx or Parquet, the same
+    /// bytes as `GET /api/data/export`. Written to a temporary name beside FILE and renamed
+    /// once complete.
+    Export(ExportArgs),
     /// Print a shell completion script.
     Completions { shell: Shell },
 }
@@ -247,6 +264,28 @@ pub(crate) struct StartArgs {
     /// Follow the task's progress until it ends, and exit with its outcome.
     #[arg(long, short)]
     pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// csv, json, jsonl, xlsx or parquet (default: from the file's extension).
+    #[arg(long, short = 'f')]
+    pub format: Option<String>,
+    /// Only these symbols (repeat or separate with commas; default: every stored series).
+    #[arg(long = "symbols", short = 's', value_delimiter = ',')]
+    pub symbols: Vec<String>,
+    /// Only this interval (1m 5m 15m 30m 1h 1d 1wk 1mo).
+    #[arg(long, short)]
+    pub interval: Option<String>,
+    /// First bar (`YYYY-MM-DD` or RFC 3339).
+    #[arg(long)]
+    pub start: Option<String>,
+    /// End of the range, exclusive.
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Parquet: zstd (default) or snappy.
+    #[arg(long)]
+    pub compression: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

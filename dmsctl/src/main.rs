@@ -9,12 +9,14 @@
 
 mod cli;
 mod client;
+mod export;
 mod follow;
 mod output;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use dms_common::pb;
 
 use crate::cli::{
@@ -24,7 +26,10 @@ use crate::client::{CliError, Client};
 use crate::output::{Table, count, opt, outln, print_fields, print_json, time_ms, time_s};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `-o` names export's file only when given on the command line (not DMS_OUTPUT's style).
+    let output_given = matches.value_source("output") == Some(ValueSource::CommandLine);
     if let Command::Completions { shell } = cli.command {
         let shell = match shell {
             cli::Shell::Bash => clap_complete::Shell::Bash,
@@ -46,7 +51,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, output_given)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {}", e.message);
@@ -56,8 +61,24 @@ fn main() -> ExitCode {
 }
 
 /// Runs the command; returns the exit status.
-async fn run(cli: Cli) -> Result<u8, CliError> {
-    let out = cli.output;
+async fn run(cli: Cli, output_given: bool) -> Result<u8, CliError> {
+    if let Command::Export(args) = cli.command {
+        if !output_given {
+            return Err(CliError::usage(
+                "export writes a file: name it with -o FILE",
+            ));
+        }
+        let file = std::path::PathBuf::from(&cli.output);
+        let format = export::format_of(args.format.as_deref(), &file)?;
+        let c = client::connect(&cli.conn).await?;
+        return export::export(&c, args, format, &file).await;
+    }
+    let out = Output::parse(&cli.output).ok_or_else(|| {
+        CliError::usage(format!(
+            "-o {:?}: the output is table or json (a file only for export)",
+            cli.output
+        ))
+    })?;
     let mut c = client::connect(&cli.conn).await?;
     match cli.command {
         Command::Task(t) => task(&mut c, t, out).await,
@@ -178,7 +199,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             print_journal(&r, out);
             Ok(0)
         }
-        Command::Completions { .. } => Ok(0),
+        Command::Completions { .. } | Command::Export(_) => Ok(0),
     }
 }
 

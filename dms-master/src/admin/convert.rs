@@ -434,3 +434,31 @@ mod tests {
         assert_eq!(r.days, Some(3));
     }
 }
+
+/// An export's events as `ExportChunk` messages: `info` in the first, `done` in the last; an
+/// error ends the stream with a status instead.
+pub fn export_chunks(
+    stream: crate::export::ExportStream,
+    info: pb::ExportInfo,
+) -> impl futures::Stream<Item = Result<pb::ExportChunk, tonic::Status>> + Send + 'static {
+    use crate::export::{ExportError, ExportEvent};
+    futures::stream::unfold((stream, Some(info)), |(mut stream, mut info)| async move {
+        let chunk = match stream.next().await? {
+            Ok(ExportEvent::Data(c)) => Ok(pb::ExportChunk {
+                data: c.data.to_vec(),
+                bars: c.bars,
+                info: info.take(),
+                done: false,
+            }),
+            Ok(ExportEvent::Done { bars, .. }) => Ok(pb::ExportChunk {
+                data: Vec::new(),
+                bars,
+                info: info.take(),
+                done: true,
+            }),
+            Err(e @ ExportError::Store(_)) => Err(tonic::Status::unavailable(e.to_string())),
+            Err(e) => Err(tonic::Status::internal(e.to_string())),
+        };
+        Some((chunk, (stream, info)))
+    })
+}

@@ -14,6 +14,8 @@
 //! - Errors become gRPC statuses here only: an invalid parameter is `InvalidArgument` naming the
 //!   field, an unknown task or replica `NotFound`, an operation that does not fit the current
 //!   state `FailedPrecondition`, a store that cannot be read `Unavailable`.
+//! - `Export` streams the chunks of [`crate::export`], the producer behind
+//!   `GET /api/data/export`, so both give the same bytes.
 //! - `WatchTask` sends the task at once and again after each change the task store announces
 //!   ([`crate::tasks::store::TaskStore::changes`]), until the task has ended.
 
@@ -132,6 +134,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[tonic::async_trait]
 impl Admin for AdminService {
     type WatchTaskStream = BoxStream<pb::Task>;
+    type ExportStream = BoxStream<pb::ExportChunk>;
 
     async fn start_task(
         &self,
@@ -310,6 +313,40 @@ impl Admin for AdminService {
                 })
                 .collect(),
         }))
+    }
+
+    async fn export(
+        &self,
+        req: Request<pb::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        use crate::export::{self, ExportQuery, PlanError};
+        self.check(&req, Access::Read)?;
+        let req = req.into_inner();
+        let query = ExportQuery {
+            format: Some(req.format),
+            symbols: Some(req.symbols.join(",")),
+            interval: req.interval,
+            start: req.start,
+            end: req.end,
+            compression: req.compression,
+        };
+        let request = query.check().map_err(Status::invalid_argument)?;
+        let plan = export::plan(&*self.ctx.api.store, request)
+            .await
+            .map_err(|e| match e {
+                PlanError::Invalid(m) => Status::invalid_argument(m),
+                PlanError::Store(e) => store_status(e),
+            })?;
+        let info = pb::ExportInfo {
+            file_name: plan.file_name.clone(),
+            content_type: plan.content_type().to_owned(),
+            series: plan.series.len() as u64,
+            bars_estimate: plan.bars_estimate,
+        };
+        let stream = export::start(self.ctx.api.store.clone(), &plan);
+        Ok(Response::new(Box::pin(convert::export_chunks(
+            stream, info,
+        ))))
     }
 
     async fn delete_bars(

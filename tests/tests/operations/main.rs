@@ -1,10 +1,11 @@
 //! End-to-end tests of operating DMS (issue 7): the scheduler, admin gRPC and `dmsctl`, auth
-//! and TLS, systemd integration, metrics and alerts. Each part has its own module; all run the
-//! real daemons as processes.
+//! and TLS, systemd integration, metrics and alerts, deleting and exporting data. Each part has
+//! its own module; all run the real daemons as processes.
 
 mod auth;
 mod delete;
 mod dmsctl;
+mod export;
 mod metrics;
 mod scheduler;
 mod systemd;
