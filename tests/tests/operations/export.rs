@@ -284,7 +284,10 @@ async fn the_sample_data_exports_in_every_format_as_the_bars_api_serves_it() {
         assert_eq!(sheet.len() as u64, count + 1, "header and bars");
         assert_eq!(sheet[0][..3], ["symbol", "interval", "ts"]);
     }
-    let xlsx_rows: Vec<Row> = sheets.iter().flat_map(|s| s[1..].iter().map(|r| xlsx_row(r))).collect();
+    let xlsx_rows: Vec<Row> = sheets
+        .iter()
+        .flat_map(|s| s[1..].iter().map(|r| xlsx_row(r)))
+        .collect();
     assert_eq!(xlsx_rows, all);
 
     // Parquet, read by pyarrow: typed columns, UTC timestamps, exact values, every bar.
