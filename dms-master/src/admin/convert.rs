@@ -391,6 +391,34 @@ pub fn schedule(s: &crate::schedule::ScheduleView) -> pb::Schedule {
     }
 }
 
+/// An export's events as `ExportChunk` messages: `info` in the first, `done` in the last; an
+/// error ends the stream with a status instead.
+pub fn export_chunks(
+    stream: crate::export::ExportStream,
+    info: pb::ExportInfo,
+) -> impl futures::Stream<Item = Result<pb::ExportChunk, tonic::Status>> + Send + 'static {
+    use crate::export::{ExportError, ExportEvent};
+    futures::stream::unfold((stream, Some(info)), |(mut stream, mut info)| async move {
+        let chunk = match stream.next().await? {
+            Ok(ExportEvent::Data(c)) => Ok(pb::ExportChunk {
+                data: c.data.to_vec(),
+                bars: c.bars,
+                info: info.take(),
+                done: false,
+            }),
+            Ok(ExportEvent::Done { bars, .. }) => Ok(pb::ExportChunk {
+                data: Vec::new(),
+                bars,
+                info: info.take(),
+                done: true,
+            }),
+            Err(e @ ExportError::Store(_)) => Err(tonic::Status::unavailable(e.to_string())),
+            Err(e) => Err(tonic::Status::internal(e.to_string())),
+        };
+        Some((chunk, (stream, info)))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,32 +461,4 @@ mod tests {
         assert_eq!(r.symbols, Some(vec!["AAPL".to_owned()]));
         assert_eq!(r.days, Some(3));
     }
-}
-
-/// An export's events as `ExportChunk` messages: `info` in the first, `done` in the last; an
-/// error ends the stream with a status instead.
-pub fn export_chunks(
-    stream: crate::export::ExportStream,
-    info: pb::ExportInfo,
-) -> impl futures::Stream<Item = Result<pb::ExportChunk, tonic::Status>> + Send + 'static {
-    use crate::export::{ExportError, ExportEvent};
-    futures::stream::unfold((stream, Some(info)), |(mut stream, mut info)| async move {
-        let chunk = match stream.next().await? {
-            Ok(ExportEvent::Data(c)) => Ok(pb::ExportChunk {
-                data: c.data.to_vec(),
-                bars: c.bars,
-                info: info.take(),
-                done: false,
-            }),
-            Ok(ExportEvent::Done { bars, .. }) => Ok(pb::ExportChunk {
-                data: Vec::new(),
-                bars,
-                info: info.take(),
-                done: true,
-            }),
-            Err(e @ ExportError::Store(_)) => Err(tonic::Status::unavailable(e.to_string())),
-            Err(e) => Err(tonic::Status::internal(e.to_string())),
-        };
-        Some((chunk, (stream, info)))
-    })
 }

@@ -335,7 +335,7 @@ mod tests {
             "dms-GOOG-1d-2004-08-19_2013-03-28.parquet"
         );
         assert_eq!(
-            file_name(&all, &[btc.clone(), goog.clone()]),
+            file_name(&all, &[btc, goog.clone()]),
             "dms-BTC-USD-1mo+GOOG-1d-2004-08-19_2024-12-01.parquet"
         );
         let many: Vec<SeriesOverview> = (0..12).map(|_| goog.clone()).collect();

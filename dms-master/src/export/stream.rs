@@ -160,8 +160,9 @@ impl EncodeJob {
     ) {
         let started = Instant::now();
         let progress = Progress::default();
-        let writer = ChunkWriter::new(tx.clone(), progress.clone());
-        match self.encode(pages, writer, &progress, &tx) {
+        let events = tx.clone();
+        let writer = ChunkWriter::new(tx, progress.clone());
+        match self.encode(pages, writer, &progress, &events) {
             Ok(()) => {
                 let (bars, bytes) = (progress.bars(), progress.bytes());
                 tracing::info!(
@@ -171,11 +172,11 @@ impl EncodeJob {
                     secs = started.elapsed().as_secs_f64(),
                     "export finished"
                 );
-                let _ = tx.blocking_send(Ok(ExportEvent::Done { bars, bytes }));
+                let _ = events.blocking_send(Ok(ExportEvent::Done { bars, bytes }));
             }
             Err(e) => {
                 tracing::warn!(file = %self.file_name, bars = progress.bars(), error = %e, "export failed");
-                let _ = tx.blocking_send(Err(e));
+                let _ = events.blocking_send(Err(e));
             }
         }
     }
