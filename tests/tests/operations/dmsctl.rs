@@ -329,6 +329,27 @@ auth:
             .count()
     };
     assert_eq!(started(&tasks), 0, "nothing was started: {tasks}");
+    // An export is a read: the read-only token may make one; no token may not.
+    let file = dir.path().join("goog.csv");
+    let file = file.to_str().unwrap();
+    let out = reader
+        .run(&["export", "-o", file, "-s", "GOOG"])
+        .await
+        .unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    let csv = std::fs::read_to_string(file).unwrap();
+    assert!(csv.starts_with("symbol,interval,ts,"), "{csv}");
+    assert_eq!(csv.lines().count(), 1 + 2148);
+    std::fs::remove_file(file).unwrap();
+    let out = ctl
+        .run(&["export", "-o", file, "-s", "GOOG"])
+        .await
+        .unwrap();
+    assert!(
+        one_error_line(&out).contains("a bearer token is required"),
+        "{out:?}"
+    );
+    assert!(!std::path::Path::new(file).exists());
 
     // The full token from a file starts one.
     let token_file = dir.path().join("admin.token");
