@@ -535,6 +535,8 @@ sources:
     key: [id]
     timezone: Asia/Shanghai
     mode: insert_only
+schedules:
+  - {{name: legacy-nightly, cron: '0 3 1 1 *', kind: import, source: pg}}
 ",
         pw = pw.display()
     );
@@ -642,6 +644,28 @@ sources:
         6.5,
         "added"
     );
+
+    // A schedule of kind import naming a SQL source imports its table.
+    let (code, run) = master
+        .post("/api/schedules/legacy-nightly/trigger", "")
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{run}");
+    assert_eq!(run["data"]["outcome"], "started", "{run}");
+    assert!(
+        run["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("source_import task"),
+        "{run}"
+    );
+    let t = master
+        .wait_task(run["task_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(t["kind"], "source_import", "{t}");
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(t["counters"]["bars_unchanged"], 150, "{t}");
 
     // An import of a SQL source takes no other parameters.
     let (code, answer) = master

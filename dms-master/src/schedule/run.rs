@@ -261,6 +261,17 @@ impl RunContext {
             return (RunOutcome::Failed, None, "not a task job".into());
         };
         let params = self.task_params(job, scheduled_for);
+        // An import of a SQL source reads its whole table: no series, no calendar to judge.
+        if job.kind == ScheduleKind::Import
+            && let Some(source) = params.source.as_deref()
+            && self.tasks.sql_source(source).is_some()
+        {
+            let params = TaskParams {
+                source: params.source.clone(),
+                ..TaskParams::default()
+            };
+            return self.queue(job, kind, params).await;
+        }
         let entries = match self.tasks.universe().select(&params) {
             Ok(e) if e.is_empty() => {
                 return (RunOutcome::Failed, None, "the job selects no series".into());
@@ -307,12 +318,22 @@ impl RunContext {
                 }
             }
         }
+        self.queue(job, kind, params).await
+    }
+
+    /// Queues the job's task.
+    async fn queue(
+        &self,
+        job: &ScheduleConfig,
+        kind: crate::tasks::TaskKind,
+        params: TaskParams,
+    ) -> (RunOutcome, Option<String>, String) {
         let name = format!("schedule {}", job.name);
         match self.tasks.submit(kind, name, params).await {
             Ok(task) => (
                 RunOutcome::Started,
                 Some(task.id.clone()),
-                format!("{} task {} queued", kind.as_str(), task.id),
+                format!("{} task {} queued", task.kind.as_str(), task.id),
             ),
             Err(SubmitError::Invalid(m)) => (RunOutcome::Failed, None, m),
             Err(e @ SubmitError::Store(_)) => (RunOutcome::Failed, None, e.to_string()),
