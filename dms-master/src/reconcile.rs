@@ -47,11 +47,37 @@ impl Reconciler {
         bars: &[Bar],
         keep: impl Fn(Option<&Bar>, &Bar) -> bool,
     ) -> Vec<Bar> {
+        match self.stored(key, bars).await {
+            Some(stored) => bars
+                .iter()
+                .filter(|b| keep(stored.get(&b.ts.0), b))
+                .copied()
+                .collect(),
+            None => bars.to_vec(),
+        }
+    }
+
+    /// The bars of `bars` that [`Reconciler::stored`] says differ from (or are missing in)
+    /// `stored`; every bar when the store could not be read.
+    pub fn changed_from(stored: Option<&HashMap<i64, Bar>>, bars: &[Bar]) -> Vec<Bar> {
+        match stored {
+            Some(stored) => bars
+                .iter()
+                .filter(|b| stored.get(&b.ts.0).is_none_or(|s| !s.same_values(b)))
+                .copied()
+                .collect(),
+            None => bars.to_vec(),
+        }
+    }
+
+    /// The stored bars of `key` over the span of `bars`, by time, once the store applied the
+    /// series' last journaled entry; None when the store cannot be read.
+    pub async fn stored(&self, key: &SeriesKey, bars: &[Bar]) -> Option<HashMap<i64, Bar>> {
         let (Some(first), Some(last)) = (
             bars.iter().map(|b| b.ts).min(),
             bars.iter().map(|b| b.ts).max(),
         ) else {
-            return Vec::new();
+            return Some(HashMap::new());
         };
         // Compare against a store that has applied this series' last entry (waiting for the
         // whole journal would hold every series up behind the others). It normally has within
@@ -69,13 +95,9 @@ impl Reconciler {
         loop {
             match pages.try_next().await {
                 Ok(Some(page)) => stored.extend(page.into_iter().map(|b| (b.ts.0, b))),
-                Ok(None) => break,
-                Err(_) => return bars.to_vec(),
+                Ok(None) => return Some(stored),
+                Err(_) => return None,
             }
         }
-        bars.iter()
-            .filter(|b| keep(stored.get(&b.ts.0), b))
-            .copied()
-            .collect()
     }
 }

@@ -1164,9 +1164,20 @@ impl TaskManager {
                 tracing::info!(series = %entry.key, action = %a, "new corporate action; fetching the whole history again");
             }
         }
+        let reconciler = Reconciler {
+            ingestor: self.ctx.ingestor.clone(),
+            store: self.ctx.store.clone(),
+            applied: self.ctx.applied.clone(),
+        };
+        // The stored bars over the fetched span, read once: for the ratio check and, unless
+        // the whole history is fetched again, for the comparison below.
+        let mut stored = match had_data {
+            true => reconciler.stored(&entry.key, &fetched.bars).await,
+            false => Some(Default::default()),
+        };
         if had_data
             && !refetch
-            && let Some(ratio) = self.common_ratio(&entry.key, &fetched.bars).await
+            && let Some(ratio) = stored.as_ref().and_then(|s| common_ratio(s, &fetched.bars))
         {
             tracing::warn!(
                 series = %entry.key,
@@ -1189,6 +1200,7 @@ impl TaskManager {
                     counts.retries += fetched.stats.retries;
                     counts.provider_nulls += fetched.stats.provider_nulls;
                     fetched = f;
+                    stored = reconciler.stored(&entry.key, &fetched.bars).await;
                 }
                 Err(e) => return SeriesOutcome::Failed(e),
             }
@@ -1200,12 +1212,7 @@ impl TaskManager {
             answered.extend(fetched.bars.iter().map(|b| b.ts));
         }
         let fetched_count = fetched.bars.len() as u64;
-        let reconciler = Reconciler {
-            ingestor: self.ctx.ingestor.clone(),
-            store: self.ctx.store.clone(),
-            applied: self.ctx.applied.clone(),
-        };
-        let changed = reconciler.changed(&entry.key, &fetched.bars).await;
+        let changed = Reconciler::changed_from(stored.as_ref(), &fetched.bars);
         counts.unchanged = fetched_count - changed.len() as u64;
         if !changed.is_empty() {
             let origin = Origin {
@@ -1252,22 +1259,6 @@ impl TaskManager {
             Ok(Some(at)) => chrono::Utc::now().timestamp_millis() - at >= every,
             Ok(None) | Err(_) => true,
         }
-    }
-
-    /// The ratio stored / fetched when every fetched bar that is also stored (at least two)
-    /// differs from it by one common ratio in open, high, low and close: the mark of a split
-    /// or an adjustment the provider applied without reporting it.
-    async fn common_ratio(&self, key: &SeriesKey, fetched: &[dms_common::Bar]) -> Option<f64> {
-        let (first, last) = (fetched.first()?.ts, fetched.last()?.ts);
-        let mut stored = Vec::new();
-        let mut pages = self
-            .ctx
-            .store
-            .read(key, TimeRange::new(first, Timestamp(last.0 + 1)));
-        while let Ok(Some(page)) = pages.try_next().await {
-            stored.extend(page);
-        }
-        common_ratio(&stored, fetched)
     }
 
     /// Fetches each gap of the series. Sessions the provider answered with no bar are
@@ -1353,14 +1344,17 @@ impl TaskManager {
     }
 }
 
-/// See [`TaskManager::common_ratio`]; `stored` and `fetched` in time order.
-fn common_ratio(stored: &[dms_common::Bar], fetched: &[dms_common::Bar]) -> Option<f64> {
-    let fetched: std::collections::HashMap<Timestamp, &dms_common::Bar> =
-        fetched.iter().map(|b| (b.ts, b)).collect();
+/// The ratio stored / fetched when every fetched bar that is also stored (at least two)
+/// differs from it by one common ratio in open, high, low and close: the mark of a split or an
+/// adjustment the provider applied without reporting it. `stored` is by time.
+fn common_ratio(
+    stored: &std::collections::HashMap<i64, dms_common::Bar>,
+    fetched: &[dms_common::Bar],
+) -> Option<f64> {
     let mut ratio: Option<f64> = None;
     let mut pairs = 0;
-    for s in stored {
-        let Some(f) = fetched.get(&s.ts) else {
+    for f in fetched {
+        let Some(s) = stored.get(&f.ts.0) else {
             continue;
         };
         pairs += 1;
