@@ -18,17 +18,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use dms_common::journal::{Journal, RetentionPolicy};
 use dms_common::store::SharedStore;
+use dms_common::store::config::StoreConfig;
 use dms_common::store::sqlite::SqliteStore;
 use dms_common::{Symbol, Timestamp};
 use dms_e2e::provider::{FakeYahoo, RateLimit};
 use dms_master::applier::{self, ApplierOptions};
+use dms_master::backup::BackupConfig;
 use dms_master::catalog::Catalog;
 use dms_master::config::{
-    MasterConfig, SourceConfig, TasksConfig, WatchlistConfig, YahooSourceConfig,
+    MasterConfig, SourceConfig, StateConfig, TasksConfig, WatchlistConfig, YahooSourceConfig,
 };
 use dms_master::ingest::Ingestor;
 use dms_master::quarantine::Quarantine;
-use dms_master::tasks::manager::{TaskContext, TaskManager};
+use dms_master::tasks::manager::{TaskContext, TaskFiles, TaskManager};
 use dms_master::tasks::store::TaskStore;
 use dms_master::tasks::{Task, TaskKind, TaskParams};
 use dms_master::universe::Universe;
@@ -198,8 +200,13 @@ fn run(spec: &Spec) -> Result<Outcome> {
                 config: TasksConfig::default(),
                 alerts: dms_master::alerts::Alerts::disabled(),
                 csv_sources: Vec::new(),
-            sql_sources: Vec::new(),
+                sql_sources: Vec::new(),
                 imports: Default::default(),
+                files: TaskFiles::new(
+                    &StateConfig { path: state.clone() },
+                    &BackupConfig::default(),
+                    &StoreConfig::default(),
+                ),
             },
         };
         let now = Timestamp::now().0;

@@ -15,6 +15,10 @@
 //!   at once, before its body is read; a longer body without a length is cut there by the
 //!   framework's limit (also 413).
 //!
+//! - An upload path ([`UPLOAD_PATHS`]: a file to import) takes a body of any length whose
+//!   content type a web page cannot send without asking (`application/octet-stream`,
+//!   `text/csv`, …): a form, `text/plain` or no content type is refused with 415.
+//!
 //! gRPC calls (`Content-Type: application/grpc…`) pass through untouched.
 
 use axum::body::to_bytes;
@@ -26,6 +30,16 @@ use serde_json::json;
 
 /// The largest REST request body taken (the framework's default limit, checked up front).
 pub const MAX_REST_BODY: u64 = 2 << 20;
+
+/// Paths whose body is a file (streamed to disk by the handler, of any length).
+pub const UPLOAD_PATHS: &[&str] = &["/api/data/import-file"];
+
+/// Content types a web page may send to any address without asking (CORS "simple" requests).
+const SIMPLE_CONTENT_TYPES: &[&str] = &[
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "text/plain",
+];
 
 /// Longest framework error body rewritten into the envelope.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -68,6 +82,29 @@ pub async fn enforce(req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    if UPLOAD_PATHS.contains(&path.as_str()) && has_body(&req) {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence.is_empty() || SIMPLE_CONTENT_TYPES.contains(&essence.as_str()) {
+            let shown = if ct.is_empty() { "none" } else { ct };
+            return envelope(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &format!(
+                    "{method} {path} takes the file as the body: send Content-Type: application/octet-stream (got {shown})"
+                ),
+            );
+        }
+        return next.run(req).await;
+    }
     let length = req
         .headers()
         .get(header::CONTENT_LENGTH)

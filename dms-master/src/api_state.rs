@@ -32,6 +32,8 @@ pub struct ApiState {
     pub bars_cache: Arc<BarsCache>,
     /// Journals deletions.
     pub ingestor: crate::ingest::Ingestor,
+    /// Where uploaded import files are kept until their import ends.
+    pub uploads_dir: std::path::PathBuf,
 }
 
 /// An LRU cache of `/api/data/bars` answers, each valid while its series' version is unchanged

@@ -57,6 +57,9 @@ pub struct MasterConfig {
     /// Webhook alerts: receivers, rules and thresholds, rate limit, repeat interval.
     #[serde(default)]
     pub alerts: crate::alerts::AlertsConfig,
+    /// Backups: where they go and how many are kept.
+    #[serde(default)]
+    pub backup: crate::backup::BackupConfig,
 }
 
 /// Replication settings.
@@ -122,6 +125,27 @@ pub struct StateConfig {
     /// SQLite file holding the journal, cursors and quarantine; created if missing.
     #[serde(default = "default_state_path")]
     pub path: PathBuf,
+}
+
+impl StateConfig {
+    /// The directory of the state file (absolute), where the master keeps its other files.
+    pub fn dir(&self) -> PathBuf {
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        std::path::absolute(&dir).unwrap_or(dir)
+    }
+
+    /// Uploaded import files, until their import ends.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.dir().join("uploads")
+    }
+
+    /// The rows of each file import that are not bars (`<task>.csv`).
+    pub fn import_quarantine_dir(&self) -> PathBuf {
+        self.dir().join("import-quarantine")
+    }
 }
 
 fn default_state_path() -> PathBuf {
@@ -383,6 +407,7 @@ impl Default for MasterConfig {
             auth: crate::auth::AuthConfig::default(),
             schedules: Vec::new(),
             alerts: crate::alerts::AlertsConfig::default(),
+            backup: crate::backup::BackupConfig::default(),
         }
     }
 }
@@ -438,6 +463,7 @@ impl Validate for MasterConfig {
         }
         issues.extend(self.auth.issues());
         issues.extend(self.alerts.issues());
+        issues.extend(self.backup.validate());
         if let Err(issue) = self.replication.resolve_token() {
             issues.push(issue);
         }

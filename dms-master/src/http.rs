@@ -56,6 +56,14 @@ pub fn router(state: ApiState, extra: Router) -> Router {
         .route("/api/data/overview", get(overview))
         .route("/api/data/bars", get(bars))
         .route("/api/data/export", get(export))
+        .route("/api/data/backup", post(backup))
+        .route("/api/data/backups", get(list_backups))
+        .route("/api/data/backups/{name}/verify", post(verify_backup))
+        .route("/api/data/restore", post(restore))
+        .route(
+            "/api/data/import-file",
+            post(import_file).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/api/data/actions", get(actions))
         .route("/api/sources/{name}/tables", get(source_tables))
         .route("/api/sources/{name}/preview", get(source_preview))
@@ -188,6 +196,40 @@ async fn check(State(s): State<ApiState>, body: Bytes) -> Response {
     start_task(&s, &body, TaskKind::Check).await
 }
 
+async fn backup(State(s): State<ApiState>, body: Bytes) -> Response {
+    start_task(&s, &body, TaskKind::Backup).await
+}
+
+/// `POST /api/data/restore`: `{"backup": NAME, "dry_run"?}`.
+async fn restore(State(s): State<ApiState>, body: Bytes) -> Response {
+    start_task(&s, &body, TaskKind::Restore).await
+}
+
+async fn verify_backup(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    let body = Bytes::from(json!({ "backup": name }).to_string());
+    start_task(&s, &body, TaskKind::VerifyBackup).await
+}
+
+/// `GET /api/data/backups`: the complete backups, newest first.
+async fn list_backups(State(s): State<ApiState>) -> Response {
+    let dir = s.tasks.backup_dir().to_owned();
+    let listed = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || crate::backup::list(&dir)).await
+    };
+    match listed {
+        Ok(Ok(list)) => Json(json!({
+            "success": true,
+            "dir": dir.display().to_string(),
+            "count": list.len(),
+            "data": list,
+        }))
+        .into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
 /// Parses the body as a [`TaskRequest`] and queues the task (202), or answers why not.
 async fn start_task(s: &ApiState, body: &Bytes, kind: TaskKind) -> Response {
     let req: TaskRequest = match parse_body(body) {
@@ -253,6 +295,104 @@ async fn cancel_task(State(s): State<ApiState>, Path(id): Path<String>) -> Respo
         }))
         .into_response(),
         Err(e) => task_error(e),
+    }
+}
+
+/// `POST /api/data/import-file?…`: the body is the file (streamed to the uploads directory),
+/// or `path=` names a file on this machine and the body is empty. A dry run answers 200 with
+/// its report; an import is queued (202).
+async fn import_file(
+    State(s): State<ApiState>,
+    Query(params): Query<Vec<(String, String)>>,
+    body: axum::body::Body,
+) -> Response {
+    let (query, filename) = match crate::file_import::FileImportQuery::from_params(params) {
+        Ok(q) => q,
+        Err(e) => return bad_request(e),
+    };
+    let upload = if query.path.is_some() {
+        None
+    } else {
+        let name = filename.unwrap_or_else(|| "upload".into());
+        match spool(body, &s.uploads_dir, &name).await {
+            Ok(Some(path)) => Some((path, name)),
+            Ok(None) => None,
+            Err(e) => return e,
+        }
+    };
+    match request::import_file(&s.tasks, query, upload).await {
+        Ok(request::FileImportAnswer::Queued(task)) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "success": true,
+                "task_id": task.id,
+                "message": format!("file import queued as {}", task.id),
+            })),
+        )
+            .into_response(),
+        Ok(request::FileImportAnswer::DryRun(report)) => {
+            Json(json!({"success": true, "data": report})).into_response()
+        }
+        Err(e) => task_error(e),
+    }
+}
+
+/// Writes a request body to a new file in `dir` (synced), or None when the body is empty.
+async fn spool(
+    body: axum::body::Body,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<Option<std::path::PathBuf>, Response> {
+    use futures::TryStreamExt;
+    use tokio::io::AsyncWriteExt;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let safe: String = std::path::Path::new(name)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("upload")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(format!(
+        "{}-{}-{safe}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.f"),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let write = async {
+        tokio::fs::create_dir_all(dir).await?;
+        let mut file = tokio::fs::File::create(&path).await?;
+        let mut stream = body.into_data_stream();
+        let mut written = 0u64;
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| std::io::Error::other(format!("the upload was cut: {e}")))?
+        {
+            written += chunk.len() as u64;
+            file.write_all(&chunk).await?;
+        }
+        file.sync_all().await?;
+        Ok::<u64, std::io::Error>(written)
+    };
+    match write.await {
+        Ok(0) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            Ok(None)
+        }
+        Ok(_) => Ok(Some(path)),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            Err(internal(format!(
+                "the upload cannot be stored in {}: {e}",
+                dir.display()
+            )))
+        }
     }
 }
 
@@ -325,9 +465,13 @@ async fn gaps(State(s): State<ApiState>, Query(q): Query<SeriesQuery>) -> Respon
 /// `GET /api/data/overview?prefix=&interval=&gaps=`.
 async fn overview(State(s): State<ApiState>, Query(q): Query<views::OverviewQuery>) -> Response {
     match views::overview(&s, &q).await {
-        Ok(rows) => {
-            Json(json!({"success": true, "count": rows.len(), "data": rows})).into_response()
-        }
+        Ok(o) => Json(json!({
+            "success": true,
+            "count": o.rows.len(),
+            "store_bytes": o.store_bytes,
+            "data": o.rows,
+        }))
+        .into_response(),
         Err(e) if e.starts_with("field") => bad_request(e),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }

@@ -37,7 +37,7 @@ use crate::replication::{self, ReplicationContext, ReplicationService, StreamOpt
 use crate::schedule::{self, RunContext, Scheduler, SystemClock};
 use crate::source::csv::CsvSource;
 use crate::source::sql::SqlTable;
-use crate::tasks::manager::{TaskContext, TaskManager};
+use crate::tasks::manager::{TaskContext, TaskFiles, TaskManager};
 use crate::tasks::store::TaskStore;
 use crate::tasks::{TaskKind, TaskParams, TaskStatus};
 use crate::universe::Universe;
@@ -154,6 +154,7 @@ pub async fn run(
             })
             .collect::<anyhow::Result<_>>()?,
         imports: imports.clone(),
+        files: TaskFiles::new(&config.state, &config.backup, &config.store),
     });
     tracing::info!(series = universe.len(), "series kept");
     let startup = queue_startup_imports(&config.sources, &tasks).await?;
@@ -227,6 +228,7 @@ pub async fn run(
         tasks,
         bars_cache: Arc::new(BarsCache::new(256, 64 << 20)),
         ingestor,
+        uploads_dir: config.state.uploads_dir(),
     };
     let token = config
         .replication

@@ -5,14 +5,17 @@
 //! reported, so a resumed import reads on from there; a page read twice (a crash between its
 //! journal append and the saved key) journals nothing the second time.
 
-use dms_common::SeriesBars;
+use std::collections::BTreeMap;
+
 use dms_common::journal::Origin;
+use dms_common::{Bar, SeriesBars, SeriesKey};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::Ingestor;
 use crate::reconcile::Reconciler;
-use crate::source::sql::{ImportMode, KeyValue, SqlRow, SqlTable};
+use crate::rows::ImportMode;
+use crate::source::sql::{KeyValue, SqlRow, SqlTable};
 
 /// Row problems logged per import before the rest are only counted.
 const LOGGED_PROBLEMS: usize = 20;
@@ -75,7 +78,7 @@ pub async fn import_table(
         };
         let Some(last_key) = page.last_key else { break };
         let rows = page.rows.len() as u64;
-        let mut by_series: std::collections::BTreeMap<_, Vec<_>> = Default::default();
+        let mut by_series: BTreeMap<_, Vec<_>> = BTreeMap::new();
         for row in page.rows {
             match row {
                 SqlRow::Bar(key, bar) => by_series.entry(key).or_default().push(bar),
@@ -90,29 +93,10 @@ pub async fn import_table(
                 }
             }
         }
-        let mut batch = Vec::new();
-        for (key, mut bars) in by_series {
-            bars.sort_by_key(|b| b.ts);
-            // The last row of a time wins, as a database upsert of the rows in order would.
-            bars.reverse();
-            bars.dedup_by_key(|b| b.ts);
-            bars.reverse();
-            let read = bars.len() as u64;
-            let keep = match mode {
-                ImportMode::Upsert => reconciler.changed(&key, &bars).await,
-                ImportMode::InsertOnly => reconciler.missing(&key, &bars).await,
-            };
-            summary.bars_unchanged += read - keep.len() as u64;
-            if !keep.is_empty() {
-                batch.push(SeriesBars::new(key, keep));
-            }
-        }
-        match ingestor.ingest(batch, &origin).await {
-            Ok(report) => {
-                summary.bars_accepted += report.accepted;
-                summary.bars_rejected += report.rejected;
-            }
-            Err(e) => return failed(summary, format!("journal write failed: {e}")),
+        if let Err(e) =
+            journal_page(by_series, mode, ingestor, reconciler, &origin, &mut summary).await
+        {
+            return failed(summary, e);
         }
         summary.rows_read += rows;
         summary.pages += 1;
@@ -131,6 +115,42 @@ pub async fn import_table(
     summary.state = "completed".into();
     progress(&summary);
     summary
+}
+
+/// Journals the bars of one page of rows: per series in time order, the last row of a time
+/// winning (as a database upsert of the rows in order would); in `upsert` mode the new or
+/// changed bars, in `insert_only` mode the bars at new times. Counts them in `summary`.
+pub async fn journal_page(
+    by_series: BTreeMap<SeriesKey, Vec<Bar>>,
+    mode: ImportMode,
+    ingestor: &Ingestor,
+    reconciler: &Reconciler,
+    origin: &Origin,
+    summary: &mut TableImportSummary,
+) -> Result<(), String> {
+    let mut batch = Vec::new();
+    for (key, mut bars) in by_series {
+        bars.sort_by_key(|b| b.ts);
+        bars.reverse();
+        bars.dedup_by_key(|b| b.ts);
+        bars.reverse();
+        let read = bars.len() as u64;
+        let keep = match mode {
+            ImportMode::Upsert => reconciler.changed(&key, &bars).await,
+            ImportMode::InsertOnly => reconciler.missing(&key, &bars).await,
+        };
+        summary.bars_unchanged += read - keep.len() as u64;
+        if !keep.is_empty() {
+            batch.push(SeriesBars::new(key, keep));
+        }
+    }
+    let report = ingestor
+        .ingest(batch, origin)
+        .await
+        .map_err(|e| format!("journal write failed: {e}"))?;
+    summary.bars_accepted += report.accepted;
+    summary.bars_rejected += report.rejected;
+    Ok(())
 }
 
 fn failed(mut summary: TableImportSummary, error: String) -> TableImportSummary {

@@ -249,20 +249,43 @@ pub struct OverviewRow {
     /// Expected bars missing by the series' exchange calendar; `None` when not counted.
     pub missing: Option<u64>,
     pub source: Option<String>,
+    /// The series' share of the store's size on disk (the store's bytes shared out by bar
+    /// count: an estimate); None where the backend cannot tell.
+    pub size_bytes: Option<u64>,
+}
+
+/// The overview and the store's size on disk.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Overview {
+    pub rows: Vec<OverviewRow>,
+    /// Bytes the store takes on disk, where the backend can tell.
+    pub store_bytes: Option<u64>,
 }
 
 /// The bar overview (seed 003): count, first, last, missing bars and source of every stored
 /// series the filter selects, in symbol and interval order.
-pub async fn overview(s: &ApiState, q: &OverviewQuery) -> Result<Vec<OverviewRow>, String> {
+pub async fn overview(s: &ApiState, q: &OverviewQuery) -> Result<Overview, String> {
     let interval = match q.interval.as_deref() {
         None => None,
         Some(raw) => Some(raw.parse::<dms_common::Interval>().map_err(|_| {
             format!("field `interval`: {raw:?} is not one of 1m 5m 15m 30m 1h 1d 1wk 1mo")
         })?),
     };
-    let mut rows: Vec<CatalogRow> = catalog_rows(s)
+    let all = catalog_rows(s)
         .await
-        .map_err(|e| format!("the store cannot be read: {e}"))?
+        .map_err(|e| format!("the store cannot be read: {e}"))?;
+    let store_bytes = match s.store.size_on_disk().await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "the store's size on disk cannot be read");
+            None
+        }
+    };
+    let all_bars: u64 = all.iter().map(|r| r.overview.count).sum();
+    let share = |count: u64| {
+        store_bytes.map(|b| (b as u128 * count as u128 / u128::from(all_bars.max(1))) as u64)
+    };
+    let mut rows: Vec<CatalogRow> = all
         .into_iter()
         .filter(|r| {
             q.prefix
@@ -294,7 +317,11 @@ pub async fn overview(s: &ApiState, q: &OverviewQuery) -> Result<Vec<OverviewRow
             last: r.overview.last.to_rfc3339(),
             missing,
             source: r.source,
+            size_bytes: share(r.overview.count),
         });
     }
-    Ok(out)
+    Ok(Overview {
+        rows: out,
+        store_bytes,
+    })
 }

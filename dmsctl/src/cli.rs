@@ -150,12 +150,21 @@ pub(crate) enum Command {
     /// SQL-table sources: their database's tables, and a preview of the mapping.
     #[command(subcommand)]
     Sources(SourcesCommand),
+    /// Backups: write one, list them, verify one, restore one (or see what a restore would
+    /// change).
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Journal size, bounds and consumers.
     Journal,
     /// Export bars to a file (`-o FILE`): CSV, JSON, JSON Lines, xlsx or Parquet, the same
     /// bytes as `GET /api/data/export`. Written to a temporary name beside FILE and renamed
     /// once complete.
     Export(ExportArgs),
+    /// Import a file on the master's machine into the store (CSV, JSON, JSON Lines, xlsx or
+    /// Parquet) as a task, every bar through the journal; or, with --dry-run, show what would
+    /// be stored and every row problem. (To upload a file from elsewhere: POST it to
+    /// /api/data/import-file.)
+    Import(ImportArgs),
     /// Print a shell completion script.
     Completions { shell: Shell },
 }
@@ -257,6 +266,10 @@ pub(crate) struct StartArgs {
     /// Update: leave series with nothing stored alone.
     #[arg(long)]
     pub only_existing: bool,
+    /// (check) Compare the store with this backup (a name as listed, or an absolute path)
+    /// instead of a store.
+    #[arg(long)]
+    pub backup: Option<String>,
     /// (migrate, check) The other store as JSON, as under `store:` in the config, e.g.
     /// '{"type": "postgres", "url": "postgres://dms@db/dms", "password_file": "/etc/dms/pw"}'.
     #[arg(long)]
@@ -286,6 +299,80 @@ pub(crate) struct ExportArgs {
     /// Parquet: zstd (default) or snappy.
     #[arg(long)]
     pub compression: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The file (a relative path is made absolute here; the master reads it).
+    pub file: std::path::PathBuf,
+    /// csv, json, jsonl, xlsx or parquet (default: from the file's extension).
+    #[arg(long, short = 'f')]
+    pub format: Option<String>,
+    /// A bar field's column, FIELD=COLUMN (repeat): symbol, interval, time, open, high, low,
+    /// close, volume, adj_close, turnover, open_interest. Unmapped fields use the usual names
+    /// (Date, Open, Close, ts, trade_date, vol, …).
+    #[arg(long = "map", short = 'm', value_name = "FIELD=COLUMN")]
+    pub map: Vec<String>,
+    /// The symbol of rows without one (no symbol column).
+    #[arg(long)]
+    pub symbol: Option<String>,
+    /// The interval of rows without one (e.g. 1d).
+    #[arg(long, short)]
+    pub interval: Option<String>,
+    /// The volume of rows without one.
+    #[arg(long)]
+    pub volume: Option<f64>,
+    /// IANA time zone of naive times (default UTC), e.g. Asia/Shanghai.
+    #[arg(long, short = 'z')]
+    pub timezone: Option<String>,
+    /// upsert (overwrite stored bars; the default) or insert_only (keep them).
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// CSV delimiter (default `,`; `\t` for tab).
+    #[arg(long)]
+    pub delimiter: Option<String>,
+    /// Show the first rows as they would be stored and every row problem; store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rows a dry run shows (1 to 1000; default 20).
+    #[arg(long)]
+    pub preview_rows: Option<u32>,
+    /// The task's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Follow the import until it ends, and exit with its outcome.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BackupCommand {
+    /// Write a backup now (to the master's `backup.dir`); older ones go by the retention.
+    Create {
+        /// Follow the backup until it ends; exit with its outcome.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// The complete backups, newest first.
+    List,
+    /// Check a backup's files against its manifest (sizes, SHA-256, bars and digests).
+    Verify {
+        /// The backup's name (as listed) or absolute path.
+        name: String,
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Restore a backup into the store through the journal (replicas follow); stored bars
+    /// the backup does not hold are kept.
+    Restore {
+        /// The backup's name (as listed) or absolute path.
+        name: String,
+        /// Report what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,10 +7,12 @@
 //! failure (the followed task failed, the master is unreachable or refused), 2 bad usage, 3 the
 //! followed task was cancelled.
 
+mod backup;
 mod cli;
 mod client;
 mod export;
 mod follow;
+mod import;
 mod output;
 
 use std::process::ExitCode;
@@ -23,7 +25,7 @@ use crate::cli::{
     Cli, Command, Kind, NodesCommand, Output, SchedulesCommand, SourcesCommand, Status, TaskCommand,
 };
 use crate::client::{CliError, Client};
-use crate::output::{Table, count, opt, outln, print_fields, print_json, time_ms, time_s};
+use crate::output::{Table, bytes, count, opt, outln, print_fields, print_json, time_ms, time_s};
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -141,7 +143,7 @@ async fn run(cli: Cli, output_given: bool) -> Result<u8, CliError> {
                 Output::Json => print_json(&r),
                 Output::Table => {
                     let mut t = Table::new(&[
-                        "SYMBOL", "INTERVAL", "BARS", "FIRST", "LAST", "MISSING", "SOURCE",
+                        "SYMBOL", "INTERVAL", "BARS", "FIRST", "LAST", "MISSING", "SOURCE", "SIZE",
                     ]);
                     for s in &r.series {
                         t.row(vec![
@@ -152,9 +154,16 @@ async fn run(cli: Cli, output_given: bool) -> Result<u8, CliError> {
                             s.last.clone(),
                             opt(s.missing.map(|m| m.to_string())),
                             opt(s.source.clone()),
+                            opt(s.size_bytes.map(bytes)),
                         ]);
                     }
                     t.print();
+                    if let Some(b) = r.store_bytes {
+                        outln!(
+                            "store size on disk: {} (SIZE: its share by bar count)",
+                            bytes(b)
+                        );
+                    }
                 }
             }
             Ok(0)
@@ -199,6 +208,8 @@ async fn run(cli: Cli, output_given: bool) -> Result<u8, CliError> {
             print_journal(&r, out);
             Ok(0)
         }
+        Command::Import(args) => import::import(&mut c, args, out).await,
+        Command::Backup(cmd) => backup::run(&mut c, cmd, out).await,
         Command::Completions { .. } | Command::Export(_) => Ok(0),
     }
 }
@@ -237,6 +248,8 @@ async fn task(c: &mut Client, cmd: TaskCommand, out: Output) -> Result<u8, CliEr
                     days: a.days,
                     only_existing: a.only_existing,
                     target: a.target,
+                    backup: a.backup,
+                    dry_run: false,
                 }),
             };
             let t = call(c, c.admin.clone().start_task(req)).await?;

@@ -875,3 +875,173 @@ sources:
     psql(&format!("DROP TABLE {pg}"));
     psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
 }
+
+/// Starts a task at `path` with `body` and waits for it to end.
+async fn run_task(master: &MasterProcess, path: &str, body: &str) -> Value {
+    let id = queue(master, path, body).await;
+    master
+        .wait_task(&id, Duration::from_secs(300))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_master_backup_restores_into_an_empty_postgresql_store_and_damage_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    dms_e2e::copy_sample_data(&dir.path().join("a/sample-data"));
+    let config = format!(
+        "{}backup: {{dir: '{}', keep_last: 2, keep_daily: 0, keep_weekly: 0}}
+schedules:
+  - {{name: nightly-backup, cron: '0 3 * * *', kind: backup}}
+",
+        dms_e2e::master_config(dms_e2e::SAMPLE_SOURCE),
+        backups.display()
+    );
+    let a = MasterProcess::start(&dir.path().join("a"), &config)
+        .await
+        .unwrap();
+    a.wait_imported(Duration::from_secs(60)).await.unwrap();
+    let (_, series) = a.get("/api/data/series").await.unwrap();
+    let total: u64 = series["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["count"].as_u64().unwrap())
+        .sum();
+
+    // The scheduled job writes a backup: every series in Parquet, the SQLite files, the
+    // manifest.
+    let (code, run) = a
+        .post("/api/schedules/nightly-backup/trigger", "")
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{run}");
+    let t = a
+        .wait_task(run["task_id"].as_str().unwrap(), Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(t["kind"], "backup");
+    assert_eq!(t["counters"]["bars_written"], total, "{t}");
+    assert!(
+        t["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("backup dms-backup-"),
+        "{t}"
+    );
+    let path = std::path::PathBuf::from(t["counters"]["backup"].as_str().unwrap());
+    let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(path.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["bars"], total);
+    assert_eq!(manifest["series"].as_array().unwrap().len(), 3);
+    let files: Vec<&str> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, ["store.sqlite", "state.db"]);
+    // The copies are whole SQLite databases.
+    let copy = rusqlite::Connection::open(path.join("store.sqlite")).unwrap();
+    let copied: i64 = copy
+        .query_row("SELECT COUNT(*) FROM bars", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(copied as u64, total);
+    let (_, listed) = a.get("/api/data/backups").await.unwrap();
+    assert_eq!(listed["count"], 1, "{listed}");
+    assert_eq!(listed["data"][0]["name"], name.as_str());
+
+    // Verify: every file matches; the check of the store against the backup: equal.
+    let v = run_task(&a, &format!("/api/data/backups/{name}/verify"), "").await;
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(v["counters"]["verify"]["bars_checked"], total, "{v}");
+    let c = run_task(&a, "/api/data/check", &format!(r#"{{"backup": "{name}"}}"#)).await;
+    assert_eq!(c["status"], "completed", "{c}");
+    assert_eq!(c["counters"]["check"]["series_equal"], 3, "{c}");
+
+    // A master on an empty PostgreSQL database: the dry run says every bar would be added,
+    // the restore adds them through the journal, and the two stores' digests agree.
+    let db = table_name("dms_restore");
+    psql(&format!("CREATE DATABASE {db}"));
+    let pg_url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let b_config = format!(
+        "http: {{listen: '127.0.0.1:{{port}}'}}\nstore: {{type: postgres, url: '{pg_url}'}}\nbackup: {{dir: '{}'}}\n",
+        backups.display()
+    );
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    let b = MasterProcess::start(&dir.path().join("b"), &b_config)
+        .await
+        .unwrap();
+    let dry = run_task(
+        &b,
+        "/api/data/restore",
+        &format!(r#"{{"backup": "{name}", "dry_run": true}}"#),
+    )
+    .await;
+    assert_eq!(dry["status"], "completed", "{dry}");
+    assert_eq!(dry["counters"]["check"]["bars_missing"], total, "{dry}");
+    let (_, empty) = b.get("/api/data/series").await.unwrap();
+    assert_eq!(
+        empty["data"].as_array().unwrap().len(),
+        0,
+        "a dry run changes nothing"
+    );
+    let r = run_task(
+        &b,
+        "/api/data/restore",
+        &format!(r#"{{"backup": "{name}"}}"#),
+    )
+    .await;
+    assert_eq!(r["status"], "completed", "{r}");
+    assert_eq!(r["counters"]["bars_written"], total, "{r}");
+    assert_eq!(r["counters"]["check"]["series_equal"], 3, "{r}");
+    b.wait_applied(Duration::from_secs(60)).await.unwrap();
+    let pg_store = serde_json::json!({"type": "postgres", "url": pg_url});
+    let c = store_task(&a, "/api/data/check", &pg_store).await;
+    assert_eq!(c["status"], "completed", "{c}");
+    assert_eq!(c["counters"]["check"]["series_equal"], 3, "{c}");
+    assert_eq!(c["counters"]["check"]["bars_missing"], 0, "{c}");
+
+    // One damaged byte: verify names the file, restore refuses it naming the file.
+    let goog = path.join("series/GOOG_1d.parquet");
+    let mut bytes = std::fs::read(&goog).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&goog, bytes).unwrap();
+    let v = run_task(&a, &format!("/api/data/backups/{name}/verify"), "").await;
+    assert_eq!(v["status"], "failed", "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("series/GOOG_1d.parquet"), "{error}");
+    assert!(error.contains("damaged"), "{error}");
+    let r = run_task(
+        &b,
+        "/api/data/restore",
+        &format!(r#"{{"backup": "{name}"}}"#),
+    )
+    .await;
+    assert_eq!(r["status"], "failed", "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(error.contains("series/GOOG_1d.parquet"), "{error}");
+    assert!(error.contains("nothing was restored"), "{error}");
+    let (code, answer) = b
+        .post("/api/data/restore", r#"{"backup": "no-such-backup"}"#)
+        .await
+        .unwrap();
+    assert_eq!(code, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("no backup"),
+        "{answer}"
+    );
+
+    // Retention: with keep_last 2, two more backups leave the newest two.
+    for _ in 0..2 {
+        let t = run_task(&a, "/api/data/backup", "").await;
+        assert_eq!(t["status"], "completed", "{t}");
+    }
+    let (_, listed) = a.get("/api/data/backups").await.unwrap();
+    assert_eq!(listed["count"], 2, "{listed}");
+    assert!(!path.exists(), "the oldest backup is removed");
+}

@@ -253,6 +253,12 @@ pub trait BarStore: Send + Sync + std::fmt::Debug + 'static {
         Ok(Vec::new())
     }
 
+    /// Bytes the store's bars take on disk, where the backend can tell (its files, or its
+    /// tables with their indexes); None where it cannot.
+    async fn size_on_disk(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// Checks that the store answers (for readiness probes).
     async fn check(&self) -> Result<()>;
 }

@@ -613,6 +613,19 @@ impl BarStore for MysqlStore {
         Ok(fixed)
     }
 
+    async fn size_on_disk(&self) -> Result<Option<u64>> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED)
+             FROM information_schema.tables
+             WHERE table_schema = DATABASE()
+               AND table_name IN ('dms_series', 'dms_bars', 'dms_bucket_digests')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| in_context(&self.label, sql_error(e)))?;
+        Ok(Some(bytes.max(0) as u64))
+    }
+
     async fn check(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

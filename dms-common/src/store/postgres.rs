@@ -628,6 +628,19 @@ impl BarStore for PostgresStore {
         Ok(fixed)
     }
 
+    async fn size_on_disk(&self) -> Result<Option<u64>> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::BIGINT
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = current_schema() AND c.relkind = 'r'
+               AND c.relname IN ('dms_series', 'dms_bars', 'dms_bucket_digests')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| in_context(&self.label, sql_error(e)))?;
+        Ok(Some(bytes.max(0) as u64))
+    }
+
     async fn check(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

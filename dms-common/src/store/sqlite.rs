@@ -1010,6 +1010,14 @@ impl BarStore for SqliteStore {
             .await
     }
 
+    async fn size_on_disk(&self) -> Result<Option<u64>> {
+        let path = &self.inner.path;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        Ok(Some(size(path) + size(std::path::Path::new(&wal))))
+    }
+
     async fn check(&self) -> Result<()> {
         self.with_reader(|conn| {
             conn.query_row("SELECT count(*) FROM series", [], |r| r.get::<_, i64>(0))?;

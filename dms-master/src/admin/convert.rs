@@ -25,6 +25,10 @@ pub fn task_kind(k: TaskKind) -> pb::TaskKind {
         TaskKind::SourceImport => pb::TaskKind::SourceImport,
         TaskKind::Migrate => pb::TaskKind::Migrate,
         TaskKind::Check => pb::TaskKind::Check,
+        TaskKind::FileImport => pb::TaskKind::FileImport,
+        TaskKind::Backup => pb::TaskKind::Backup,
+        TaskKind::VerifyBackup => pb::TaskKind::VerifyBackup,
+        TaskKind::Restore => pb::TaskKind::Restore,
     }
 }
 
@@ -39,6 +43,10 @@ pub fn kind_from_pb(raw: i32) -> Option<TaskKind> {
         pb::TaskKind::SourceImport => Some(TaskKind::SourceImport),
         pb::TaskKind::Migrate => Some(TaskKind::Migrate),
         pb::TaskKind::Check => Some(TaskKind::Check),
+        pb::TaskKind::FileImport => Some(TaskKind::FileImport),
+        pb::TaskKind::Backup => Some(TaskKind::Backup),
+        pb::TaskKind::VerifyBackup => Some(TaskKind::VerifyBackup),
+        pb::TaskKind::Restore => Some(TaskKind::Restore),
     }
 }
 
@@ -88,6 +96,8 @@ pub fn task_request(p: Option<pb::TaskParams>) -> TaskRequest {
         target: p
             .target
             .map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t))),
+        backup: p.backup,
+        dry_run: p.dry_run,
     }
 }
 
@@ -107,6 +117,9 @@ fn selection(p: &TaskParams) -> pb::TaskSelection {
         limit: p.limit.map(|n| n as u64),
         days: p.days,
         only_existing: p.only_existing,
+        file: p.file.as_ref().map(|f| f.file_name.clone()),
+        backup: p.backup.clone(),
+        dry_run: p.dry_run,
     }
 }
 
@@ -144,6 +157,18 @@ fn counters(c: &TaskCounters) -> pb::TaskCounters {
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect(),
+        rows_total: c.rows_total,
+        rows_read: c.rows_read,
+        pages: c.pages,
+        row_problems: c.row_problems.clone(),
+        quarantine_file: c.quarantine_file.clone(),
+        backup: c.backup.clone(),
+        outcome: c.outcome.clone(),
+        backup_problems: c
+            .verify
+            .as_ref()
+            .map(|v| v.problems.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -425,15 +450,7 @@ mod tests {
 
     #[test]
     fn kinds_and_statuses_round_trip() {
-        for k in [
-            TaskKind::FullImport,
-            TaskKind::IncrementalUpdate,
-            TaskKind::Backfill,
-            TaskKind::Validate,
-            TaskKind::SourceImport,
-            TaskKind::Migrate,
-            TaskKind::Check,
-        ] {
+        for k in TaskKind::ALL {
             assert_eq!(kind_from_pb(task_kind(k).into()), Some(k));
         }
         assert_eq!(kind_from_pb(0), None);

@@ -300,7 +300,9 @@ impl Admin for AdminService {
                 }
             })?;
         Ok(Response::new(pb::OverviewResponse {
+            store_bytes: rows.store_bytes,
             series: rows
+                .rows
                 .into_iter()
                 .map(|r| pb::OverviewRow {
                     symbol: r.symbol,
@@ -310,6 +312,7 @@ impl Admin for AdminService {
                     last: r.last,
                     missing: r.missing,
                     source: r.source,
+                    size_bytes: r.size_bytes,
                 })
                 .collect(),
         }))
@@ -572,10 +575,7 @@ impl Admin for AdminService {
             .await
             .map_err(Status::unavailable)?;
         let mut preview = pb::SourcePreview {
-            mode: match table.config().mode {
-                crate::source::sql::ImportMode::Upsert => "upsert".into(),
-                crate::source::sql::ImportMode::InsertOnly => "insert_only".into(),
-            },
+            mode: table.config().mode.as_str().into(),
             key: table.config().key_columns(),
             ..Default::default()
         };
@@ -589,6 +589,79 @@ impl Admin for AdminService {
             }
         }
         Ok(Response::new(preview))
+    }
+
+    async fn list_backups(
+        &self,
+        req: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        self.check(&req, Access::Read)?;
+        let dir = self.ctx.api.tasks.backup_dir().to_owned();
+        let list = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || crate::backup::list(&dir))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(Status::unavailable)?
+        };
+        Ok(Response::new(pb::ListBackupsResponse {
+            dir: dir.display().to_string(),
+            backups: list
+                .into_iter()
+                .map(|b| pb::BackupInfo {
+                    name: b.name,
+                    path: b.path,
+                    created_at: b.created_at,
+                    series: b.series,
+                    bars: b.bars,
+                    bytes: b.bytes,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn import_file(
+        &self,
+        req: Request<pb::ImportFileRequest>,
+    ) -> Result<Response<pb::ImportFileResponse>, Status> {
+        let need = if req.get_ref().dry_run {
+            Access::Read
+        } else {
+            Access::Write
+        };
+        self.check(&req, need)?;
+        let r = req.into_inner();
+        let text = |s: String| (!s.is_empty()).then_some(s);
+        let query = crate::file_import::FileImportQuery {
+            path: Some(r.path),
+            format: text(r.format),
+            columns: r.columns.into_iter().collect(),
+            symbol: r.symbol,
+            interval: r.interval,
+            volume: r.volume,
+            timezone: text(r.timezone),
+            mode: text(r.mode),
+            delimiter: text(r.delimiter),
+            dry_run: r.dry_run,
+            preview_rows: (r.preview_rows > 0).then_some(r.preview_rows as usize),
+            name: text(r.name),
+        };
+        let answer = request::import_file(&self.ctx.api.tasks, query, None)
+            .await
+            .map_err(task_status)?;
+        let result = match answer {
+            request::FileImportAnswer::Queued(task) => {
+                pb::import_file_response::Result::Task(convert::task(&task))
+            }
+            request::FileImportAnswer::DryRun(report) => {
+                pb::import_file_response::Result::DryRunJson(
+                    serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?,
+                )
+            }
+        };
+        Ok(Response::new(pb::ImportFileResponse {
+            result: Some(result),
+        }))
     }
 }
 

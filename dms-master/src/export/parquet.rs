@@ -151,6 +151,14 @@ impl<W: Write + Send> ParquetEncoder<W> {
         })
     }
 
+    /// Ends the file and gives the output back (flushed).
+    pub fn into_inner(mut self) -> Result<W, ExportError> {
+        self.flush_row_group()?;
+        let mut out = self.writer.into_inner()?;
+        out.flush()?;
+        Ok(out)
+    }
+
     /// Writes the gathered rows as one row group.
     fn flush_row_group(&mut self) -> Result<(), ExportError> {
         if self.columns.len() == 0 {
@@ -231,12 +239,8 @@ impl<W: Write + Send> Encoder for ParquetEncoder<W> {
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>) -> Result<(), ExportError> {
-        self.flush_row_group()?;
-        let this = *self;
-        let mut out = this.writer.into_inner()?;
-        out.flush()?;
-        Ok(())
+    fn finish(self: Box<Self>) -> Result<(), ExportError> {
+        (*self).into_inner().map(drop)
     }
 }
 

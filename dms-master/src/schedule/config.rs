@@ -88,6 +88,8 @@ pub enum ScheduleKind {
     Validate,
     /// Compares replicas' digests with the master's.
     VerifyReplicas,
+    /// A backup (`backup:` says where, and how many are kept).
+    Backup,
 }
 
 impl ScheduleKind {
@@ -99,6 +101,7 @@ impl ScheduleKind {
             ScheduleKind::Backfill => "backfill",
             ScheduleKind::Validate => "validate",
             ScheduleKind::VerifyReplicas => "verify_replicas",
+            ScheduleKind::Backup => "backup",
         }
     }
 
@@ -110,6 +113,7 @@ impl ScheduleKind {
             ScheduleKind::Backfill => Some(TaskKind::Backfill),
             ScheduleKind::Validate => Some(TaskKind::Validate),
             ScheduleKind::VerifyReplicas => None,
+            ScheduleKind::Backup => Some(TaskKind::Backup),
         }
     }
 }
@@ -242,7 +246,8 @@ fn kind_issues(i: usize, s: &ScheduleConfig) -> Vec<ConfigIssue> {
             ));
         }
     };
-    let is_task = s.kind != ScheduleKind::VerifyReplicas;
+    // Jobs whose task works on a selection of series.
+    let is_task = !matches!(s.kind, ScheduleKind::VerifyReplicas | ScheduleKind::Backup);
     let tasks = "update, import, backfill and validate";
     wrong("watchlists", !is_task && !s.watchlists.is_empty(), tasks);
     wrong("symbols", !is_task && !s.symbols.is_empty(), tasks);
@@ -260,7 +265,7 @@ fn kind_issues(i: usize, s: &ScheduleConfig) -> Vec<ConfigIssue> {
     );
     wrong(
         "nodes",
-        is_task && s.nodes != NodeSelection::All,
+        s.kind != ScheduleKind::VerifyReplicas && s.nodes != NodeSelection::All,
         "verify_replicas",
     );
     if let NodeSelection::Nodes(ids) = &s.nodes {

@@ -260,6 +260,10 @@ impl RunContext {
         let Some(kind) = job.kind.task_kind() else {
             return (RunOutcome::Failed, None, "not a task job".into());
         };
+        if job.kind == ScheduleKind::Backup {
+            // A backup copies the whole store, trading day or not.
+            return self.queue(job, kind, TaskParams::default()).await;
+        }
         let params = self.task_params(job, scheduled_for);
         // An import of a SQL source reads its whole table: no series, no calendar to judge.
         if job.kind == ScheduleKind::Import

@@ -78,6 +78,11 @@ impl Harness {
             csv_sources: Vec::new(),
             sql_sources: Vec::new(),
             imports: Default::default(),
+            files: crate::tasks::manager::TaskFiles::new(
+                &config.state,
+                &config.backup,
+                &config.store,
+            ),
         });
         Harness {
             dir,

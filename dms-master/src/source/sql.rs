@@ -23,9 +23,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use dms_common::config::{ConfigIssue, Secret};
-use dms_common::{Bar, Interval, SeriesKey, Symbol, Timestamp};
+use dms_common::{Bar, SeriesKey};
+
+use crate::rows::{Cell, Field, RowMapper};
 use serde::{Deserialize, Serialize};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -85,45 +87,7 @@ fn default_page_size() -> usize {
     10_000
 }
 
-/// Which source column gives each bar field.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ColumnMapping {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub symbol: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<String>,
-    pub time: String,
-    pub open: String,
-    pub high: String,
-    pub low: String,
-    pub close: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume: Option<String>,
-}
-
-/// Values for fields no column gives.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FieldDefaults {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub symbol: Option<Symbol>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<Interval>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume: Option<f64>,
-}
-
-/// What an import does with bars the store already holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ImportMode {
-    /// Stored bars take the imported values (identical ones journal nothing).
-    #[default]
-    Upsert,
-    /// Stored bars are kept; only bars at new times are written.
-    InsertOnly,
-}
+pub use crate::rows::{ColumnMapping, FieldDefaults, ImportMode};
 
 impl SqlSourceConfig {
     /// What is wrong with the settings, keys under `at` (e.g. `sources[2]`).
@@ -265,28 +229,17 @@ enum Pool {
 pub struct SqlTable {
     config: SqlSourceConfig,
     pool: Pool,
-    tz: chrono_tz::Tz,
-}
-
-/// A decoded column value.
-#[derive(Debug, Clone, PartialEq)]
-enum Value {
-    Null,
-    Int(i64),
-    Float(f64),
-    Text(String),
-    Date(NaiveDate),
-    DateTime(NaiveDateTime),
-    Timestamp(DateTime<Utc>),
+    mapper: RowMapper,
 }
 
 impl SqlTable {
     /// Connects lazily (the first page or discovery call opens the connection).
     pub fn new(config: SqlSourceConfig) -> Result<SqlTable, String> {
-        let tz = config
-            .timezone
-            .parse()
-            .map_err(|_| format!("timezone {:?} is not an IANA time zone", config.timezone))?;
+        let mapper = RowMapper::new(
+            config.columns.clone(),
+            config.defaults.clone(),
+            &config.timezone,
+        )?;
         let password = config.password()?;
         let label = dms_common::store::sql::redact_url(&config.url);
         let pool = if config.url.starts_with("postgres") {
@@ -315,7 +268,11 @@ impl SqlTable {
                     .connect_lazy_with(o),
             )
         };
-        Ok(SqlTable { config, pool, tz })
+        Ok(SqlTable {
+            config,
+            pool,
+            mapper,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -364,12 +321,10 @@ impl SqlTable {
             cast(&c.symbol, text),
             cast(&c.interval, text),
             self.quote(&c.time),
-            cast(&Some(c.open.clone()), double),
-            cast(&Some(c.high.clone()), double),
-            cast(&Some(c.low.clone()), double),
-            cast(&Some(c.close.clone()), double),
-            cast(&c.volume, double),
         ];
+        for f in &Field::ALL[3..] {
+            list.push(cast(&c.column(*f).map(str::to_owned), double));
+        }
         list.extend(self.config.key_columns().iter().map(|k| self.quote(k)));
         list.join(", ")
     }
@@ -432,10 +387,10 @@ impl SqlTable {
                 rows.map_err(err)?
                     .iter()
                     .map(|r| (0..r.len()).map(|i| $decode(r, i)).collect())
-                    .collect::<Result<Vec<Vec<Value>>, String>>()?
+                    .collect::<Result<Vec<Vec<Cell>>, String>>()?
             }};
         }
-        let raw: Vec<Vec<Value>> = match &self.pool {
+        let raw: Vec<Vec<Cell>> = match &self.pool {
             Pool::Pg(pool) => read_page!(pool, pg_value),
             Pool::My(pool) => read_page!(pool, my_value),
         };
@@ -443,10 +398,13 @@ impl SqlTable {
         let rows = raw
             .into_iter()
             .map(|values| {
-                let key: Result<Vec<KeyValue>, String> =
-                    values[8..].iter().cloned().map(key_value).collect();
+                let key: Result<Vec<KeyValue>, String> = values[Field::ALL.len()..]
+                    .iter()
+                    .cloned()
+                    .map(key_value)
+                    .collect();
                 let key = key.map_err(|e| format!("key column: {e}"))?;
-                let row = self.to_bar(&values[..8], &key);
+                let row = self.to_bar(&values[..Field::ALL.len()], &key);
                 last_key = Some(key);
                 Ok(row)
             })
@@ -454,128 +412,25 @@ impl SqlTable {
         Ok(Page { rows, last_key })
     }
 
-    /// A row's mapped values as a bar (or the reason it is not one).
-    fn to_bar(&self, v: &[Value], key: &[KeyValue]) -> SqlRow {
-        let at = || {
-            key.iter()
-                .map(|k| match k {
-                    KeyValue::Int(i) => i.to_string(),
-                    KeyValue::Text(s) => s.clone(),
-                    KeyValue::Date(d) => d.to_string(),
-                    KeyValue::DateTime(t) => t.to_string(),
-                    KeyValue::Timestamp(t) => t.to_rfc3339(),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let problem = |m: String| SqlRow::Problem(format!("row ({}): {m}", at()));
-        let c = &self.config.columns;
-        let symbol = match (&v[0], &self.config.defaults.symbol) {
-            (Value::Text(s), _) => match Symbol::new(s.trim()) {
-                Ok(s) => s,
-                Err(e) => {
-                    return problem(format!("column {}: {e}", c.symbol.as_deref().unwrap_or("")));
-                }
-            },
-            (Value::Null, Some(s)) => s.clone(),
-            _ => {
-                return problem(
-                    "no symbol (the column is empty and defaults.symbol is not set)".into(),
-                );
-            }
-        };
-        let interval = match (&v[1], self.config.defaults.interval) {
-            (Value::Text(s), _) => match s.trim().parse::<Interval>() {
-                Ok(i) => i,
-                Err(_) => {
-                    return problem(format!(
-                        "column {}: {s:?} is not one of 1m 5m 15m 30m 1h 1d 1wk 1mo",
-                        c.interval.as_deref().unwrap_or("")
-                    ));
-                }
-            },
-            (Value::Null, Some(i)) => i,
-            _ => {
-                return problem(
-                    "no interval (the column is empty and defaults.interval is not set)".into(),
-                );
-            }
-        };
-        let ts = match self.time(&v[2], interval) {
-            Ok(t) => t,
-            Err(e) => return problem(format!("column {}: {e}", c.time)),
-        };
-        let mut prices = [0.0; 4];
-        for (i, (name, value)) in [&c.open, &c.high, &c.low, &c.close]
-            .into_iter()
-            .zip(&v[3..7])
-            .enumerate()
-        {
-            match value {
-                Value::Float(f) => prices[i] = *f,
-                Value::Null => return problem(format!("column {name} is empty")),
-                other => return problem(format!("column {name}: {other:?} is not a number")),
-            }
-        }
-        let volume = match (&v[7], self.config.defaults.volume) {
-            (Value::Float(f), _) => *f,
-            (Value::Null, Some(d)) => d,
-            (Value::Null, None) if c.volume.is_none() => 0.0,
-            (Value::Null, None) => {
-                return problem(format!(
-                    "column {} is empty (give defaults.volume to use a value)",
-                    c.volume.as_deref().unwrap_or("")
-                ));
-            }
-            (other, _) => return problem(format!("volume: {other:?} is not a number")),
-        };
-        SqlRow::Bar(
-            SeriesKey::new(symbol, interval),
-            Bar::ohlcv(ts, prices[0], prices[1], prices[2], prices[3], volume),
-        )
-    }
-
-    /// A time value as a bar start: naive values are in the configured zone; a daily or
-    /// longer bar starts at 00:00 UTC of its local date.
-    fn time(&self, v: &Value, interval: Interval) -> Result<Timestamp, String> {
-        let instant: DateTime<Utc> = match v {
-            Value::Date(d) => return Ok(Timestamp::from_date(*d)),
-            Value::DateTime(t) => self
-                .tz
-                .from_local_datetime(t)
-                .earliest()
-                .ok_or_else(|| format!("{t} does not exist in {}", self.tz))?
-                .with_timezone(&Utc),
-            Value::Timestamp(t) => *t,
-            Value::Int(s) => DateTime::from_timestamp(*s, 0)
-                .ok_or_else(|| format!("{s} is not a Unix time in seconds"))?,
-            Value::Text(s) => {
-                let s = s.trim();
-                if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-                    return Ok(Timestamp::from_date(d));
-                }
-                if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-                    t.with_timezone(&Utc)
-                } else {
-                    let naive = [
-                        "%Y-%m-%d %H:%M:%S%.f",
-                        "%Y-%m-%dT%H:%M:%S%.f",
-                        "%Y-%m-%d %H:%M",
-                    ]
+    /// A row's mapped values (one per [`Field::ALL`]) as a bar, or the reason it is not one.
+    fn to_bar(&self, v: &[Cell], key: &[KeyValue]) -> SqlRow {
+        match self.mapper.bar(v) {
+            Ok((key, bar)) => SqlRow::Bar(key, bar),
+            Err(m) => {
+                let at = key
                     .iter()
-                    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-                    .ok_or_else(|| format!("{s:?} is not a date or a date-time"))?;
-                    return self.time(&Value::DateTime(naive), interval);
-                }
+                    .map(|k| match k {
+                        KeyValue::Int(i) => i.to_string(),
+                        KeyValue::Text(s) => s.clone(),
+                        KeyValue::Date(d) => d.to_string(),
+                        KeyValue::DateTime(t) => t.to_string(),
+                        KeyValue::Timestamp(t) => t.to_rfc3339(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                SqlRow::Problem(format!("row ({at}): {m}"))
             }
-            Value::Float(f) => return Err(format!("{f} is not a time")),
-            Value::Null => return Err("is empty".into()),
-        };
-        if interval.is_daily_or_longer() {
-            let local = instant.with_timezone(&self.tz).date_naive();
-            return Ok(Timestamp::from_date(local));
         }
-        Ok(Timestamp(instant.timestamp()))
     }
 
     /// Rows in the source (for progress).
@@ -624,41 +479,41 @@ impl SqlTable {
     }
 }
 
-fn key_value(v: Value) -> Result<KeyValue, String> {
+fn key_value(v: Cell) -> Result<KeyValue, String> {
     Ok(match v {
-        Value::Int(i) => KeyValue::Int(i),
-        Value::Text(s) => KeyValue::Text(s),
-        Value::Date(d) => KeyValue::Date(d),
-        Value::DateTime(t) => KeyValue::DateTime(t),
-        Value::Timestamp(t) => KeyValue::Timestamp(t),
-        Value::Null => {
+        Cell::Int(i) => KeyValue::Int(i),
+        Cell::Text(s) => KeyValue::Text(s),
+        Cell::Date(d) => KeyValue::Date(d),
+        Cell::DateTime(t) => KeyValue::DateTime(t),
+        Cell::Timestamp(t) => KeyValue::Timestamp(t),
+        Cell::Null => {
             return Err("a key value is NULL; the key must be a unique, non-null key".into());
         }
-        Value::Float(_) => {
+        Cell::Float(_) | Cell::Bool(_) => {
             return Err(
-                "a key column holds decimals; use an integer, text, date or timestamp key".into(),
+                "a key column holds decimals or booleans; use an integer, text, date or timestamp key".into(),
             );
         }
     })
 }
 
-fn pg_value(row: &PgRow, i: usize) -> Result<Value, String> {
+fn pg_value(row: &PgRow, i: usize) -> Result<Cell, String> {
     let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
     if raw.is_null() {
-        return Ok(Value::Null);
+        return Ok(Cell::Null);
     }
     let ty = row.column(i).type_info().name().to_ascii_uppercase();
     let e = |e: sqlx::Error| format!("column {}: {e}", row.column(i).name());
     Ok(match ty.as_str() {
-        "INT2" => Value::Int(row.try_get::<i16, _>(i).map_err(e)?.into()),
-        "INT4" => Value::Int(row.try_get::<i32, _>(i).map_err(e)?.into()),
-        "INT8" => Value::Int(row.try_get::<i64, _>(i).map_err(e)?),
-        "FLOAT4" => Value::Float(row.try_get::<f32, _>(i).map_err(e)?.into()),
-        "FLOAT8" => Value::Float(row.try_get::<f64, _>(i).map_err(e)?),
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Value::Text(row.try_get(i).map_err(e)?),
-        "DATE" => Value::Date(row.try_get(i).map_err(e)?),
-        "TIMESTAMP" => Value::DateTime(row.try_get(i).map_err(e)?),
-        "TIMESTAMPTZ" => Value::Timestamp(row.try_get(i).map_err(e)?),
+        "INT2" => Cell::Int(row.try_get::<i16, _>(i).map_err(e)?.into()),
+        "INT4" => Cell::Int(row.try_get::<i32, _>(i).map_err(e)?.into()),
+        "INT8" => Cell::Int(row.try_get::<i64, _>(i).map_err(e)?),
+        "FLOAT4" => Cell::Float(row.try_get::<f32, _>(i).map_err(e)?.into()),
+        "FLOAT8" => Cell::Float(row.try_get::<f64, _>(i).map_err(e)?),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Cell::Text(row.try_get(i).map_err(e)?),
+        "DATE" => Cell::Date(row.try_get(i).map_err(e)?),
+        "TIMESTAMP" => Cell::DateTime(row.try_get(i).map_err(e)?),
+        "TIMESTAMPTZ" => Cell::Timestamp(row.try_get(i).map_err(e)?),
         other => {
             return Err(format!(
                 "column {} has type {other}, which is not read (use an integer, text, date or timestamp column)",
@@ -668,30 +523,30 @@ fn pg_value(row: &PgRow, i: usize) -> Result<Value, String> {
     })
 }
 
-fn my_value(row: &MySqlRow, i: usize) -> Result<Value, String> {
+fn my_value(row: &MySqlRow, i: usize) -> Result<Cell, String> {
     let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
     if raw.is_null() {
-        return Ok(Value::Null);
+        return Ok(Cell::Null);
     }
     let ty = row.column(i).type_info().name().to_ascii_uppercase();
     let e = |e: sqlx::Error| format!("column {}: {e}", row.column(i).name());
     Ok(match ty.as_str() {
         "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => {
-            Value::Int(row.try_get::<i64, _>(i).map_err(e)?)
+            Cell::Int(row.try_get::<i64, _>(i).map_err(e)?)
         }
         "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
         | "BIGINT UNSIGNED" => {
             let u: u64 = row.try_get(i).map_err(e)?;
-            Value::Int(i64::try_from(u).map_err(|_| format!("{u} is too large"))?)
+            Cell::Int(i64::try_from(u).map_err(|_| format!("{u} is too large"))?)
         }
-        "FLOAT" => Value::Float(row.try_get::<f32, _>(i).map_err(e)?.into()),
-        "DOUBLE" => Value::Float(row.try_get::<f64, _>(i).map_err(e)?),
+        "FLOAT" => Cell::Float(row.try_get::<f32, _>(i).map_err(e)?.into()),
+        "DOUBLE" => Cell::Float(row.try_get::<f64, _>(i).map_err(e)?),
         "CHAR" | "VARCHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" => {
-            Value::Text(row.try_get(i).map_err(e)?)
+            Cell::Text(row.try_get(i).map_err(e)?)
         }
-        "DATE" => Value::Date(row.try_get(i).map_err(e)?),
-        "DATETIME" => Value::DateTime(row.try_get(i).map_err(e)?),
-        "TIMESTAMP" => Value::Timestamp(row.try_get(i).map_err(e)?),
+        "DATE" => Cell::Date(row.try_get(i).map_err(e)?),
+        "DATETIME" => Cell::DateTime(row.try_get(i).map_err(e)?),
+        "TIMESTAMP" => Cell::Timestamp(row.try_get(i).map_err(e)?),
         other => {
             return Err(format!(
                 "column {} has type {other}, which is not read (use an integer, text, date or timestamp column)",
@@ -704,6 +559,8 @@ fn my_value(row: &MySqlRow, i: usize) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
+    use dms_common::{Interval, Timestamp};
 
     fn config(json: &str) -> SqlSourceConfig {
         serde_json::from_str(json).unwrap()
@@ -757,39 +614,42 @@ mod tests {
             .and_hms_opt(9, 30, 0)
             .unwrap();
         assert_eq!(
-            t.time(&Value::DateTime(naive), Interval::H1).unwrap(),
+            t.mapper.time(&Cell::DateTime(naive), Interval::H1).unwrap(),
             Timestamp(naive.and_utc().timestamp() - 8 * 3600)
         );
         assert_eq!(
-            t.time(&Value::DateTime(naive), Interval::D1).unwrap(),
+            t.mapper.time(&Cell::DateTime(naive), Interval::D1).unwrap(),
             Timestamp::from_date(NaiveDate::from_ymd_opt(2024, 1, 2).unwrap())
         );
         // An empty price or a bad interval is a row problem naming the column.
         let key = [KeyValue::Text("X".into())];
-        let row = |interval: Value, close: Value| {
+        let row = |interval: Cell, close: Cell| {
             t.to_bar(
                 &[
-                    Value::Text("X".into()),
+                    Cell::Text("X".into()),
                     interval,
-                    Value::Date(NaiveDate::from_ymd_opt(2024, 1, 2).unwrap()),
-                    Value::Float(1.0),
-                    Value::Float(2.0),
-                    Value::Float(0.5),
+                    Cell::Date(NaiveDate::from_ymd_opt(2024, 1, 2).unwrap()),
+                    Cell::Float(1.0),
+                    Cell::Float(2.0),
+                    Cell::Float(0.5),
                     close,
-                    Value::Float(10.0),
+                    Cell::Float(10.0),
+                    Cell::Null,
+                    Cell::Null,
+                    Cell::Null,
                 ],
                 &key,
             )
         };
-        match row(Value::Null, Value::Null) {
+        match row(Cell::Null, Cell::Null) {
             SqlRow::Problem(p) => assert!(p.contains("column c is empty"), "{p}"),
             other => panic!("{other:?}"),
         }
-        match row(Value::Text("2d".into()), Value::Float(1.5)) {
+        match row(Cell::Text("2d".into()), Cell::Float(1.5)) {
             SqlRow::Problem(p) => assert!(p.contains("\"2d\" is not one of"), "{p}"),
             other => panic!("{other:?}"),
         }
-        match row(Value::Null, Value::Float(1.5)) {
+        match row(Cell::Null, Cell::Float(1.5)) {
             SqlRow::Bar(k, b) => {
                 assert_eq!(k.interval, Interval::D1);
                 assert_eq!(b.close, 1.5);

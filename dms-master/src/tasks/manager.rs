@@ -41,6 +41,8 @@ use crate::source::{Source, SourceError};
 use crate::table_import::{self, TableImportSummary};
 use crate::universe::{Universe, UniverseEntry};
 use crate::validate::Validator;
+
+mod backups;
 use dms_common::store::config::StoreConfig;
 
 /// The first wait before a failed state write is tried again; it doubles up to
@@ -69,6 +71,41 @@ pub struct TaskContext {
     pub sql_sources: Vec<SqlTable>,
     /// What each source import did, for the status page (newest last).
     pub imports: Arc<Mutex<Vec<ImportSummary>>>,
+    /// The files tasks write and read beside the state file.
+    pub files: TaskFiles,
+}
+
+/// The files tasks write and read besides the store: file import quarantines, backups.
+#[derive(Debug, Clone)]
+pub struct TaskFiles {
+    /// Where file imports write the rows that are not bars (`<task>.csv`).
+    pub import_quarantine_dir: std::path::PathBuf,
+    /// Backups: the settings, their directory, and what a backup copies besides the series.
+    pub backup: crate::backup::BackupConfig,
+    pub backup_dir: std::path::PathBuf,
+    pub state_path: std::path::PathBuf,
+    /// The SQLite store's file (copied whole into backups).
+    pub sqlite_store: Option<std::path::PathBuf>,
+}
+
+impl TaskFiles {
+    /// The files of a master with these settings.
+    pub fn new(
+        state: &crate::config::StateConfig,
+        backup: &crate::backup::BackupConfig,
+        store: &StoreConfig,
+    ) -> TaskFiles {
+        TaskFiles {
+            import_quarantine_dir: state.import_quarantine_dir(),
+            backup: backup.clone(),
+            backup_dir: backup.dir(&state.dir()),
+            state_path: state.path.clone(),
+            sqlite_store: match store {
+                StoreConfig::Sqlite(s) => Some(s.path.clone()),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// The task queue.
@@ -176,6 +213,12 @@ impl TaskManager {
         name: String,
         params: TaskParams,
     ) -> Result<Task, SubmitError> {
+        let mut params = params;
+        if let Some(name) = &params.backup {
+            let dir = crate::backup::resolve(&self.ctx.files.backup_dir, name)
+                .map_err(|e| SubmitError::Invalid(format!("field `backup`: {e}")))?;
+            params.backup = Some(dir.display().to_string());
+        }
         let source = params.source.as_deref().unwrap_or_default();
         let is_table = self.sql_source(source).is_some();
         if kind == TaskKind::FullImport && is_table {
@@ -191,8 +234,16 @@ impl TaskManager {
             }
             return Box::pin(self.submit(TaskKind::SourceImport, name, params)).await;
         }
-        if matches!(kind, TaskKind::Migrate | TaskKind::Check) {
-            // They work on what the store holds, not on the kept series.
+        if matches!(
+            kind,
+            TaskKind::Migrate
+                | TaskKind::Check
+                | TaskKind::FileImport
+                | TaskKind::Backup
+                | TaskKind::VerifyBackup
+                | TaskKind::Restore
+        ) {
+            // They work on what the store (or the file) holds, not on the kept series.
             let task = self.ctx.tasks.create(kind, name, params).await?;
             self.wake.notify_one();
             return Ok(task);
@@ -343,16 +394,19 @@ impl TaskManager {
                 } else {
                     String::new()
                 };
-                let message = format!(
-                    "{} of {} series done, {} failed, {} bars written, {} unchanged, {} rejected in {wall:.1} s{resumed}{}",
-                    counters.series_done,
-                    counters.series_total,
-                    failed,
-                    counters.bars_written,
-                    counters.bars_unchanged,
-                    counters.bars_rejected,
-                    rates_note(&counters),
-                );
+                let message = match &counters.outcome {
+                    Some(outcome) => format!("{outcome} in {wall:.1} s{resumed}"),
+                    None => format!(
+                        "{} of {} series done, {} failed, {} bars written, {} unchanged, {} rejected in {wall:.1} s{resumed}{}",
+                        counters.series_done,
+                        counters.series_total,
+                        failed,
+                        counters.bars_written,
+                        counters.bars_unchanged,
+                        counters.bars_rejected,
+                        rates_note(&counters),
+                    ),
+                };
                 let (status, error) = match failed {
                     0 => (TaskStatus::Completed, None),
                     _ if counters.series_done == 0 && counters.series_skipped == 0 => {
@@ -564,6 +618,19 @@ impl TaskManager {
                 .migrate_or_check(task, run, counters, (cancel, shutdown))
                 .await;
         }
+        if task.kind == TaskKind::FileImport {
+            return self
+                .import_file(task, run, counters, (cancel, shutdown))
+                .await;
+        }
+        match task.kind {
+            TaskKind::Backup => return self.backup(task, run, counters, (cancel, shutdown)).await,
+            TaskKind::VerifyBackup => return self.verify_backup(task, run, counters).await,
+            TaskKind::Restore => {
+                return self.restore(task, run, counters, (cancel, shutdown)).await;
+            }
+            _ => {}
+        }
         let entries = match self.ctx.universe.select(&task.params) {
             Ok(e) => e,
             // The config changed since the task was queued (a source or symbol is gone).
@@ -642,6 +709,9 @@ impl TaskManager {
         mut counters: TaskCounters,
         (cancel, shutdown): (&CancellationToken, &CancellationToken),
     ) -> Result<TaskCounters, (Stop, TaskCounters)> {
+        if let Some(backup) = &task.params.backup {
+            return self.check_backup(backup, counters).await;
+        }
         let Some(config) = task
             .params
             .target
@@ -777,6 +847,20 @@ impl TaskManager {
         Ok(counters)
     }
 
+    /// Compares delivered bars with the store, for what the ingestor journals.
+    pub fn reconciler(&self) -> Reconciler {
+        Reconciler {
+            ingestor: self.ctx.ingestor.clone(),
+            store: self.ctx.store.clone(),
+            applied: self.ctx.applied.clone(),
+        }
+    }
+
+    /// Where backups are written.
+    pub fn backup_dir(&self) -> &std::path::Path {
+        &self.ctx.files.backup_dir
+    }
+
     /// The SQL-table source named `name`.
     pub fn sql_source(&self, name: &str) -> Option<&SqlTable> {
         self.ctx.sql_sources.iter().find(|t| t.name() == name)
@@ -789,26 +873,12 @@ impl TaskManager {
         task: &Task,
         run: &Run,
         table: &SqlTable,
-        mut counters: TaskCounters,
+        counters: TaskCounters,
         (cancel, shutdown): (&CancellationToken, &CancellationToken),
     ) -> Result<TaskCounters, (Stop, TaskCounters)> {
         tracing::info!(source = table.name(), resume_after = ?counters.resume_after, "table import begins");
-        let reconciler = Reconciler {
-            ingestor: self.ctx.ingestor.clone(),
-            store: self.ctx.store.clone(),
-            applied: self.ctx.applied.clone(),
-        };
-        let start = TableImportSummary {
-            rows_read: counters.rows_read,
-            pages: counters.pages,
-            bars_accepted: counters.bars_written,
-            bars_unchanged: counters.bars_unchanged,
-            bars_rejected: counters.bars_rejected,
-            rows_skipped: counters.rows_skipped,
-            row_problems: counters.row_problems.clone(),
-            resume_after: counters.resume_after.clone(),
-            ..TableImportSummary::default()
-        };
+        let reconciler = self.reconciler();
+        let start = row_summary(&counters);
         let stop = CancellationToken::new();
         let (seen, summaries) = watch::channel(start.clone());
         let import = table_import::import_table(
@@ -822,28 +892,91 @@ impl TaskManager {
                 seen.send_replace(s.clone());
             },
         );
-        let mut driven = Driven::new(import, summaries, stop.clone());
+        let driven = Driven::new(import, summaries, stop.clone());
+        self.drive_rows(task, run, counters, driven, (cancel, shutdown))
+            .await
+    }
+
+    /// Reports a row import's progress (a SQL table's, a file's) until it ends; every
+    /// report saves the rows done, from which a restart reads on.
+    async fn drive_rows(
+        &self,
+        task: &Task,
+        run: &Run,
+        mut counters: TaskCounters,
+        mut driven: Driven<'_, TableImportSummary>,
+        stops: (&CancellationToken, &CancellationToken),
+    ) -> Result<TaskCounters, (Stop, TaskCounters)> {
         let (summary, why) = loop {
-            let s = match driven.next((cancel, shutdown)).await {
+            let s = match driven.next(stops).await {
                 Next::Progress(s) => s,
                 Next::Done(s, why) => break (s, why),
             };
             table_counters(&s, &mut counters);
             run.stamp(&mut counters);
+            let total = if s.rows_total > 0 {
+                format!(" of {}", s.rows_total)
+            } else {
+                String::new()
+            };
             let message = format!(
-                "page {}: {} of {} rows read, {} bars written, {} unchanged, {} rows skipped",
-                s.pages,
-                s.rows_read,
-                s.rows_total,
-                s.bars_accepted,
-                s.bars_unchanged,
-                s.rows_skipped
+                "page {}: {}{total} rows read, {} bars written, {} unchanged, {} rows skipped",
+                s.pages, s.rows_read, s.bars_accepted, s.bars_unchanged, s.rows_skipped
             );
-            // Every page's key is saved: a restart reads on from the last one.
             self.report(task, &counters, message).await;
         };
         table_counters(&summary, &mut counters);
         import_outcome(&summary.state, summary.error, why, counters)
+    }
+
+    /// Reads the task's file, skipping the rows an earlier run journaled. Cancel and shutdown
+    /// take effect between batches. An uploaded file is deleted when the import ends (not
+    /// when the master stops: the import resumes at the next start).
+    async fn import_file(
+        &self,
+        task: &Task,
+        run: &Run,
+        mut counters: TaskCounters,
+        stops: (&CancellationToken, &CancellationToken),
+    ) -> Result<TaskCounters, (Stop, TaskCounters)> {
+        let Some(spec) = task.params.file.clone() else {
+            return Err((
+                Stop::Invalid("the task names no file to import".into()),
+                counters,
+            ));
+        };
+        tracing::info!(file = %spec.file_name, format = %spec.format, rows_done = counters.rows_read, "file import begins");
+        let quarantine = crate::file_import::run::quarantine_path(
+            &self.ctx.files.import_quarantine_dir,
+            &task.id,
+        );
+        counters.quarantine_file = Some(quarantine.display().to_string());
+        let reconciler = self.reconciler();
+        let start = row_summary(&counters);
+        let stop = CancellationToken::new();
+        let (seen, summaries) = watch::channel(start.clone());
+        let import = crate::file_import::run::import_file(
+            &spec,
+            &self.ctx.ingestor,
+            &reconciler,
+            start,
+            &task.id,
+            &quarantine,
+            &stop,
+            |s| {
+                seen.send_replace(s.clone());
+            },
+        );
+        let driven = Driven::new(import, summaries, stop.clone());
+        let outcome = self.drive_rows(task, run, counters, driven, stops).await;
+        let ended = !matches!(outcome, Err((Stop::Shutdown, _)));
+        if spec.uploaded
+            && ended
+            && let Err(e) = std::fs::remove_file(&spec.path)
+        {
+            tracing::warn!(file = %spec.path.display(), error = %e, "the uploaded file cannot be removed");
+        }
+        outcome
     }
 
     /// Reads every file of the task's CSV source (or the table of its SQL source). Cancel and
@@ -882,11 +1015,7 @@ impl TaskManager {
             });
             all.len() - 1
         };
-        let reconciler = Reconciler {
-            ingestor: self.ctx.ingestor.clone(),
-            store: self.ctx.store.clone(),
-            applied: self.ctx.applied.clone(),
-        };
+        let reconciler = self.reconciler();
         let stop = CancellationToken::new();
         let (seen, summaries) = watch::channel(ImportSummary::default());
         let import = import::import_csv(csv, &self.ctx.ingestor, &reconciler, &stop, |s| {
@@ -1164,11 +1293,7 @@ impl TaskManager {
                 tracing::info!(series = %entry.key, action = %a, "new corporate action; fetching the whole history again");
             }
         }
-        let reconciler = Reconciler {
-            ingestor: self.ctx.ingestor.clone(),
-            store: self.ctx.store.clone(),
-            applied: self.ctx.applied.clone(),
-        };
+        let reconciler = self.reconciler();
         // The stored bars over the fetched span, read once: for the ratio check and, unless
         // the whole history is fetched again, for the comparison below.
         let mut stored = match had_data {
@@ -1448,6 +1573,21 @@ fn import_outcome(
             counters,
         )),
         _ => Ok(counters),
+    }
+}
+
+/// Where a row import (a table's, a file's) starts from: what earlier runs did.
+fn row_summary(c: &TaskCounters) -> TableImportSummary {
+    TableImportSummary {
+        rows_read: c.rows_read,
+        pages: c.pages,
+        bars_accepted: c.bars_written,
+        bars_unchanged: c.bars_unchanged,
+        bars_rejected: c.bars_rejected,
+        rows_skipped: c.rows_skipped,
+        row_problems: c.row_problems.clone(),
+        resume_after: c.resume_after.clone(),
+        ..TableImportSummary::default()
     }
 }
 

@@ -39,9 +39,33 @@ pub enum TaskKind {
     Migrate,
     /// Compare the store with another (`params.target`) and list every differing bar.
     Check,
+    /// Read a file (`params.file`: CSV, JSON, xlsx or Parquet) into the store.
+    FileImport,
+    /// Write a backup of the bars and the state (`backup.dir`), then apply the retention.
+    Backup,
+    /// Check a backup's files (`params.backup`) against its manifest.
+    VerifyBackup,
+    /// Copy a backup's bars (`params.backup`) into the store through the journal, or with
+    /// `params.dry_run` report what that would change.
+    Restore,
 }
 
 impl TaskKind {
+    /// Every kind.
+    pub const ALL: [TaskKind; 11] = [
+        TaskKind::FullImport,
+        TaskKind::IncrementalUpdate,
+        TaskKind::Backfill,
+        TaskKind::Validate,
+        TaskKind::SourceImport,
+        TaskKind::Migrate,
+        TaskKind::Check,
+        TaskKind::FileImport,
+        TaskKind::Backup,
+        TaskKind::VerifyBackup,
+        TaskKind::Restore,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskKind::FullImport => "full_import",
@@ -51,6 +75,10 @@ impl TaskKind {
             TaskKind::SourceImport => "source_import",
             TaskKind::Migrate => "migrate",
             TaskKind::Check => "check",
+            TaskKind::FileImport => "file_import",
+            TaskKind::Backup => "backup",
+            TaskKind::VerifyBackup => "verify_backup",
+            TaskKind::Restore => "restore",
         }
     }
 }
@@ -58,18 +86,10 @@ impl TaskKind {
 impl FromStr for TaskKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        [
-            TaskKind::FullImport,
-            TaskKind::IncrementalUpdate,
-            TaskKind::Backfill,
-            TaskKind::Validate,
-            TaskKind::SourceImport,
-            TaskKind::Migrate,
-            TaskKind::Check,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .ok_or_else(|| format!("unknown task kind {s:?}"))
+        TaskKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown task kind {s:?}"))
     }
 }
 
@@ -182,6 +202,15 @@ pub struct TaskParams {
     /// task is queued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<serde_json::Value>,
+    /// File import: the file and how to read it (checked when the task is queued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<crate::file_import::FileImportSpec>,
+    /// Verify, restore and check: the backup's directory (resolved when the task is queued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// Restore: report what would change; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// A series that failed within a task.
@@ -218,7 +247,8 @@ pub struct TaskCounters {
     /// Source import: rows that could not be read (skipped, with the first problems in the
     /// status page's `imports` for files, in `row_problems` for tables).
     pub rows_skipped: u64,
-    /// SQL-table import: rows in the table, rows read, pages read.
+    /// SQL-table and file import: rows in the table (the file), rows read, pages (batches)
+    /// read.
     pub rows_total: u64,
     pub rows_read: u64,
     pub pages: u64,
@@ -226,9 +256,23 @@ pub struct TaskCounters {
     /// it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_after: Option<Vec<crate::source::sql::KeyValue>>,
-    /// SQL-table import: the first rows that are not bars, with their key and the reason.
+    /// SQL-table and file import: the first rows that are not bars, with their key (row
+    /// number) and the reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub row_problems: Vec<String>,
+    /// File import: the file listing every row that is not a bar (row, sheet, reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine_file: Option<String>,
+    /// Backup: the backup written (its directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// Verify (and restore, which verifies first): what the files' check found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::backup::verify::VerifyReport>,
+    /// What a task that is not about series did, said as its completion message instead of
+    /// the series counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
     /// Migrate and check: what the comparison of the two stores found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::consistency::CompareReport>,

@@ -72,6 +72,11 @@ pub struct TaskRequest {
     pub only_existing: bool,
     /// Migrate and check: the other store, as under `store:` in the config.
     pub target: Option<serde_json::Value>,
+    /// Verify, restore and check: a backup's name (as listed) or absolute path.
+    pub backup: Option<String>,
+    /// Restore: report what would change; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl TaskKind {
@@ -85,6 +90,10 @@ impl TaskKind {
             TaskKind::SourceImport => "source import",
             TaskKind::Migrate => "migration",
             TaskKind::Check => "consistency check",
+            TaskKind::FileImport => "file import",
+            TaskKind::Backup => "backup",
+            TaskKind::VerifyBackup => "backup verification",
+            TaskKind::Restore => "restore",
         }
     }
 }
@@ -116,6 +125,8 @@ impl TaskRequest {
         add(self.days.is_some(), "days");
         add(self.only_existing, "only_existing");
         add(self.target.is_some(), "target");
+        add(self.backup.is_some(), "backup");
+        add(self.dry_run, "dry_run");
         given
     }
 
@@ -143,7 +154,13 @@ impl TaskRequest {
             ],
             TaskKind::Backfill | TaskKind::Validate => SELECT,
             TaskKind::SourceImport => &["source"],
-            TaskKind::Migrate | TaskKind::Check => &["target"],
+            TaskKind::Migrate => &["target"],
+            TaskKind::Check => &["target", "backup"],
+            TaskKind::Backup => &[],
+            TaskKind::VerifyBackup => &["backup"],
+            TaskKind::Restore => &["backup", "dry_run"],
+            // Queued by `import_file`, which takes its own request.
+            TaskKind::FileImport => &[],
         }
     }
 
@@ -157,6 +174,11 @@ impl TaskRequest {
                 accepted.join(", ")
             )));
         }
+        if kind == TaskKind::FileImport {
+            return Err(invalid(
+                "a file import is started with POST /api/data/import-file (dmsctl import FILE)",
+            ));
+        }
         check_paging(self.limit, self.skip)?;
         if let Some(d) = self.days
             && !(1..=MAX_DAYS).contains(&d)
@@ -169,7 +191,18 @@ impl TaskRequest {
             raw.map(|d| read_api::parse_when(field, d).map_err(invalid))
                 .transpose()
         };
+        if matches!(kind, TaskKind::VerifyBackup | TaskKind::Restore) && self.backup.is_none() {
+            return Err(invalid(
+                "field `backup`: give the backup's name (see GET /api/data/backups) or its absolute path",
+            ));
+        }
+        if kind == TaskKind::Check && self.backup.is_some() && self.target.is_some() {
+            return Err(invalid(
+                "give either `target` (a store) or `backup`, not both: the check compares the store with one of them",
+            ));
+        }
         let target = match self.target {
+            None if kind == TaskKind::Check && self.backup.is_some() => None,
             None if matches!(kind, TaskKind::Migrate | TaskKind::Check) => {
                 return Err(invalid(
                     "field `target`: give the other store, as under `store:` in the config (e.g. {\"type\": \"postgres\", \"url\": ...})",
@@ -208,6 +241,9 @@ impl TaskRequest {
             days: self.days,
             only_existing: self.only_existing,
             target,
+            file: None,
+            backup: self.backup,
+            dry_run: self.dry_run,
         })
     }
 }
@@ -323,6 +359,54 @@ pub async fn start(
     Ok(tasks
         .submit(kind, kind.display_name().to_owned(), params)
         .await?)
+}
+
+/// What a file import request gave: a queued task, or a dry run's report.
+#[derive(Debug)]
+pub enum FileImportAnswer {
+    Queued(Box<Task>),
+    DryRun(Box<crate::file_import::DryRunReport>),
+}
+
+/// Checks a file import (the file at `upload`, an upload's spooled copy and the name the client
+/// gave it, or the query's `path`) and queues it, or answers its dry run. An upload that is not
+/// queued is removed.
+pub async fn import_file(
+    tasks: &TaskManager,
+    query: crate::file_import::FileImportQuery,
+    upload: Option<(std::path::PathBuf, String)>,
+) -> Result<FileImportAnswer, TaskApiError> {
+    let spooled = upload.as_ref().map(|(p, _)| p.clone());
+    let answer = async {
+        let spec = query.check(upload).await.map_err(invalid)?;
+        if query.dry_run {
+            let rows = query
+                .preview_rows
+                .unwrap_or(crate::file_import::DEFAULT_PREVIEW_ROWS);
+            let report = crate::file_import::dry_run(&spec, rows, &tasks.reconciler())
+                .await
+                .map_err(invalid)?;
+            return Ok(FileImportAnswer::DryRun(Box::new(report)));
+        }
+        let name = query
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("file import of {}", spec.file_name));
+        let params = TaskParams {
+            file: Some(spec),
+            ..TaskParams::default()
+        };
+        Ok(FileImportAnswer::Queued(Box::new(
+            tasks.submit(TaskKind::FileImport, name, params).await?,
+        )))
+    }
+    .await;
+    if let Some(path) = spooled
+        && !matches!(answer, Ok(FileImportAnswer::Queued(_)))
+    {
+        let _ = tokio::fs::remove_file(&path).await;
+    }
+    answer
 }
 
 /// One task.

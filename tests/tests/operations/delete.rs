@@ -84,6 +84,14 @@ async fn deletes_go_through_the_journal_to_the_store_and_the_replicas_after_a_dr
         .unwrap();
     assert_eq!(row["count"], eur_count, "{eur}");
     assert!(row["missing"].as_u64().is_some(), "{eur}");
+    // Size on disk: the SQLite store's files, shared out by bar count.
+    let store_bytes = eur["store_bytes"].as_u64().unwrap();
+    let store_file = std::fs::metadata(dir.path().join("data/bars.db"))
+        .unwrap()
+        .len();
+    assert!(store_bytes >= store_file, "{eur}");
+    let share = row["size_bytes"].as_u64().unwrap();
+    assert!(share > 0 && share < store_bytes, "{eur}");
     let (code, bad) = master.get("/api/data/overview?interval=2d").await.unwrap();
     assert_eq!(code, 400, "{bad}");
     let ctl = Dmsctl::new(&format!("http://127.0.0.1:{}", master.port));
