@@ -96,7 +96,7 @@ pub(crate) fn fill(size: &Size, path: &Path) -> Result<Outcome> {
 }
 
 /// Exports every series of the store at `path` in `format` to a file beside it.
-pub(crate) fn export_store(path: &Path, format: &str) -> Result<Outcome> {
+pub(crate) fn export_store(path: &Path, format: &str, keep: bool) -> Result<Outcome> {
     let runtime = runtime()?;
     runtime.block_on(async {
         let store: SharedStore = Arc::new(SqliteStore::open(path)?);
@@ -131,7 +131,9 @@ pub(crate) fn export_store(path: &Path, format: &str) -> Result<Outcome> {
         if format == "parquet" {
             notes.push_str(&parquet_check(&out_path, bars)?);
         }
-        std::fs::remove_file(&out_path)?;
+        if !keep {
+            std::fs::remove_file(&out_path)?;
+        }
         Ok(Outcome {
             scenario: format!("export {format}"),
             bars,

@@ -17,6 +17,7 @@
 //! - `all`: runs each scenario in its own process (so peak RSS is per scenario) and prints a
 //!   table with bars/s, the ratio of `ingest` to `store-raw`, and peak RSS.
 
+mod data;
 mod export;
 mod fetch;
 mod generator;
@@ -60,6 +61,18 @@ enum Cmd {
     Replicate(ReplicateArgs),
     /// Export of a filled SQLite store to Parquet and to CSV (each step in its own process).
     Export(Size),
+    /// File import of a Parquet export through the journal beside `ingest`, and (with
+    /// --pg-url) the migration to PostgreSQL beside its COPY (each step in its own process).
+    Data(DataArgs),
+    /// (A step of `data`.) Imports the Parquet file at --file into a fresh store.
+    #[command(hide = true)]
+    ImportRun(ImportStep),
+    /// (A step of `data`.) The PostgreSQL COPY reference.
+    #[command(hide = true)]
+    CopyRef(PgStep),
+    /// (A step of `data`.) Migrates the SQLite store at --store to PostgreSQL.
+    #[command(hide = true)]
+    MigrateRun(PgStep),
     /// (A step of `export`.) Fills the SQLite store at --store.
     #[command(hide = true)]
     ExportFill(ExportStep),
@@ -79,6 +92,41 @@ struct ExportStep {
     /// parquet or csv (export-run).
     #[arg(long, default_value = "parquet")]
     format: String,
+    /// Keep the file written (export-run).
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Options of the `data` scenario.
+#[derive(Debug, Clone, Args)]
+struct DataArgs {
+    #[command(flatten)]
+    size: Size,
+    /// A PostgreSQL database the benchmark may create databases from, for the migration
+    /// steps (e.g. `postgres://postgres@127.0.0.1:5432/test`).
+    #[arg(long)]
+    pg_url: Option<String>,
+}
+
+/// A step of `data` reading a file.
+#[derive(Debug, Clone, Args)]
+struct ImportStep {
+    #[command(flatten)]
+    size: Size,
+    #[arg(long)]
+    file: PathBuf,
+}
+
+/// A step of `data` on PostgreSQL.
+#[derive(Debug, Clone, Args)]
+struct PgStep {
+    #[command(flatten)]
+    size: Size,
+    #[arg(long)]
+    url: String,
+    /// The SQLite store (migrate-run).
+    #[arg(long)]
+    store: Option<PathBuf>,
 }
 
 /// Options of the `store` scenario.
@@ -165,8 +213,15 @@ fn main() -> Result<()> {
             replicate::replicate(&args.size, args.steady_secs, &args.compression)
         }
         Cmd::Export(size) => export::run(&size),
+        Cmd::Data(args) => data::run(&args.size, args.pg_url.as_deref()),
+        Cmd::ImportRun(step) => print(&data::import(&step.size, &step.file)?),
+        Cmd::CopyRef(step) => print(&data::copy_reference(&step.size, &step.url)?),
+        Cmd::MigrateRun(step) => {
+            let store = step.store.context("--store names the SQLite store")?;
+            print(&data::migrate(&store, &step.url)?)
+        }
         Cmd::ExportFill(step) => print(&export::fill(&step.size, &step.store)?),
-        Cmd::ExportRun(step) => print(&export::export_store(&step.store, &step.format)?),
+        Cmd::ExportRun(step) => print(&export::export_store(&step.store, &step.format, step.keep)?),
     }
 }
 

@@ -96,17 +96,17 @@ struct Measured {
 }
 
 /// The databases of one run.
-struct Database {
+pub(crate) struct Database {
     backend: Backend,
     /// Where the store writes.
-    store_url: String,
+    pub(crate) store_url: String,
     /// The server as given (InfluxDB) or its admin connection URL (SQL).
     admin_url: String,
     name: String,
 }
 
 impl Database {
-    async fn create(backend: Backend, url: &str) -> Result<Database> {
+    pub(crate) async fn create(backend: Backend, url: &str) -> Result<Database> {
         let name = format!("dms_bench_{}", std::process::id());
         let store_url = match backend {
             Backend::Influxdb => url.to_owned(),
@@ -137,7 +137,7 @@ impl Database {
         })
     }
 
-    async fn drop_all(&self) {
+    pub(crate) async fn drop_all(&self) {
         let statement = format!("DROP DATABASE IF EXISTS {}", self.name);
         match self.backend {
             Backend::Influxdb => {
@@ -160,7 +160,7 @@ impl Database {
         }
     }
 
-    fn store_config(&self) -> Result<StoreConfig> {
+    pub(crate) fn store_config(&self) -> Result<StoreConfig> {
         let store = match self.backend {
             Backend::Influxdb => format!(
                 "  type: influxdb\n  url: {}\n  database: dms_bench\n  retention_policy: bench\n",
@@ -346,7 +346,7 @@ const RAW_TABLE: &str = "raw_bars (series_id BIGINT NOT NULL, ts BIGINT NOT NULL
     adj_close DOUBLE PRECISION, turnover DOUBLE PRECISION, open_interest DOUBLE PRECISION,
     PRIMARY KEY (series_id, ts))";
 
-async fn raw_postgres(
+pub(crate) async fn raw_postgres(
     url: &str,
     size: &Size,
     generator: &BarGenerator,

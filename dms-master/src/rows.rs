@@ -318,6 +318,13 @@ impl RowMapper {
 
     /// The row as a bar of its series; `cells` holds one cell per [`Field::ALL`].
     pub fn bar(&self, cells: &[Cell]) -> Result<(SeriesKey, Bar), String> {
+        let key = self.key(cells)?;
+        let bar = self.bar_of(key.interval, cells)?;
+        Ok((key, bar))
+    }
+
+    /// The series of a row (its symbol and interval cells, or the defaults).
+    pub fn key(&self, cells: &[Cell]) -> Result<SeriesKey, String> {
         let column = |f: Field| self.columns.column(f).unwrap_or(f.as_str());
         let symbol = match (&cells[0], &self.defaults.symbol) {
             (Cell::Null, Some(s)) => s.clone(),
@@ -349,6 +356,12 @@ impl RowMapper {
                 })?
             }
         };
+        Ok(SeriesKey::new(symbol, interval))
+    }
+
+    /// The bar of a row of a series of `interval` (see [`RowMapper::key`]).
+    pub fn bar_of(&self, interval: Interval, cells: &[Cell]) -> Result<Bar, String> {
+        let column = |f: Field| self.columns.column(f).unwrap_or(f.as_str());
         let ts = self
             .time(&cells[2], interval)
             .map_err(|e| format!("column {}: {e}", column(Field::Time)))?;
@@ -385,7 +398,7 @@ impl RowMapper {
         }
         let mut bar = Bar::ohlcv(ts, values[0], values[1], values[2], values[3], volume);
         [bar.adj_close, bar.turnover, bar.open_interest] = optional;
-        Ok((SeriesKey::new(symbol, interval), bar))
+        Ok(bar)
     }
 
     /// A time cell as the start of a bar of `interval` (see the module doc).

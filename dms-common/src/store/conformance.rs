@@ -44,6 +44,7 @@ pub const CASES: &[&str] = &[
     "floats_round_trip_bit_exact",
     "symbols_with_dots_carets_and_equals_are_stored_as_given",
     "concurrent_writers_of_one_series_keep_counts_and_digests_exact",
+    "a_series_twice_in_one_batch_overlapping_its_new_bars",
 ];
 
 /// One test per conformance case, each on a fresh store from `$make` (an async fn taking the
@@ -69,6 +70,7 @@ macro_rules! store_conformance_tests {
             floats_round_trip_bit_exact,
             symbols_with_dots_carets_and_equals_are_stored_as_given,
             concurrent_writers_of_one_series_keep_counts_and_digests_exact,
+            a_series_twice_in_one_batch_overlapping_its_new_bars,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -132,6 +134,9 @@ pub async fn run_case(case: &str, store: SharedStore) {
             replace_range_leaves_exactly_the_given_bars(store).await
         }
         "floats_round_trip_bit_exact" => floats_round_trip_bit_exact(store).await,
+        "a_series_twice_in_one_batch_overlapping_its_new_bars" => {
+            a_series_twice_in_one_batch_overlapping_its_new_bars(store).await
+        }
         "symbols_with_dots_carets_and_equals_are_stored_as_given" => {
             symbols_with_dots_carets_and_equals_are_stored_as_given(store).await
         }
@@ -710,6 +715,33 @@ async fn a_repeated_time_in_one_batch_keeps_the_later_bar(store: SharedStore) {
     assert_eq!(stored.len(), 9);
     assert_eq!(stored[8].volume, last.volume + 1.0);
     assert_digests_current(&*store, &k, "after repeated times").await;
+}
+
+/// One batch holding a series twice, its second part overlapping the first (many new bars,
+/// which a backend may write in bulk after the rest of the batch): the later bars win, and
+/// counts and digests are exact; another series in the same batch is kept apart.
+async fn a_series_twice_in_one_batch_overlapping_its_new_bars(store: SharedStore) {
+    let (k, other) = (key("TWICE", Interval::D1), key("OTHER", Interval::D1));
+    let first = bars(0..1200, 30.0);
+    let second = bars(1100..1300, 31.0);
+    let batch = [
+        SeriesBars::new(k.clone(), first),
+        SeriesBars::new(other.clone(), bars(0..700, 5.0)),
+        SeriesBars::new(k.clone(), second.clone()),
+    ];
+    let stats = store.upsert(&batch).await.unwrap();
+    assert_counts(
+        &*store,
+        stats,
+        [1300 + 700, 100, 0],
+        "a series twice in one batch",
+    );
+    let stored = read_all(&*store, &k, TimeRange::all()).await;
+    assert_eq!(stored.len(), 1300);
+    assert!(stored[1150].same_values(&second[50]), "the later bar wins");
+    assert_eq!(read_all(&*store, &other, TimeRange::all()).await.len(), 700);
+    assert_digests_current(&*store, &k, "a series twice in one batch").await;
+    assert_digests_current(&*store, &other, "the other series").await;
 }
 
 /// "Delete a range then write bars" leaves exactly those bars: stale bars and stale optional

@@ -17,9 +17,13 @@
 //!
 //! The write path is the one of [`super::sql`]: a batch is one transaction (all series or none),
 //! counts are exact, digests are kept current in the same transaction, concurrent writers of a
-//! series take turns on its row lock. New and changed bars go in with one
-//! `INSERT .. SELECT FROM UNNEST(arrays) ON CONFLICT DO UPDATE` per chunk. Prices are
-//! `DOUBLE PRECISION` and travel in binary, so every f64 reads back bit-exact. Commits are
+//! series take turns on its row lock. Bars of a series that overlap its stored span go in
+//! with one `INSERT .. SELECT FROM UNNEST(arrays) ON CONFLICT DO UPDATE` per chunk; bars wholly
+//! before or after it (an import, an append, a migration into an empty store), of every series
+//! of the batch together, by one `COPY .. FROM STDIN` (from 500 bars; no conflict is possible
+//! under the row locks). Prices are `DOUBLE PRECISION`: the insert binds them in binary, the
+//! `COPY` writes each in its shortest text that reads back as the same double, so every f64
+//! reads back bit-exact. Commits are
 //! durable as the server's `synchronous_commit` says (on by default). Reads page by ts with
 //! keyset pagination, each page one statement; the overview is answered from `dms_series`.
 
@@ -85,6 +89,12 @@ const HYPERTABLE_CHUNK_SECS: i64 = 365 * 86_400;
 
 /// Rows per `INSERT .. UNNEST` statement.
 const CHUNK_ROWS: usize = 20_000;
+
+/// New bars of one write from which they go by `COPY` instead of `INSERT`.
+const COPY_MIN_ROWS: usize = 500;
+
+/// Bytes per `COPY` message.
+const COPY_CHUNK_BYTES: usize = 1 << 20;
 
 const BAR_COLUMNS: &str = "ts, open, high, low, close, volume, adj_close, turnover, open_interest";
 
@@ -335,6 +345,54 @@ impl SqlWrite for PgWrite {
             .await
             .map_err(sql_error)?;
         }
+        Ok(())
+    }
+
+    /// Many bars go by one `COPY … FROM STDIN` in CSV (numbers in their shortest form that
+    /// reads back as the same double, absent values empty: NULL), the server's bulk path; a
+    /// few by the insert.
+    async fn insert_new_bars(&mut self, series: &[(i64, Vec<Bar>)]) -> Result<()> {
+        use std::fmt::Write as _;
+        let rows: usize = series.iter().map(|(_, b)| b.len()).sum();
+        if rows < COPY_MIN_ROWS {
+            for (id, bars) in series {
+                self.write_bars(*id, bars).await?;
+            }
+            return Ok(());
+        }
+        let mut copy = self
+            .0
+            .copy_in_raw(
+                "COPY dms_bars (series_id, ts, open, high, low, close, volume, adj_close,
+                    turnover, open_interest) FROM STDIN WITH (FORMAT csv)",
+            )
+            .await
+            .map_err(sql_error)?;
+        let mut text = String::with_capacity(COPY_CHUNK_BYTES + 4096);
+        for (id, bars) in series {
+            for b in bars {
+                let _ = write!(
+                    text,
+                    "{id},{},{},{},{},{},{}",
+                    b.ts.0, b.open, b.high, b.low, b.close, b.volume
+                );
+                for v in [b.adj_close, b.turnover, b.open_interest] {
+                    text.push(',');
+                    if let Some(v) = v {
+                        let _ = write!(text, "{v}");
+                    }
+                }
+                text.push('\n');
+                if text.len() >= COPY_CHUNK_BYTES {
+                    copy.send(text.as_bytes()).await.map_err(sql_error)?;
+                    text.clear();
+                }
+            }
+        }
+        if !text.is_empty() {
+            copy.send(text.as_bytes()).await.map_err(sql_error)?;
+        }
+        copy.finish().await.map_err(sql_error)?;
         Ok(())
     }
 

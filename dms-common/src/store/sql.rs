@@ -102,6 +102,15 @@ pub(crate) trait SqlWrite: Send {
     async fn bars_between(&mut self, id: i64, first: i64, last: i64) -> Result<Vec<Bar>>;
     /// Inserts or replaces bars (distinct ts).
     async fn write_bars(&mut self, id: i64, bars: &[Bar]) -> Result<()>;
+    /// Inserts bars of several series (distinct ts within each) at times their series hold no
+    /// bar at (their rows are locked): no conflict handling is needed, so a backend may take a
+    /// faster way (PostgreSQL: one `COPY`).
+    async fn insert_new_bars(&mut self, series: &[(i64, Vec<Bar>)]) -> Result<()> {
+        for (id, bars) in series {
+            self.write_bars(*id, bars).await?;
+        }
+        Ok(())
+    }
     /// Deletes the bars of series `id` at the given times; returns how many went.
     async fn delete_bars(&mut self, id: i64, ts: &[i64]) -> Result<u64>;
     /// Deletes the bars of series `id` with `first <= ts <= last`; returns how many went.
@@ -146,8 +155,14 @@ impl BucketDeltas {
         self.buckets.entry(b).or_default().remove(bar);
     }
 
-    /// Writes the changes into the bucket digests and `row`'s digest.
-    async fn apply<W: SqlWrite + ?Sized>(self, tx: &mut W, row: &mut SeriesRow) -> Result<()> {
+    /// Writes the changes into the bucket digests and `row`'s digest; `was_empty`: the series
+    /// held no bar before (so no bucket is stored to read).
+    async fn apply<W: SqlWrite + ?Sized>(
+        self,
+        tx: &mut W,
+        row: &mut SeriesRow,
+        was_empty: bool,
+    ) -> Result<()> {
         let changed: BTreeMap<i64, DigestDelta> = self
             .buckets
             .into_iter()
@@ -157,12 +172,15 @@ impl BucketDeltas {
         else {
             return Ok(());
         };
-        let stored: HashMap<i64, Digest> = tx
-            .buckets_between(row.id, first, last)
-            .await?
-            .into_iter()
-            .map(|b| (b.start.0, b.digest))
-            .collect();
+        let stored: HashMap<i64, Digest> = if was_empty {
+            HashMap::new()
+        } else {
+            tx.buckets_between(row.id, first, last)
+                .await?
+                .into_iter()
+                .map(|b| (b.start.0, b.digest))
+                .collect()
+        };
         let mut total = DigestDelta::default();
         let (mut set, mut remove) = (Vec::new(), Vec::new());
         for (bucket, delta) in changed {
@@ -230,12 +248,15 @@ fn plan_upsert(stored: Vec<Bar>, bars: &[Bar], deltas: &mut BucketDeltas) -> Ups
     plan
 }
 
-/// Upserts the bars of one series whose row is locked; updates `row` (not yet written).
+/// Upserts the bars of one series whose row is locked; updates `row` (not yet written). Bars
+/// wholly outside the stored span are not written but added to `new` (written together by
+/// the caller).
 async fn upsert_series<W: SqlWrite + ?Sized>(
     tx: &mut W,
     row: &mut SeriesRow,
     interval: Interval,
     bars: &[Bar],
+    new: &mut Vec<(i64, Vec<Bar>)>,
 ) -> Result<UpsertStats> {
     let (Some(lo), Some(hi)) = (
         bars.iter().map(|b| b.ts.0).min(),
@@ -247,19 +268,29 @@ async fn upsert_series<W: SqlWrite + ?Sized>(
     let overlaps =
         row.count > 0 && row.first.is_some_and(|f| hi >= f) && row.last.is_some_and(|l| lo <= l);
     let stored = if overlaps {
+        // Bars of this batch not written yet may be among them.
+        if !new.is_empty() {
+            tx.insert_new_bars(new).await?;
+            new.clear();
+        }
         tx.bars_between(row.id, lo, hi).await?
     } else {
         Vec::new()
     };
     let mut deltas = BucketDeltas::new(interval);
     let plan = plan_upsert(stored, bars, &mut deltas);
-    tx.write_bars(row.id, &plan.write).await?;
+    let was_empty = row.count == 0;
+    if overlaps {
+        tx.write_bars(row.id, &plan.write).await?;
+    } else if !plan.write.is_empty() {
+        new.push((row.id, plan.write));
+    }
     if plan.stats.inserted > 0 {
         row.count += plan.stats.inserted as i64;
         row.first = Some(row.first.map_or(lo, |f| f.min(lo)));
         row.last = Some(row.last.map_or(hi, |l| l.max(hi)));
     }
-    deltas.apply(tx, row).await?;
+    deltas.apply(tx, row, was_empty).await?;
     Ok(plan.stats)
 }
 
@@ -310,11 +341,15 @@ pub(crate) async fn upsert<W: SqlWrite + ?Sized>(
     let before = lock_all(tx, &keys).await?;
     let mut rows = before.clone();
     let mut stats = UpsertStats::default();
+    let mut new = Vec::new();
     for series in batch.iter().filter(|s| !s.bars.is_empty()) {
         let row = rows
             .get_mut(&series.key)
             .ok_or_else(|| StoreError::Invalid(format!("series {} not locked", series.key)))?;
-        stats.add(upsert_series(tx, row, series.key.interval, &series.bars).await?);
+        stats.add(upsert_series(tx, row, series.key.interval, &series.bars, &mut new).await?);
+    }
+    if !new.is_empty() {
+        tx.insert_new_bars(&new).await?;
     }
     write_rows(tx, &before, &rows).await?;
     Ok(stats)
@@ -347,7 +382,7 @@ pub(crate) async fn delete<W: SqlWrite + ?Sized>(
     }
     let mut deltas = BucketDeltas::new(interval);
     gone.iter().for_each(|b| deltas.remove(b));
-    deltas.apply(tx, &mut row).await?;
+    deltas.apply(tx, &mut row, false).await?;
     row.count -= n as i64;
     (row.first, row.last) = tx.bounds(id).await?;
     if row != before {
@@ -386,12 +421,17 @@ pub(crate) async fn replace<W: SqlWrite + ?Sized>(
             gone.len()
         )));
     }
-    deltas.apply(tx, &mut row).await?;
+    let was_empty = row.count == 0;
+    deltas.apply(tx, &mut row, was_empty).await?;
     if removed > 0 {
         row.count -= removed as i64;
         (row.first, row.last) = tx.bounds(row.id).await?;
     }
-    let written = upsert_series(tx, &mut row, key.interval, bars).await?;
+    let mut new = Vec::new();
+    let written = upsert_series(tx, &mut row, key.interval, bars, &mut new).await?;
+    if !new.is_empty() {
+        tx.insert_new_bars(&new).await?;
+    }
     if row != before[key] {
         tx.update_series(&row).await?;
     }

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::reconcile::Reconciler;
 pub use crate::rows::{ColumnMapping, Field, FieldDefaults, ImportMode, RowMapper};
 pub use read::FileFormat;
-use read::{Cell, Item, ReadOptions};
+use read::{Cell, ReadOptions};
 
 /// Row problems a dry run lists (all are counted).
 pub const MAX_LISTED_PROBLEMS: usize = 10_000;
@@ -328,31 +328,6 @@ impl std::fmt::Display for RowProblem {
     }
 }
 
-/// What becomes of an item: a bar of a series, or a problem.
-pub fn map_item(
-    item: Item,
-    mapper: &RowMapper,
-    places: &Places,
-) -> Result<(dms_common::SeriesKey, dms_common::Bar), RowProblem> {
-    match item {
-        Item::Problem {
-            row,
-            sheet,
-            message,
-        } => Err(RowProblem {
-            row,
-            sheet,
-            reason: message,
-        }),
-        Item::Record(r) => {
-            let (row, sheet) = (r.row, r.sheet.clone());
-            mapper
-                .bar(&field_cells(r, places))
-                .map_err(|reason| RowProblem { row, sheet, reason })
-        }
-    }
-}
-
 /// A bar as a dry run shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PreviewBar {
@@ -405,7 +380,6 @@ pub async fn dry_run(
     preview_rows: usize,
     reconciler: &Reconciler,
 ) -> Result<DryRunReport, String> {
-    let mapper = spec.mapper()?;
     let mut report = DryRunReport {
         file: spec.file_name.clone(),
         format: spec.format.to_string(),
@@ -415,32 +389,25 @@ pub async fn dry_run(
         ..DryRunReport::default()
     };
     let mut series = std::collections::HashSet::new();
-    let mut batches = run::read_batches(spec)?;
+    let mut batches = run::read_batches(spec, 0)?;
     while let Some(batch) = batches.recv().await {
-        let items = batch?;
-        report.rows += items.len() as u64;
-        let mut by_series: BTreeMap<_, Vec<dms_common::Bar>> = BTreeMap::new();
-        // The first bars of the file, in its order, until their state is known.
+        let mapped = batch?;
+        report.rows += mapped.rows;
+        report.problems_total += mapped.problems.len() as u64;
+        let room = MAX_LISTED_PROBLEMS.saturating_sub(report.problems.len());
+        report
+            .problems
+            .extend(mapped.problems.into_iter().take(room));
         let mut shown = Vec::new();
-        for item in items {
-            let row = match &item {
-                Item::Record(r) => r.row,
-                Item::Problem { row, .. } => *row,
-            };
-            match map_item(item, &mapper, &batches.places) {
-                Ok((key, bar)) => {
-                    if report.preview.len() + shown.len() < preview_rows {
-                        shown.push((row, key.clone(), bar));
-                    }
-                    by_series.entry(key).or_default().push(bar);
+        let mut by_series: BTreeMap<dms_common::SeriesKey, Vec<dms_common::Bar>> = BTreeMap::new();
+        for run in mapped.runs {
+            for (row, bar) in run.rows.iter().zip(&run.bars) {
+                if report.preview.len() + shown.len() >= preview_rows {
+                    break;
                 }
-                Err(p) => {
-                    report.problems_total += 1;
-                    if report.problems.len() < MAX_LISTED_PROBLEMS {
-                        report.problems.push(p);
-                    }
-                }
+                shown.push((*row, run.key.clone(), *bar));
             }
+            by_series.entry(run.key).or_default().extend(run.bars);
         }
         let mut stored_of = BTreeMap::new();
         for (key, mut bars) in by_series {

@@ -13,8 +13,10 @@ use dms_common::journal::Origin;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::read::Item;
-use super::{BATCH_ROWS, FileImportSpec, RowProblem, map_item};
+use dms_common::{Bar, SeriesKey};
+
+use super::read::{Cell, Item};
+use super::{BATCH_ROWS, FileImportSpec, Places, RowMapper, RowProblem, field_cells};
 use crate::ingest::Ingestor;
 use crate::reconcile::Reconciler;
 use crate::table_import::{TableImportSummary, journal_page};
@@ -24,36 +26,178 @@ const LOGGED_PROBLEMS: u64 = 20;
 /// Row problems listed in the task (all are in the quarantine file).
 const LISTED_PROBLEMS: usize = 100;
 
-/// The batches of a file being read.
+/// Consecutive rows of one series, in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesRun {
+    pub key: SeriesKey,
+    /// The place of its first row among the batch's rows (from 0).
+    first_item: u64,
+    /// The row of each bar.
+    pub rows: Vec<u64>,
+    pub bars: Vec<Bar>,
+}
+
+/// A batch of rows read and mapped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mapped {
+    /// Rows in the batch (bars and problems).
+    pub rows: u64,
+    pub runs: Vec<SeriesRun>,
+    pub problems: Vec<RowProblem>,
+    /// The place of each problem among the batch's rows.
+    problem_items: Vec<u64>,
+}
+
+impl Mapped {
+    /// Splits off the rows from the last series run on (to go with the next batch, so that a
+    /// series contiguous in the file is journaled in one batch); None when the batch holds
+    /// one run only.
+    fn split_last_run(&mut self) -> Option<Mapped> {
+        if self.runs.len() < 2 {
+            return None;
+        }
+        let run = self.runs.pop()?;
+        let cut = run.first_item;
+        let at = self.problem_items.partition_point(|i| *i < cut);
+        let mut rest = Mapped {
+            rows: self.rows - cut,
+            runs: vec![run],
+            problems: self.problems.split_off(at),
+            problem_items: self.problem_items.split_off(at),
+        };
+        rest.runs[0].first_item = 0;
+        for i in &mut rest.problem_items {
+            *i -= cut;
+        }
+        self.rows = cut;
+        Some(rest)
+    }
+
+    /// The batch's bars by series (the runs of a series joined).
+    pub fn by_series(self) -> BTreeMap<SeriesKey, Vec<Bar>> {
+        let mut by_series: BTreeMap<SeriesKey, Vec<Bar>> = BTreeMap::new();
+        for run in self.runs {
+            by_series.entry(run.key).or_default().extend(run.bars);
+        }
+        by_series
+    }
+}
+
+/// The batches of a file being read and mapped.
 #[derive(Debug)]
 pub struct Batches {
-    rx: mpsc::Receiver<Result<Vec<Item>, String>>,
-    /// The place of each [`super::Field::ALL`] among a record's cells.
-    pub places: super::Places,
+    rx: mpsc::Receiver<Result<Mapped, String>>,
     /// Rows in the file, when its format tells.
     pub total_rows: Option<u64>,
 }
 
 impl Batches {
     /// The next batch; None once the file is read.
-    pub async fn recv(&mut self) -> Option<Result<Vec<Item>, String>> {
+    pub async fn recv(&mut self) -> Option<Result<Mapped, String>> {
         self.rx.recv().await
     }
 }
 
-/// Starts reading `spec`'s file on a blocking thread.
-pub fn read_batches(spec: &FileImportSpec) -> Result<Batches, String> {
+/// Maps items to bars, reusing the series of the row before when its symbol and interval
+/// cells are the same (files hold long runs of one series).
+struct Mapper {
+    mapper: RowMapper,
+    places: Places,
+    last: Option<(Cell, Cell, SeriesKey)>,
+}
+
+impl Mapper {
+    fn map(&mut self, items: Vec<Item>, out: &mut Mapped) {
+        for item in items {
+            let index = out.rows;
+            out.rows += 1;
+            let record = match item {
+                Item::Problem {
+                    row,
+                    sheet,
+                    message,
+                } => {
+                    out.problems.push(RowProblem {
+                        row,
+                        sheet,
+                        reason: message,
+                    });
+                    out.problem_items.push(index);
+                    continue;
+                }
+                Item::Record(r) => r,
+            };
+            let (row, sheet) = (record.row, record.sheet.clone());
+            let cells = field_cells(record, &self.places);
+            let key = match &self.last {
+                Some((s, i, key)) if *s == cells[0] && *i == cells[1] => Ok(key.clone()),
+                _ => self.mapper.key(&cells).inspect(|key| {
+                    self.last = Some((cells[0].clone(), cells[1].clone(), key.clone()));
+                }),
+            };
+            let bar = key.and_then(|key| Ok((self.mapper.bar_of(key.interval, &cells)?, key)));
+            match bar {
+                Ok((bar, key)) => match out.runs.last_mut() {
+                    Some(run) if run.key == key => {
+                        run.rows.push(row);
+                        run.bars.push(bar);
+                    }
+                    _ => out.runs.push(SeriesRun {
+                        key,
+                        first_item: index,
+                        rows: vec![row],
+                        bars: vec![bar],
+                    }),
+                },
+                Err(reason) => {
+                    out.problems.push(RowProblem { row, sheet, reason });
+                    out.problem_items.push(index);
+                }
+            }
+        }
+    }
+}
+
+/// Starts reading `spec`'s file on a blocking thread, which maps the rows too (so reading and
+/// mapping run beside the journal writes); the first `skip` rows are passed over unmapped.
+pub fn read_batches(spec: &FileImportSpec, skip: u64) -> Result<Batches, String> {
     let (mut reader, places) = spec.open()?;
+    let mut mapper = Mapper {
+        mapper: spec.mapper()?,
+        places,
+        last: None,
+    };
     let total_rows = reader.total_rows();
     let (tx, rx) = mpsc::channel(2);
     let (path, name) = (spec.path.clone(), spec.file_name.clone());
     tokio::task::spawn_blocking(move || {
+        let mut skip = skip;
+        let mut items = Vec::with_capacity(BATCH_ROWS);
+        // Rows mapped and not sent: a batch goes once it holds BATCH_ROWS, less its last
+        // series run, which goes with the next (unless that run alone is huge).
+        let mut mapped = Mapped::default();
         loop {
-            let mut items = Vec::with_capacity(BATCH_ROWS);
+            items.clear();
             match reader.next_batch(BATCH_ROWS, &mut items) {
-                Ok(false) => break,
+                Ok(false) => {
+                    if mapped.rows > 0 {
+                        let _ = tx.blocking_send(Ok(mapped));
+                    }
+                    break;
+                }
                 Ok(true) => {
-                    if tx.blocking_send(Ok(items)).is_err() {
+                    let n = (skip as usize).min(items.len());
+                    skip -= n as u64;
+                    mapper.map(items.drain(n..).collect(), &mut mapped);
+                    if (mapped.rows as usize) < BATCH_ROWS {
+                        continue;
+                    }
+                    let rest = match mapped.runs.last() {
+                        Some(last) if last.bars.len() < 8 * BATCH_ROWS => mapped.split_last_run(),
+                        _ => None,
+                    };
+                    let full = std::mem::replace(&mut mapped, rest.unwrap_or_default());
+                    if full.rows > 0 && tx.blocking_send(Ok(full)).is_err() {
                         break;
                     }
                 }
@@ -65,11 +209,7 @@ pub fn read_batches(spec: &FileImportSpec) -> Result<Batches, String> {
             }
         }
     });
-    Ok(Batches {
-        rx,
-        places,
-        total_rows,
-    })
+    Ok(Batches { rx, total_rows })
 }
 
 /// Where the rows of a task's import that are not bars are written.
@@ -92,11 +232,7 @@ pub async fn import_file(
 ) -> TableImportSummary {
     summary.source = spec.file_name.clone();
     summary.state = "running".into();
-    let mapper = match spec.mapper() {
-        Ok(m) => m,
-        Err(e) => return failed(summary, e),
-    };
-    let mut batches = match read_batches(spec) {
+    let mut batches = match read_batches(spec, summary.rows_read) {
         Ok(b) => b,
         Err(e) => return failed(summary, e),
     };
@@ -112,38 +248,20 @@ pub async fn import_file(
         task_id: task_id.to_owned(),
         source: format!("file {}", spec.file_name),
     };
-    // Rows an earlier run journaled.
-    let mut skip = summary.rows_read;
     loop {
         if cancel.is_cancelled() {
             summary.state = "cancelled".into();
             progress(&summary);
             return summary;
         }
-        let items = match batches.recv().await {
+        let mut mapped = match batches.recv().await {
             None => break,
-            Some(Ok(items)) => items,
+            Some(Ok(m)) => m,
             Some(Err(e)) => return failed(summary, e),
         };
-        let items = if skip > 0 {
-            let n = (skip as usize).min(items.len());
-            skip -= n as u64;
-            items.into_iter().skip(n).collect()
-        } else {
-            items
-        };
-        if items.is_empty() {
-            continue;
-        }
-        let rows = items.len() as u64;
-        let mut by_series: BTreeMap<_, Vec<_>> = BTreeMap::new();
-        let mut problems = Vec::new();
-        for item in items {
-            match map_item(item, &mapper, &batches.places) {
-                Ok((key, bar)) => by_series.entry(key).or_default().push(bar),
-                Err(p) => problems.push(p),
-            }
-        }
+        let rows = mapped.rows;
+        let problems = std::mem::take(&mut mapped.problems);
+        let by_series = mapped.by_series();
         // The batch's problems are on disk before its rows count as done.
         if let Err(e) = quarantined.write(&problems) {
             return failed(summary, e);
@@ -251,5 +369,70 @@ impl Quarantined {
         });
         file.transpose().map_err(err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file_import::FileImportQuery;
+
+    /// A CSV of `series` series of `bars` rows each, with a bad row every 1,000 rows.
+    fn csv(path: &Path, series: usize, bars: usize) {
+        let mut text = String::from("symbol,date,open,high,low,close\n");
+        for s in 0..series {
+            for b in 0..bars {
+                let day = chrono::NaiveDate::from_ymd_opt(1990, 1, 1).unwrap()
+                    + chrono::Duration::days(b as i64);
+                let close = if b % 1000 == 999 {
+                    "x".to_owned()
+                } else {
+                    format!("{b}.5")
+                };
+                text.push_str(&format!("S{s},{day},1,2,0.5,{close}\n"));
+            }
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_series_contiguous_in_the_file_comes_in_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bars.csv");
+        let (series, bars) = (7, 9_000);
+        csv(&path, series, bars);
+        let query = FileImportQuery {
+            path: Some(path.display().to_string()),
+            interval: Some("1d".into()),
+            ..FileImportQuery::default()
+        };
+        let spec = query.check(None).await.unwrap();
+        let mut batches = read_batches(&spec, 0).unwrap();
+        let (mut rows, mut seen, mut problems, mut sent) = (0, Vec::new(), 0, 0);
+        while let Some(b) = batches.recv().await {
+            let b = b.unwrap();
+            sent += 1;
+            rows += b.rows;
+            problems += b.problems.len();
+            for p in &b.problems {
+                assert_eq!(p.row % 1000, 1, "{p}");
+            }
+            for run in &b.runs {
+                assert!(!seen.contains(&run.key), "{} in two batches", run.key);
+                assert_eq!(run.bars.len(), bars - bars / 1000);
+                seen.push(run.key.clone());
+            }
+        }
+        assert_eq!(rows, (series * bars) as u64);
+        assert_eq!(seen.len(), series);
+        assert_eq!(problems, series * (bars / 1000));
+        assert!(sent > 1, "{sent} batches");
+        // Resuming after 10,000 rows skips them unmapped.
+        let mut batches = read_batches(&spec, 10_000).unwrap();
+        let mut rows = 0;
+        while let Some(b) = batches.recv().await {
+            rows += b.unwrap().rows;
+        }
+        assert_eq!(rows, (series * bars) as u64 - 10_000);
     }
 }

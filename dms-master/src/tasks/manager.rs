@@ -764,6 +764,10 @@ impl TaskManager {
                 .collect();
             counters.series_resumed = done.len() as u64;
             let mut last_report = Instant::now();
+            // Pages of several series go to the target in one call (one transaction where
+            // the target has them); a series is checkpointed once its last page is written.
+            let mut pending = Vec::new();
+            let mut finished = Vec::new();
             for o in series {
                 let key = o.key;
                 if done.contains(&(key.symbol.to_string(), key.interval.to_string())) {
@@ -784,32 +788,45 @@ impl TaskManager {
                             ));
                         }
                     };
-                    let n = page.len() as u64;
-                    if let Err(e) = target.upsert(&[SeriesBars::new(key.clone(), page)]).await {
-                        return Err((
-                            Stop::Failed(format!("{key}: the target store refused the bars: {e}")),
-                            counters,
-                        ));
-                    }
-                    counters.bars_written += n;
-                    if last_report.elapsed() > Duration::from_millis(250) {
-                        last_report = Instant::now();
-                        run.stamp(&mut counters);
-                        let message = format!(
-                            "copying: {} of {} series, {} bars",
-                            counters.series_done, counters.series_total, counters.bars_written
-                        );
-                        self.report(task, &counters, message).await;
+                    pending.push(SeriesBars::new(key.clone(), page));
+                    if pending.iter().map(|s| s.bars.len()).sum::<usize>() >= MIGRATE_BATCH_BARS
+                        && let Err(e) = self
+                            .copy_pending(
+                                task,
+                                run,
+                                &*target,
+                                &mut pending,
+                                &mut finished,
+                                &mut counters,
+                            )
+                            .await
+                    {
+                        return Err((Stop::Failed(e), counters));
                     }
                 }
-                counters.series_done += 1;
-                run.stamp(&mut counters);
-                let tasks = &self.ctx.tasks;
-                let snapshot = counters.clone();
-                self.until_written(task, "the task's checkpoint", || {
-                    tasks.checkpoint(&task.id, &key, Checkpoint::Done, &snapshot)
-                })
-                .await;
+                finished.push(key);
+                if last_report.elapsed() > Duration::from_millis(250) {
+                    last_report = Instant::now();
+                    run.stamp(&mut counters);
+                    let message = format!(
+                        "copying: {} of {} series, {} bars",
+                        counters.series_done, counters.series_total, counters.bars_written
+                    );
+                    self.report(task, &counters, message).await;
+                }
+            }
+            if let Err(e) = self
+                .copy_pending(
+                    task,
+                    run,
+                    &*target,
+                    &mut pending,
+                    &mut finished,
+                    &mut counters,
+                )
+                .await
+            {
+                return Err((Stop::Failed(e), counters));
             }
             self.report(task, &counters, "checking: comparing the two stores".into())
                 .await;
@@ -854,6 +871,42 @@ impl TaskManager {
             store: self.ctx.store.clone(),
             applied: self.ctx.applied.clone(),
         }
+    }
+
+    /// Writes a migration's pending pages to the target in one call, then checkpoints the
+    /// series whose last page was among them.
+    async fn copy_pending(
+        &self,
+        task: &Task,
+        run: &Run,
+        target: &dyn dms_common::store::BarStore,
+        pending: &mut Vec<SeriesBars>,
+        finished: &mut Vec<SeriesKey>,
+        counters: &mut TaskCounters,
+    ) -> Result<(), String> {
+        if !pending.is_empty() {
+            let n: usize = pending.iter().map(|s| s.bars.len()).sum();
+            target.upsert(pending).await.map_err(|e| {
+                let first = pending
+                    .first()
+                    .map(|s| s.key.to_string())
+                    .unwrap_or_default();
+                format!("the target store refused the bars (of {first} and on): {e}")
+            })?;
+            counters.bars_written += n as u64;
+            pending.clear();
+        }
+        for key in finished.drain(..) {
+            counters.series_done += 1;
+            run.stamp(counters);
+            let tasks = &self.ctx.tasks;
+            let snapshot = counters.clone();
+            self.until_written(task, "the task's checkpoint", || {
+                tasks.checkpoint(&task.id, &key, Checkpoint::Done, &snapshot)
+            })
+            .await;
+        }
+        Ok(())
     }
 
     /// Where backups are written.
@@ -1503,6 +1556,9 @@ fn common_ratio(
     let r = ratio?;
     (pairs >= 2 && (r - 1.0).abs() > 1e-3).then_some(r)
 }
+
+/// Bars a migration gives the target store in one call.
+const MIGRATE_BATCH_BARS: usize = 50_000;
 
 /// An import that reports its summaries on a watch channel, asked to stop (through `stop`)
 /// on cancel or shutdown.

@@ -1,6 +1,7 @@
-//! Parquet: only the wanted columns are read (by their top-level names), one row group at a
-//! time, each column whole with the typed column readers (values and definition levels), then
-//! the row group's records are put together. Memory holds one row group of the wanted columns.
+//! Parquet: only the wanted columns are read (by their top-level names), row group by row
+//! group; within a row group each batch reads the same number of records from every wanted
+//! column's typed reader (values and definition levels) and puts the records together. Memory
+//! holds one batch of cells and each column's current page.
 //!
 //! Types, by physical and logical type:
 //! - BOOLEAN → [`Cell::Bool`]; INT32 / INT64 → [`Cell::Int`];
@@ -43,13 +44,6 @@ enum Kind {
     Text,
 }
 
-/// One column of the row group being read.
-#[derive(Debug, Default)]
-struct Column {
-    /// One cell per row of the row group.
-    cells: Vec<Cell>,
-}
-
 /// Reads a Parquet file.
 pub struct ParquetReader {
     path: PathBuf,
@@ -58,12 +52,11 @@ pub struct ParquetReader {
     columns: Vec<(usize, Kind, ColumnDescPtr)>,
     /// The next row group to read.
     next_group: usize,
-    /// The row group read, column by column, and the next row of it to give.
-    group: Vec<Column>,
-    group_rows: usize,
-    at: usize,
-    /// Rows given before the current row group.
-    rows_before: u64,
+    /// The current row group's column readers, and its rows not read yet.
+    readers: Vec<ColumnReader>,
+    rows_left: usize,
+    /// Rows given so far.
+    rows_given: u64,
     total_rows: u64,
 }
 
@@ -151,7 +144,7 @@ fn kind_of(d: &ColumnDescPtr) -> Result<Kind, String> {
 /// Reads `rows` values of a typed column with their definition levels; `convert` makes each
 /// value a cell.
 fn read_typed<T: DataType>(
-    mut r: ColumnReaderImpl<T>,
+    r: &mut ColumnReaderImpl<T>,
     rows: usize,
     max_def: i16,
     mut convert: impl FnMut(&T::T) -> Cell,
@@ -238,16 +231,15 @@ impl ParquetReader {
             reader,
             columns,
             next_group: 0,
-            group: Vec::new(),
-            group_rows: 0,
-            at: 0,
-            rows_before: 0,
+            readers: Vec::new(),
+            rows_left: 0,
+            rows_given: 0,
             total_rows,
         })
     }
 
-    /// Reads the next row group's wanted columns; false when there is none.
-    fn read_group(&mut self) -> Result<bool, ReadError> {
+    /// Opens the next row group's column readers; false when there is none.
+    fn next_group(&mut self) -> Result<bool, ReadError> {
         let metadata = self.reader.metadata();
         if self.next_group >= metadata.num_row_groups() {
             return Ok(false);
@@ -257,11 +249,21 @@ impl ParquetReader {
             .reader
             .get_row_group(self.next_group)
             .map_err(|e| format_error(&self.path, &e))?;
+        self.readers = self
+            .columns
+            .iter()
+            .map(|(leaf, _, _)| group.get_column_reader(*leaf))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format_error(&self.path, &e))?;
+        self.rows_left = rows;
+        self.next_group += 1;
+        Ok(true)
+    }
+
+    /// Reads the next `rows` rows of the current row group, column by column.
+    fn read_rows(&mut self, rows: usize) -> Result<Vec<Vec<Cell>>, ReadError> {
         let mut columns = Vec::with_capacity(self.columns.len());
-        for (leaf, kind, d) in &self.columns {
-            let reader = group
-                .get_column_reader(*leaf)
-                .map_err(|e| format_error(&self.path, &e))?;
+        for ((_, kind, d), reader) in self.columns.iter().zip(&mut self.readers) {
             let max_def = d.max_def_level();
             let kind = *kind;
             let cells = match reader {
@@ -307,21 +309,16 @@ impl ParquetReader {
                 return Err(ReadError::format(
                     &self.path,
                     format!(
-                        "row group {}: column {:?} has {} values for {rows} rows",
-                        self.next_group,
+                        "row group {}: column {:?} has {} values where {rows} rows were expected",
+                        self.next_group - 1,
                         d.path().string(),
                         cells.len()
                     ),
                 ));
             }
-            columns.push(Column { cells });
+            columns.push(cells);
         }
-        self.rows_before += self.group_rows as u64;
-        self.group = columns;
-        self.group_rows = rows;
-        self.at = 0;
-        self.next_group += 1;
-        Ok(true)
+        Ok(columns)
     }
 }
 
@@ -330,23 +327,25 @@ impl RecordReader for ParquetReader {
         let mut added = false;
         let mut left = max;
         while left > 0 {
-            if self.at >= self.group_rows && !self.read_group()? {
+            if self.rows_left == 0 && !self.next_group()? {
                 break;
             }
-            let take = left.min(self.group_rows - self.at);
-            for i in self.at..self.at + take {
-                let cells = self
-                    .group
+            let take = left.min(self.rows_left);
+            let columns = self.read_rows(take)?;
+            let mut iters: Vec<_> = columns.into_iter().map(Vec::into_iter).collect();
+            for _ in 0..take {
+                self.rows_given += 1;
+                let cells = iters
                     .iter_mut()
-                    .map(|c| std::mem::replace(&mut c.cells[i], Cell::Null))
+                    .map(|c| c.next().unwrap_or(Cell::Null))
                     .collect();
                 out.push(Item::Record(Record {
-                    row: self.rows_before + i as u64 + 1,
+                    row: self.rows_given,
                     sheet: None,
                     cells,
                 }));
             }
-            self.at += take;
+            self.rows_left -= take;
             left -= take;
             added |= take > 0;
         }
