@@ -1045,3 +1045,59 @@ schedules:
     assert_eq!(listed["count"], 2, "{listed}");
     assert!(!path.exists(), "the oldest backup is removed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_row_file_import_resumes_after_sigkill_and_stores_every_bar_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1,000 symbols × 1,000 days, one row each; every 100,000th row broken.
+    let file = dir.path().join("big.csv");
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        writeln!(out, "code,day,c").unwrap();
+        let start = chrono::NaiveDate::from_ymd_opt(2000, 1, 3).unwrap();
+        for s in 1..=1000 {
+            for d in 0..1000 {
+                let day = start + chrono::Duration::days(d);
+                if (s * 1000 + d) % 100_000 == 0 {
+                    writeln!(out, "F{s:04},{day},oops").unwrap();
+                } else {
+                    writeln!(out, "F{s:04},{day},{}", s as f64 + d as f64 / 1000.0).unwrap();
+                }
+            }
+        }
+    }
+    let cfg = "http: {listen: '127.0.0.1:{port}'}\n";
+    let mut master = MasterProcess::start(dir.path(), cfg).await.unwrap();
+    let query = format!(
+        "/api/data/import-file?path={}&map.symbol=code&map.time=day&map.open=c&map.high=c&map.low=c&map.close=c&interval=1d",
+        file.display()
+    );
+    let id = queue(&master, &query, "").await;
+    wait_task_state(&master, &id, "300,000 rows read", |t| {
+        t["counters"]["rows_read"].as_u64().unwrap_or(0) >= 300_000
+    })
+    .await;
+    master
+        .stop(Signal::SIGKILL, Duration::from_secs(5))
+        .unwrap();
+
+    let master = MasterProcess::start(dir.path(), cfg).await.unwrap();
+    let t = master
+        .wait_task(&id, Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(t["status"], "completed", "{t}");
+    let c = &t["counters"];
+    assert_eq!(c["runs"], 2, "{t}");
+    assert_eq!(c["rows_read"], 1_000_000, "{t}");
+    assert_eq!(c["rows_skipped"], 10, "{t}");
+    // Each bad row is in the quarantine file once, whatever the restart re-read.
+    let quarantine = std::fs::read_to_string(c["quarantine_file"].as_str().unwrap()).unwrap();
+    assert_eq!(quarantine.lines().count(), 1 + 10, "{quarantine}");
+    let status = master.wait_applied(Duration::from_secs(120)).await.unwrap();
+    assert_eq!(status["total_records"], 1_000_000 - 10, "{status}");
+    assert_eq!(status["total_series"], 1000, "{status}");
+    let last = bar_at(&master, "F1000", "1d", "2002-09-28").await;
+    assert_eq!(last["close"], 1000.999, "{last}");
+}

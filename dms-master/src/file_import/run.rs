@@ -313,20 +313,48 @@ fn failed(mut summary: TableImportSummary, error: String) -> TableImportSummary 
     summary
 }
 
-/// The quarantine file of an import, created at its first problem.
+/// The quarantine file of an import, created at its first problem. A resumed import appends
+/// to what an earlier run wrote, leaving out the rows already there (a batch whose problems
+/// were written just before a crash is read again).
 struct Quarantined {
     path: PathBuf,
     file: Option<std::fs::File>,
     /// Append to what an earlier run wrote.
     resumed: bool,
+    /// The rows (sheet, row) the file already lists.
+    listed: std::collections::HashSet<(String, u64)>,
 }
 
 impl Quarantined {
     fn open(path: &Path, resumed: bool) -> Result<Quarantined, String> {
+        let mut listed = std::collections::HashSet::new();
+        if resumed && path.exists() && !ends_with_newline(path) {
+            // A line cut short by the crash goes; its row is written again.
+            let text = std::fs::read(path)
+                .map_err(|e| format!("quarantine file {}: {e}", path.display()))?;
+            let keep = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(keep as u64))
+                .map_err(|e| format!("quarantine file {}: {e}", path.display()))?;
+        }
+        if resumed && path.exists() {
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_path(path)
+                .map_err(|e| format!("quarantine file {}: {e}", path.display()))?;
+            for record in reader.records().flatten() {
+                if let Some(row) = record.get(0).and_then(|r| r.parse().ok()) {
+                    listed.insert((record.get(1).unwrap_or("").to_owned(), row));
+                }
+            }
+        }
         Ok(Quarantined {
             path: path.to_owned(),
             file: None,
             resumed,
+            listed,
         })
     }
 
@@ -354,6 +382,10 @@ impl Quarantined {
         }
         let mut out = Vec::new();
         for p in problems {
+            let key = (p.sheet.clone().unwrap_or_default(), p.row);
+            if self.resumed && !self.listed.insert(key) {
+                continue;
+            }
             let mut w = csv::Writer::from_writer(&mut out);
             w.write_record([
                 p.row.to_string().as_str(),
@@ -372,10 +404,49 @@ impl Quarantined {
     }
 }
 
+/// Whether a file's last byte is a line break (or it is empty).
+fn ends_with_newline(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return true;
+    };
+    if f.seek(SeekFrom::End(-1)).is_err() {
+        return true;
+    }
+    let mut last = [0u8; 1];
+    f.read_exact(&mut last).is_err() || last[0] == b'\n'
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::file_import::FileImportQuery;
+
+    #[test]
+    fn a_resumed_import_lists_each_bad_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.csv");
+        let problem = |row: u64| RowProblem {
+            row,
+            sheet: None,
+            reason: "column c: \"x\" is not a number".into(),
+        };
+        let mut q = Quarantined::open(&path, false).unwrap();
+        q.write(&[problem(4), problem(9)]).unwrap();
+        drop(q);
+        // A crash cut the next line short.
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&path).unwrap() + "12,,column",
+        )
+        .unwrap();
+        let mut q = Quarantined::open(&path, true).unwrap();
+        q.write(&[problem(9), problem(12), problem(15)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let rows: Vec<&str> = text.lines().map(|l| l.split(',').next().unwrap()).collect();
+        assert_eq!(rows, ["row", "4", "9", "12", "15"], "{text}");
+        assert!(text.contains("12,,\"column c:"), "{text}");
+    }
 
     /// A CSV of `series` series of `bars` rows each, with a bad row every 1,000 rows.
     fn csv(path: &Path, series: usize, bars: usize) {
