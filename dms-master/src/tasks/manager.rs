@@ -752,16 +752,7 @@ impl TaskManager {
                 }
             };
             counters.series_total = series.len() as u64;
-            let done: HashSet<(String, String)> = self
-                .ctx
-                .tasks
-                .checkpoints(&task.id)
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(_, _, state, _)| state == "done")
-                .map(|(s, i, _, _)| (s, i))
-                .collect();
+            let done = self.done_series(&task.id).await;
             counters.series_resumed = done.len() as u64;
             let mut last_report = Instant::now();
             // Pages of several series go to the target in one call (one transaction where
@@ -907,6 +898,19 @@ impl TaskManager {
             .await;
         }
         Ok(())
+    }
+
+    /// The series (symbol, interval) an earlier run of task `id` checkpointed as done.
+    async fn done_series(&self, id: &str) -> HashSet<(String, String)> {
+        self.ctx
+            .tasks
+            .checkpoints(id)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, _, state, _)| state == "done")
+            .map(|(s, i, _, _)| (s, i))
+            .collect()
     }
 
     /// Where backups are written.

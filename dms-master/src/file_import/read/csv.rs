@@ -194,14 +194,10 @@ mod tests {
     use super::*;
 
     fn read_all(path: &Path, columns: &[&str]) -> Result<Vec<Item>, ReadError> {
-        let options = ReadOptions {
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            ..ReadOptions::default()
-        };
-        let mut r = CsvReader::open(path, &options)?;
-        let mut items = Vec::new();
-        while r.next_batch(2, &mut items)? {}
-        Ok(items)
+        super::super::read_items(
+            &mut CsvReader::open(path, &super::super::options(columns))?,
+            2,
+        )
     }
 
     #[test]

@@ -346,17 +346,10 @@ impl RecordReader for JsonLinesReader {
 mod tests {
     use super::*;
 
-    fn read_all(reader: &mut dyn RecordReader) -> Vec<Item> {
-        let mut items = Vec::new();
-        while reader.next_batch(2, &mut items).unwrap() {}
-        items
-    }
+    use super::super::options;
 
-    fn options(columns: &[&str]) -> ReadOptions {
-        ReadOptions {
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            ..ReadOptions::default()
-        }
+    fn read_all(reader: &mut dyn RecordReader) -> Vec<Item> {
+        super::super::read_items(reader, 2).unwrap()
     }
 
     fn record(row: u64, cells: Vec<Cell>) -> Item {

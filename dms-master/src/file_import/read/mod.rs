@@ -262,6 +262,26 @@ pub fn resolve_columns(wanted: &[String], available: &[String]) -> Result<Vec<us
         .collect()
 }
 
+/// Reads every item of `reader`, `batch` at a time (for tests).
+#[cfg(test)]
+pub(crate) fn read_items(
+    reader: &mut dyn RecordReader,
+    batch: usize,
+) -> Result<Vec<Item>, ReadError> {
+    let mut items = Vec::new();
+    while reader.next_batch(batch, &mut items)? {}
+    Ok(items)
+}
+
+/// Options wanting `columns` (for tests).
+#[cfg(test)]
+pub(crate) fn options(columns: &[&str]) -> ReadOptions {
+    ReadOptions {
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        ..ReadOptions::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -372,14 +372,8 @@ mod tests {
     use crate::export::{Encoder, ParquetCompression};
 
     fn read_all(path: &Path, columns: &[&str], batch: usize) -> Result<Vec<Record>, ReadError> {
-        let options = ReadOptions {
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            ..ReadOptions::default()
-        };
-        let mut r = ParquetReader::open(path, &options)?;
-        let mut items = Vec::new();
-        while r.next_batch(batch, &mut items)? {}
-        Ok(items
+        let mut r = ParquetReader::open(path, &super::super::options(columns))?;
+        Ok(super::super::read_items(&mut r, batch)?
             .into_iter()
             .map(|i| match i {
                 Item::Record(r) => r,

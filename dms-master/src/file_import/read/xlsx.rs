@@ -297,14 +297,10 @@ mod tests {
     use dms_common::{Bar, Interval, SeriesKey, Symbol, Timestamp};
 
     fn read_all(path: &Path, columns: &[&str]) -> Result<Vec<Item>, ReadError> {
-        let options = ReadOptions {
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            ..ReadOptions::default()
-        };
-        let mut r = XlsxReader::open(path, &options)?;
-        let mut items = Vec::new();
-        while r.next_batch(1000, &mut items)? {}
-        Ok(items)
+        super::super::read_items(
+            &mut XlsxReader::open(path, &super::super::options(columns))?,
+            1000,
+        )
     }
 
     #[test]

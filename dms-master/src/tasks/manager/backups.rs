@@ -254,16 +254,7 @@ impl TaskManager {
             Err(e) => return Err((Stop::Failed(e.to_string()), counters)),
         };
         counters.series_total = series.len() as u64;
-        let done: std::collections::HashSet<(String, String)> = self
-            .ctx
-            .tasks
-            .checkpoints(&task.id)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(_, _, state, _)| state == "done")
-            .map(|(s, i, _, _)| (s, i))
-            .collect();
+        let done = self.done_series(&task.id).await;
         counters.series_resumed = done.len() as u64;
         let origin = Origin {
             task_id: task.id.clone(),
