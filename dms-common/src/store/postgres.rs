@@ -27,6 +27,7 @@
 //! durable as the server's `synchronous_commit` says (on by default). Reads page by ts with
 //! keyset pagination, each page one statement; the overview is answered from `dms_series`.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -477,12 +478,161 @@ impl SqlWrite for PgWrite {
         Ok(())
     }
 
+    /// One statement for the buckets of every series.
+    async fn write_new_buckets(&mut self, series: &[(i64, Vec<BucketDigest>)]) -> Result<()> {
+        let mut ids = Vec::new();
+        let (mut starts, mut counts, mut los, mut his) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (id, set) in series {
+            for b in set {
+                let (lo, hi) = b.digest.hash_halves();
+                ids.push(*id);
+                starts.push(b.start.0);
+                counts.push(b.digest.count as i64);
+                los.push(lo);
+                his.push(hi);
+            }
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO dms_bucket_digests (series_id, bucket, bar_count, hash_lo, hash_hi)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[],
+                $5::BIGINT[])
+             ON CONFLICT (series_id, bucket) DO UPDATE SET
+                bar_count = EXCLUDED.bar_count, hash_lo = EXCLUDED.hash_lo,
+                hash_hi = EXCLUDED.hash_hi",
+        )
+        .bind(ids)
+        .bind(starts)
+        .bind(counts)
+        .bind(los)
+        .bind(his)
+        .execute(&mut *self.0)
+        .await
+        .map_err(sql_error)?;
+        Ok(())
+    }
+
     async fn bounds(&mut self, id: i64) -> Result<(Option<i64>, Option<i64>)> {
         sqlx::query_as("SELECT MIN(ts), MAX(ts) FROM dms_bars WHERE series_id = $1")
             .bind(id)
             .fetch_one(&mut *self.0)
             .await
             .map_err(sql_error)
+    }
+
+    /// Two statements for every key (three when some series are new): the existing rows
+    /// locked in id order, the missing ones created, then locked.
+    async fn lock_series_rows(
+        &mut self,
+        keys: &[&SeriesKey],
+    ) -> Result<HashMap<SeriesKey, SeriesRow>> {
+        let mut rows = HashMap::with_capacity(keys.len());
+        let mut wanted: Vec<&SeriesKey> = keys.to_vec();
+        wanted.sort();
+        wanted.dedup();
+        let lock = |keys: &[&SeriesKey]| {
+            sqlx::query(
+                "SELECT id, bar_count, first_ts, last_ts, hash_lo, hash_hi, symbol, interval
+                 FROM dms_series
+                 WHERE (symbol, interval) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))
+                 ORDER BY id FOR UPDATE",
+            )
+            .bind(
+                keys.iter()
+                    .map(|k| k.symbol.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                keys.iter()
+                    .map(|k| k.interval.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let take = |found: Vec<sqlx::postgres::PgRow>,
+                    rows: &mut HashMap<SeriesKey, SeriesRow>|
+         -> Result<()> {
+            for r in &found {
+                let symbol: String = r.try_get(6).map_err(sql_error)?;
+                let interval: String = r.try_get(7).map_err(sql_error)?;
+                rows.insert(
+                    parse_key(&symbol, &interval)?,
+                    series_from_row(r).map_err(sql_error)?,
+                );
+            }
+            Ok(())
+        };
+        take(
+            lock(&wanted)
+                .fetch_all(&mut *self.0)
+                .await
+                .map_err(sql_error)?,
+            &mut rows,
+        )?;
+        let missing: Vec<&SeriesKey> = wanted
+            .into_iter()
+            .filter(|k| !rows.contains_key(*k))
+            .collect();
+        if !missing.is_empty() {
+            sqlx::query(
+                "INSERT INTO dms_series (symbol, interval)
+                 SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[])
+                 ON CONFLICT (symbol, interval) DO NOTHING",
+            )
+            .bind(
+                missing
+                    .iter()
+                    .map(|k| k.symbol.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                missing
+                    .iter()
+                    .map(|k| k.interval.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *self.0)
+            .await
+            .map_err(sql_error)?;
+            take(
+                lock(&missing)
+                    .fetch_all(&mut *self.0)
+                    .await
+                    .map_err(sql_error)?,
+                &mut rows,
+            )?;
+        }
+        if let Some(k) = keys.iter().find(|k| !rows.contains_key(**k)) {
+            return Err(StoreError::Invalid(format!(
+                "series {k} has no row after its insert"
+            )));
+        }
+        Ok(rows)
+    }
+
+    async fn update_series_rows(&mut self, rows: &[SeriesRow]) -> Result<()> {
+        if rows.len() == 1 {
+            return self.update_series(&rows[0]).await;
+        }
+        sqlx::query(
+            "UPDATE dms_series AS s SET bar_count = u.c, first_ts = u.f, last_ts = u.l,
+                hash_lo = u.lo, hash_hi = u.hi
+             FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[],
+                $6::BIGINT[]) AS u(id, c, f, l, lo, hi)
+             WHERE s.id = u.id",
+        )
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.count).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.first).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.last).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.hash_lo).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.hash_hi).collect::<Vec<_>>())
+        .execute(&mut *self.0)
+        .await
+        .map_err(sql_error)?;
+        Ok(())
     }
 
     async fn update_series(&mut self, row: &SeriesRow) -> Result<()> {

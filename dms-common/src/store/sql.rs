@@ -128,6 +128,63 @@ pub(crate) trait SqlWrite: Send {
     async fn bounds(&mut self, id: i64) -> Result<(Option<i64>, Option<i64>)>;
     /// Writes count, bounds and digest of a series row.
     async fn update_series(&mut self, row: &SeriesRow) -> Result<()>;
+    /// The rows of the series of `keys`, created (empty) where missing and locked until the
+    /// transaction ends, existing ones in id order (so concurrent writers of several series
+    /// cannot deadlock each other). A backend may do it in a few statements for all keys.
+    async fn lock_series_rows(
+        &mut self,
+        keys: &[&SeriesKey],
+    ) -> Result<HashMap<SeriesKey, SeriesRow>> {
+        let mut ids = Vec::with_capacity(keys.len());
+        for key in keys {
+            ids.push(((*key).clone(), self.series_id(key).await?));
+        }
+        ids.sort_by_key(|(_, id)| *id);
+        let mut rows = HashMap::with_capacity(ids.len());
+        for (key, id) in ids {
+            if let std::collections::hash_map::Entry::Vacant(slot) = rows.entry(key) {
+                slot.insert(self.lock_series(id).await?);
+            }
+        }
+        Ok(rows)
+    }
+    /// Writes the bucket digests of series that held no bar (so none is stored).
+    async fn write_new_buckets(&mut self, series: &[(i64, Vec<BucketDigest>)]) -> Result<()> {
+        for (id, set) in series {
+            self.write_buckets(*id, set, &[]).await?;
+        }
+        Ok(())
+    }
+    /// Writes count, bounds and digest of several series rows.
+    async fn update_series_rows(&mut self, rows: &[SeriesRow]) -> Result<()> {
+        for row in rows {
+            self.update_series(row).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes an upsert leaves for the end of its batch, done together: the bars of series
+/// wholly outside their stored span, and the bucket digests of series that held no bar.
+/// Flushed before anything reads what they would write.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    bars: Vec<(i64, Vec<Bar>)>,
+    buckets: Vec<(i64, Vec<BucketDigest>)>,
+}
+
+impl Deferred {
+    async fn flush<W: SqlWrite + ?Sized>(&mut self, tx: &mut W) -> Result<()> {
+        if !self.bars.is_empty() {
+            tx.insert_new_bars(&self.bars).await?;
+            self.bars.clear();
+        }
+        if !self.buckets.is_empty() {
+            tx.write_new_buckets(&self.buckets).await?;
+            self.buckets.clear();
+        }
+        Ok(())
+    }
 }
 
 /// Digest changes of one series, by bucket.
@@ -155,13 +212,16 @@ impl BucketDeltas {
         self.buckets.entry(b).or_default().remove(bar);
     }
 
-    /// Writes the changes into the bucket digests and `row`'s digest; `was_empty`: the series
-    /// held no bar before (so no bucket is stored to read).
+    /// Writes the changes into the bucket digests and `row`'s digest. A series that held no
+    /// bar before (`was_empty`) has no stored bucket to read; with `deferred`, its buckets are
+    /// written with the batch's others at its end. Otherwise the stored buckets are read first
+    /// (after what is deferred is written).
     async fn apply<W: SqlWrite + ?Sized>(
         self,
         tx: &mut W,
         row: &mut SeriesRow,
         was_empty: bool,
+        mut deferred: Option<&mut Deferred>,
     ) -> Result<()> {
         let changed: BTreeMap<i64, DigestDelta> = self
             .buckets
@@ -175,6 +235,9 @@ impl BucketDeltas {
         let stored: HashMap<i64, Digest> = if was_empty {
             HashMap::new()
         } else {
+            if let Some(d) = deferred.as_deref_mut() {
+                d.flush(tx).await?;
+            }
             tx.buckets_between(row.id, first, last)
                 .await?
                 .into_iter()
@@ -196,7 +259,10 @@ impl BucketDeltas {
                 });
             }
         }
-        tx.write_buckets(row.id, &set, &remove).await?;
+        match deferred {
+            Some(d) if was_empty => d.buckets.push((row.id, set)),
+            _ => tx.write_buckets(row.id, &set, &remove).await?,
+        }
         let mut d = Digest::from_halves(0, row.hash_lo, row.hash_hi);
         d.apply(total);
         (row.hash_lo, row.hash_hi) = d.hash_halves();
@@ -256,7 +322,7 @@ async fn upsert_series<W: SqlWrite + ?Sized>(
     row: &mut SeriesRow,
     interval: Interval,
     bars: &[Bar],
-    new: &mut Vec<(i64, Vec<Bar>)>,
+    deferred: &mut Deferred,
 ) -> Result<UpsertStats> {
     let (Some(lo), Some(hi)) = (
         bars.iter().map(|b| b.ts.0).min(),
@@ -269,10 +335,7 @@ async fn upsert_series<W: SqlWrite + ?Sized>(
         row.count > 0 && row.first.is_some_and(|f| hi >= f) && row.last.is_some_and(|l| lo <= l);
     let stored = if overlaps {
         // Bars of this batch not written yet may be among them.
-        if !new.is_empty() {
-            tx.insert_new_bars(new).await?;
-            new.clear();
-        }
+        deferred.flush(tx).await?;
         tx.bars_between(row.id, lo, hi).await?
     } else {
         Vec::new()
@@ -283,14 +346,14 @@ async fn upsert_series<W: SqlWrite + ?Sized>(
     if overlaps {
         tx.write_bars(row.id, &plan.write).await?;
     } else if !plan.write.is_empty() {
-        new.push((row.id, plan.write));
+        deferred.bars.push((row.id, plan.write));
     }
     if plan.stats.inserted > 0 {
         row.count += plan.stats.inserted as i64;
         row.first = Some(row.first.map_or(lo, |f| f.min(lo)));
         row.last = Some(row.last.map_or(hi, |l| l.max(hi)));
     }
-    deltas.apply(tx, row, was_empty).await?;
+    deltas.apply(tx, row, was_empty, Some(deferred)).await?;
     Ok(plan.stats)
 }
 
@@ -300,18 +363,7 @@ async fn lock_all<W: SqlWrite + ?Sized>(
     tx: &mut W,
     keys: &[&SeriesKey],
 ) -> Result<HashMap<SeriesKey, SeriesRow>> {
-    let mut ids = Vec::with_capacity(keys.len());
-    for key in keys {
-        ids.push(((*key).clone(), tx.series_id(key).await?));
-    }
-    ids.sort_by_key(|(_, id)| *id);
-    let mut rows = HashMap::with_capacity(ids.len());
-    for (key, id) in ids {
-        if let std::collections::hash_map::Entry::Vacant(slot) = rows.entry(key) {
-            slot.insert(tx.lock_series(id).await?);
-        }
-    }
-    Ok(rows)
+    tx.lock_series_rows(keys).await
 }
 
 /// Writes back the series rows that changed.
@@ -320,10 +372,14 @@ async fn write_rows<W: SqlWrite + ?Sized>(
     before: &HashMap<SeriesKey, SeriesRow>,
     after: &HashMap<SeriesKey, SeriesRow>,
 ) -> Result<()> {
-    for (key, row) in after {
-        if before.get(key) != Some(row) {
-            tx.update_series(row).await?;
-        }
+    let mut changed: Vec<SeriesRow> = after
+        .iter()
+        .filter(|(key, row)| before.get(*key) != Some(*row))
+        .map(|(_, row)| *row)
+        .collect();
+    changed.sort_by_key(|r| r.id);
+    if !changed.is_empty() {
+        tx.update_series_rows(&changed).await?;
     }
     Ok(())
 }
@@ -341,16 +397,14 @@ pub(crate) async fn upsert<W: SqlWrite + ?Sized>(
     let before = lock_all(tx, &keys).await?;
     let mut rows = before.clone();
     let mut stats = UpsertStats::default();
-    let mut new = Vec::new();
+    let mut deferred = Deferred::default();
     for series in batch.iter().filter(|s| !s.bars.is_empty()) {
         let row = rows
             .get_mut(&series.key)
             .ok_or_else(|| StoreError::Invalid(format!("series {} not locked", series.key)))?;
-        stats.add(upsert_series(tx, row, series.key.interval, &series.bars, &mut new).await?);
+        stats.add(upsert_series(tx, row, series.key.interval, &series.bars, &mut deferred).await?);
     }
-    if !new.is_empty() {
-        tx.insert_new_bars(&new).await?;
-    }
+    deferred.flush(tx).await?;
     write_rows(tx, &before, &rows).await?;
     Ok(stats)
 }
@@ -382,7 +436,7 @@ pub(crate) async fn delete<W: SqlWrite + ?Sized>(
     }
     let mut deltas = BucketDeltas::new(interval);
     gone.iter().for_each(|b| deltas.remove(b));
-    deltas.apply(tx, &mut row, false).await?;
+    deltas.apply(tx, &mut row, false, None).await?;
     row.count -= n as i64;
     (row.first, row.last) = tx.bounds(id).await?;
     if row != before {
@@ -422,16 +476,14 @@ pub(crate) async fn replace<W: SqlWrite + ?Sized>(
         )));
     }
     let was_empty = row.count == 0;
-    deltas.apply(tx, &mut row, was_empty).await?;
+    deltas.apply(tx, &mut row, was_empty, None).await?;
     if removed > 0 {
         row.count -= removed as i64;
         (row.first, row.last) = tx.bounds(row.id).await?;
     }
-    let mut new = Vec::new();
-    let written = upsert_series(tx, &mut row, key.interval, bars, &mut new).await?;
-    if !new.is_empty() {
-        tx.insert_new_bars(&new).await?;
-    }
+    let mut deferred = Deferred::default();
+    let written = upsert_series(tx, &mut row, key.interval, bars, &mut deferred).await?;
+    deferred.flush(tx).await?;
     if row != before[key] {
         tx.update_series(&row).await?;
     }
