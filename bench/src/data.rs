@@ -9,9 +9,9 @@
 //!    store applied the last entry.
 //!
 //! With `--pg-url`: 5. the PostgreSQL `COPY` reference (the same rows into a plain table), and
-//! 6. the migration's copy of the filled SQLite store into an empty PostgreSQL store (the
-//!    calls the migrate task makes: each series read in 50,000-bar pages, the pages of several
-//!    series given to the target's `upsert` 50,000 bars at a time).
+//! 6. the migration's copy of the filled SQLite store into an empty PostgreSQL store (what the
+//!    migrate task runs: [`dms_master::migrate::read_ahead`] reading the source while the
+//!    target's `upsert` writes 50,000 bars of several series at a time).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,14 +22,12 @@ use anyhow::{Context, Result, bail, ensure};
 use dms_common::journal::{Journal, RetentionPolicy};
 use dms_common::store::sqlite::SqliteStore;
 use dms_common::store::{SharedStore, open_store};
-use dms_common::{SeriesBars, TimeRange};
 use dms_master::applier::{self, ApplierOptions};
 use dms_master::file_import::{FileImportQuery, run::import_file};
 use dms_master::ingest::Ingestor;
 use dms_master::quarantine::Quarantine;
 use dms_master::reconcile::Reconciler;
 use dms_master::table_import::TableImportSummary;
-use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::generator::BarGenerator;
@@ -232,19 +230,13 @@ pub(crate) fn migrate(path: &PathBuf, url: &str) -> Result<Outcome> {
             let series = source.overview().await?;
             let started = Instant::now();
             let mut bars = 0u64;
-            let mut pending: Vec<SeriesBars> = Vec::new();
-            for o in &series {
-                let mut pages = source.read_paged(&o.key, TimeRange::all(), 50_000);
-                while let Some(page) = pages.try_next().await? {
-                    bars += page.len() as u64;
-                    pending.push(SeriesBars::new(o.key.clone(), page));
-                    if pending.iter().map(|s| s.bars.len()).sum::<usize>() >= 50_000 {
-                        target.upsert(&pending).await?;
-                        pending.clear();
-                    }
-                }
+            let keys = series.iter().map(|o| o.key.clone()).collect();
+            let mut batches = dms_master::migrate::read_ahead(source.clone(), keys);
+            while let Some(batch) = batches.next().await {
+                let batch = batch.map_err(anyhow::Error::msg)?;
+                target.upsert(&batch.series).await?;
+                bars += batch.bars;
             }
-            target.upsert(&pending).await?;
             let secs = started.elapsed().as_secs_f64();
             let stored: u64 = target.overview().await?.iter().map(|o| o.count).sum();
             ensure!(stored == bars, "the target holds {stored} of {bars} bars");

@@ -61,6 +61,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod metrics;
+pub mod migrate;
 pub mod quarantine;
 pub mod reconcile;
 pub mod reload;

@@ -754,48 +754,47 @@ impl TaskManager {
             counters.series_total = series.len() as u64;
             let done = self.done_series(&task.id).await;
             counters.series_resumed = done.len() as u64;
+            // The source is read ahead while the target writes: pages of several series go
+            // to the target in one call (one transaction where it has them); a series is
+            // checkpointed once its last page is written.
+            let keys: Vec<SeriesKey> = series
+                .into_iter()
+                .map(|o| o.key)
+                .filter(|k| !done.contains(&(k.symbol.to_string(), k.interval.to_string())))
+                .collect();
+            let mut batches = crate::migrate::read_ahead(self.ctx.store.clone(), keys);
             let mut last_report = Instant::now();
-            // Pages of several series go to the target in one call (one transaction where
-            // the target has them); a series is checkpointed once its last page is written.
-            let mut pending = Vec::new();
-            let mut finished = Vec::new();
-            for o in series {
-                let key = o.key;
-                if done.contains(&(key.symbol.to_string(), key.interval.to_string())) {
-                    continue;
+            loop {
+                if let Some(stop) = stopped(&counters) {
+                    return stop;
                 }
-                let mut pages = self.ctx.store.read_paged(&key, TimeRange::all(), 50_000);
-                loop {
-                    if let Some(stop) = stopped(&counters) {
-                        return stop;
-                    }
-                    let page = match pages.try_next().await {
-                        Ok(Some(p)) => p,
-                        Ok(None) => break,
-                        Err(e) => {
-                            return Err((
-                                Stop::Failed(format!("{key}: the store cannot be read: {e}")),
-                                counters,
-                            ));
-                        }
-                    };
-                    pending.push(SeriesBars::new(key.clone(), page));
-                    if pending.iter().map(|s| s.bars.len()).sum::<usize>() >= MIGRATE_BATCH_BARS
-                        && let Err(e) = self
-                            .copy_pending(
-                                task,
-                                run,
-                                &*target,
-                                &mut pending,
-                                &mut finished,
-                                &mut counters,
-                            )
-                            .await
-                    {
-                        return Err((Stop::Failed(e), counters));
-                    }
+                let batch = match batches.next().await {
+                    None => break,
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => return Err((Stop::Failed(e), counters)),
+                };
+                if !batch.series.is_empty()
+                    && let Err(e) = target.upsert(&batch.series).await
+                {
+                    let first = &batch.series[0].key;
+                    return Err((
+                        Stop::Failed(format!(
+                            "the target store refused the bars (of {first} and on): {e}"
+                        )),
+                        counters,
+                    ));
                 }
-                finished.push(key);
+                counters.bars_written += batch.bars;
+                for key in batch.finished {
+                    counters.series_done += 1;
+                    run.stamp(&mut counters);
+                    let tasks = &self.ctx.tasks;
+                    let snapshot = counters.clone();
+                    self.until_written(task, "the task's checkpoint", || {
+                        tasks.checkpoint(&task.id, &key, Checkpoint::Done, &snapshot)
+                    })
+                    .await;
+                }
                 if last_report.elapsed() > Duration::from_millis(250) {
                     last_report = Instant::now();
                     run.stamp(&mut counters);
@@ -805,19 +804,6 @@ impl TaskManager {
                     );
                     self.report(task, &counters, message).await;
                 }
-            }
-            if let Err(e) = self
-                .copy_pending(
-                    task,
-                    run,
-                    &*target,
-                    &mut pending,
-                    &mut finished,
-                    &mut counters,
-                )
-                .await
-            {
-                return Err((Stop::Failed(e), counters));
             }
             self.report(task, &counters, "checking: comparing the two stores".into())
                 .await;
@@ -862,42 +848,6 @@ impl TaskManager {
             store: self.ctx.store.clone(),
             applied: self.ctx.applied.clone(),
         }
-    }
-
-    /// Writes a migration's pending pages to the target in one call, then checkpoints the
-    /// series whose last page was among them.
-    async fn copy_pending(
-        &self,
-        task: &Task,
-        run: &Run,
-        target: &dyn dms_common::store::BarStore,
-        pending: &mut Vec<SeriesBars>,
-        finished: &mut Vec<SeriesKey>,
-        counters: &mut TaskCounters,
-    ) -> Result<(), String> {
-        if !pending.is_empty() {
-            let n: usize = pending.iter().map(|s| s.bars.len()).sum();
-            target.upsert(pending).await.map_err(|e| {
-                let first = pending
-                    .first()
-                    .map(|s| s.key.to_string())
-                    .unwrap_or_default();
-                format!("the target store refused the bars (of {first} and on): {e}")
-            })?;
-            counters.bars_written += n as u64;
-            pending.clear();
-        }
-        for key in finished.drain(..) {
-            counters.series_done += 1;
-            run.stamp(counters);
-            let tasks = &self.ctx.tasks;
-            let snapshot = counters.clone();
-            self.until_written(task, "the task's checkpoint", || {
-                tasks.checkpoint(&task.id, &key, Checkpoint::Done, &snapshot)
-            })
-            .await;
-        }
-        Ok(())
     }
 
     /// The series (symbol, interval) an earlier run of task `id` checkpointed as done.
@@ -1560,9 +1510,6 @@ fn common_ratio(
     let r = ratio?;
     (pairs >= 2 && (r - 1.0).abs() > 1e-3).then_some(r)
 }
-
-/// Bars a migration gives the target store in one call.
-const MIGRATE_BATCH_BARS: usize = 50_000;
 
 /// An import that reports its summaries on a watch channel, asked to stop (through `stop`)
 /// on cancel or shutdown.
