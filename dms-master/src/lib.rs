@@ -65,6 +65,7 @@ pub mod migrate;
 pub mod quarantine;
 pub mod reconcile;
 pub mod reload;
+pub mod replica_store;
 pub mod replication;
 pub mod rows;
 pub mod schedule;

@@ -219,7 +219,7 @@ pub(crate) enum SourcesCommand {
 #[derive(Debug, Subcommand)]
 pub(crate) enum TaskCommand {
     /// Queue a task (the master checks the parameters as the REST API does).
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// One task.
     Get { id: String },
     /// Tasks, newest first.
@@ -270,6 +270,10 @@ pub(crate) struct StartArgs {
     /// instead of a store.
     #[arg(long)]
     pub backup: Option<String>,
+    /// (check) Compare the store with what this replica serves (its HTTP address,
+    /// http://host:port), bar by bar.
+    #[arg(long)]
+    pub replica: Option<String>,
     /// (migrate, check) The other store as JSON, as under `store:` in the config, e.g.
     /// '{"type": "postgres", "url": "postgres://dms@db/dms", "password_file": "/etc/dms/pw"}'.
     #[arg(long)]

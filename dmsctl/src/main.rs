@@ -249,6 +249,7 @@ async fn task(c: &mut Client, cmd: TaskCommand, out: Output) -> Result<u8, CliEr
                     only_existing: a.only_existing,
                     target: a.target,
                     backup: a.backup,
+                    replica: a.replica,
                     dry_run: false,
                 }),
             };

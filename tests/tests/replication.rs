@@ -54,6 +54,19 @@ async fn node(master: &MasterProcess, id: &str) -> Value {
     body["data"].clone()
 }
 
+/// Runs the master's consistency check against the replica at `url`; returns its report.
+async fn replica_check(master: &MasterProcess, url: &str) -> Value {
+    let body = serde_json::json!({"replica": url.trim_end_matches('/')}).to_string();
+    let (code, answer) = master.post("/api/data/check", &body).await.unwrap();
+    assert_eq!(code, 202, "{answer}");
+    let task = master
+        .wait_task(answer["task_id"].as_str().unwrap(), SYNC)
+        .await
+        .unwrap();
+    assert_eq!(task["status"], "completed", "{task}");
+    task["counters"]["check"].clone()
+}
+
 fn assert_equal(report: &Value) {
     assert_eq!(report["equal"], true, "{report}");
     assert_eq!(report["buckets_diverged"], 0, "{report}");
@@ -271,6 +284,32 @@ async fn anti_entropy_finds_and_fixes_exactly_the_tampered_buckets() {
     })
     .await
     .unwrap();
+    // The master's consistency check against what the replica serves lists exactly the three.
+    let check = replica_check(&master, &a.url("")).await;
+    assert_eq!(
+        (
+            &check["bars_changed"],
+            &check["bars_missing"],
+            &check["bars_extra"]
+        ),
+        (&Value::from(1), &Value::from(1), &Value::from(1)),
+        "{check}"
+    );
+    assert_eq!(check["series_compared"], 3, "{check}");
+    assert_eq!(check["series_equal"], 2, "{check}");
+    let when: Vec<&str> = check["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["ts"].as_str().unwrap())
+        .collect();
+    assert_eq!(when.len(), 3, "{check}");
+    for date in ["2008-03-03", "2010-06-01", "2012-07-04"] {
+        assert!(
+            when.iter().any(|t| t.starts_with(date)),
+            "{date} in {when:?}"
+        );
+    }
     let (code, body) = a.post("/api/replica/anti-entropy", "").await.unwrap();
     assert_eq!(code, 202, "{body}");
     let repair = a

@@ -97,6 +97,7 @@ pub fn task_request(p: Option<pb::TaskParams>) -> TaskRequest {
             .target
             .map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t))),
         backup: p.backup,
+        replica: p.replica,
         dry_run: p.dry_run,
     }
 }

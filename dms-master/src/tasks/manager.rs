@@ -712,6 +712,9 @@ impl TaskManager {
         if let Some(backup) = &task.params.backup {
             return self.check_backup(backup, counters).await;
         }
+        if let Some(url) = &task.params.replica {
+            return self.check_replica(url, counters).await;
+        }
         let Some(config) = task
             .params
             .target

@@ -208,6 +208,9 @@ pub struct TaskParams {
     /// Verify, restore and check: the backup's directory (resolved when the task is queued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<String>,
+    /// Check: a replica's HTTP address, read through its API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     /// Restore: report what would change; change nothing.
     #[serde(default)]
     pub dry_run: bool,

@@ -74,6 +74,8 @@ pub struct TaskRequest {
     pub target: Option<serde_json::Value>,
     /// Verify, restore and check: a backup's name (as listed) or absolute path.
     pub backup: Option<String>,
+    /// Check: a replica's HTTP address (`http://host:port`), read through its API.
+    pub replica: Option<String>,
     /// Restore: report what would change; change nothing.
     #[serde(default)]
     pub dry_run: bool,
@@ -126,6 +128,7 @@ impl TaskRequest {
         add(self.only_existing, "only_existing");
         add(self.target.is_some(), "target");
         add(self.backup.is_some(), "backup");
+        add(self.replica.is_some(), "replica");
         add(self.dry_run, "dry_run");
         given
     }
@@ -155,7 +158,7 @@ impl TaskRequest {
             TaskKind::Backfill | TaskKind::Validate => SELECT,
             TaskKind::SourceImport => &["source"],
             TaskKind::Migrate => &["target"],
-            TaskKind::Check => &["target", "backup"],
+            TaskKind::Check => &["target", "backup", "replica"],
             TaskKind::Backup => &[],
             TaskKind::VerifyBackup => &["backup"],
             TaskKind::Restore => &["backup", "dry_run"],
@@ -196,13 +199,26 @@ impl TaskRequest {
                 "field `backup`: give the backup's name (see GET /api/data/backups) or its absolute path",
             ));
         }
-        if kind == TaskKind::Check && self.backup.is_some() && self.target.is_some() {
+        let others = [
+            self.target.is_some(),
+            self.backup.is_some(),
+            self.replica.is_some(),
+        ];
+        if kind == TaskKind::Check && others.iter().filter(|o| **o).count() > 1 {
             return Err(invalid(
-                "give either `target` (a store) or `backup`, not both: the check compares the store with one of them",
+                "give one of `target` (a store), `backup` or `replica`: the check compares the store with one of them",
             ));
         }
+        if let Some(url) = &self.replica {
+            crate::replica_store::ReplicaStore::new(url)
+                .map_err(|e| invalid(format!("field `replica`: {e}")))?;
+        }
         let target = match self.target {
-            None if kind == TaskKind::Check && self.backup.is_some() => None,
+            None if kind == TaskKind::Check
+                && (self.backup.is_some() || self.replica.is_some()) =>
+            {
+                None
+            }
             None if matches!(kind, TaskKind::Migrate | TaskKind::Check) => {
                 return Err(invalid(
                     "field `target`: give the other store, as under `store:` in the config (e.g. {\"type\": \"postgres\", \"url\": ...})",
@@ -243,6 +259,7 @@ impl TaskRequest {
             target,
             file: None,
             backup: self.backup,
+            replica: self.replica,
             dry_run: self.dry_run,
         })
     }

@@ -372,12 +372,33 @@ impl TaskManager {
 
     /// Compares the store with a backup: every series by its bucket digests, every differing
     /// bar listed (the store is the source, the backup the target).
-    pub(super) async fn check_backup(&self, dir: &str, mut counters: TaskCounters) -> Outcome {
+    pub(super) async fn check_backup(&self, dir: &str, counters: TaskCounters) -> Outcome {
         let backup = match BackupStore::open(Path::new(dir)) {
             Ok(b) => b,
             Err(e) => return Err((Stop::Failed(e), counters)),
         };
-        let report = match crate::consistency::compare(&*self.ctx.store, &backup, 1000).await {
+        let what = format!("backup {}", name_of(Path::new(dir)));
+        self.check_other(&backup, &what, counters).await
+    }
+
+    /// Compares the store with what a replica serves through its read API, bar by bar.
+    pub(super) async fn check_replica(&self, url: &str, counters: TaskCounters) -> Outcome {
+        let replica = match crate::replica_store::ReplicaStore::new(url) {
+            Ok(r) => r,
+            Err(e) => return Err((Stop::Invalid(e), counters)),
+        };
+        self.check_other(&replica, &format!("replica {url}"), counters)
+            .await
+    }
+
+    /// Compares the store (the source) with `other` (the target), every differing bar listed.
+    async fn check_other(
+        &self,
+        other: &dyn BarStore,
+        what: &str,
+        mut counters: TaskCounters,
+    ) -> Outcome {
+        let report = match crate::consistency::compare(&*self.ctx.store, other, 1000).await {
             Ok(r) => r,
             Err(e) => {
                 return Err((
@@ -389,8 +410,7 @@ impl TaskManager {
         counters.series_total = report.series_compared;
         counters.series_done = report.series_compared;
         counters.outcome = Some(format!(
-            "store vs backup {}: {} series compared, {} equal; {} bars missing from the backup, {} extra in it, {} changed",
-            name_of(Path::new(dir)),
+            "store vs {what}: {} series compared, {} equal; {} bars missing from it, {} extra in it, {} changed",
             report.series_compared,
             report.series_equal,
             report.bars_missing,
