@@ -19,19 +19,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use dms_common::journal::{Journal, RetentionPolicy};
 use dms_common::store::sqlite::SqliteStore;
 use dms_common::store::{SharedStore, open_store};
-use dms_master::applier::{self, ApplierOptions};
 use dms_master::file_import::{FileImportQuery, run::import_file};
-use dms_master::ingest::Ingestor;
-use dms_master::quarantine::Quarantine;
 use dms_master::reconcile::Reconciler;
-use dms_master::table_import::TableImportSummary;
+use dms_master::table_import::RowImportSummary;
 use tokio_util::sync::CancellationToken;
 
 use crate::generator::BarGenerator;
-use crate::scenarios::{peak_rss_mib, workdir};
+use crate::scenarios::{WritePath, peak_rss_mib, workdir};
 use crate::stores::{Backend, Database};
 use crate::{Outcome, Size};
 
@@ -118,29 +114,17 @@ pub(crate) fn run(size: &Size, pg_url: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
 /// Imports the Parquet file at `file` into a fresh master store in `size.dir`.
 pub(crate) fn import(size: &Size, file: &Path) -> Result<Outcome> {
     let dir = workdir(size)?;
-    runtime()?.block_on(async {
-        let state = dir.path().join("state.db");
-        let journal = Journal::open(&state, RetentionPolicy::default())?;
-        let store: SharedStore = Arc::new(SqliteStore::open(dir.path().join("bars.db"))?);
-        let stop = CancellationToken::new();
-        let applier = applier::start(
-            journal.clone(),
-            store.clone(),
-            ApplierOptions::default(),
-            stop.clone(),
-        )
-        .await?;
-        let ingestor = Ingestor::new(journal.clone(), Quarantine::open(&state)?);
+    crate::scenarios::runtime()?.block_on(async {
+        let WritePath {
+            journal,
+            store,
+            applier,
+            ingestor,
+            stop,
+        } = WritePath::open(dir.path()).await?;
         let reconciler = Reconciler {
             ingestor: ingestor.clone(),
             store: store.clone(),
@@ -156,7 +140,7 @@ pub(crate) fn import(size: &Size, file: &Path) -> Result<Outcome> {
             &spec,
             &ingestor,
             &reconciler,
-            TableImportSummary::default(),
+            RowImportSummary::default(),
             "bench",
             &dir.path().join("quarantine.csv"),
             &CancellationToken::new(),
@@ -199,7 +183,7 @@ pub(crate) fn import(size: &Size, file: &Path) -> Result<Outcome> {
 
 /// The PostgreSQL `COPY` reference: the generated bars into a plain table of a new database.
 pub(crate) fn copy_reference(size: &Size, url: &str) -> Result<Outcome> {
-    runtime()?.block_on(async {
+    crate::scenarios::runtime()?.block_on(async {
         let db = Database::create(Backend::Postgres, url).await?;
         let generator = BarGenerator { bars: size.bars };
         let dates = generator.dates();
@@ -222,7 +206,7 @@ pub(crate) fn copy_reference(size: &Size, url: &str) -> Result<Outcome> {
 
 /// The migration's copy of the SQLite store at `path` into an empty PostgreSQL store.
 pub(crate) fn migrate(path: &PathBuf, url: &str) -> Result<Outcome> {
-    runtime()?.block_on(async {
+    crate::scenarios::runtime()?.block_on(async {
         let source: SharedStore = Arc::new(SqliteStore::open(path)?);
         let db = Database::create(Backend::Postgres, url).await?;
         let result = async {

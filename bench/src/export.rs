@@ -69,7 +69,7 @@ pub(crate) fn run(size: &Size) -> Result<()> {
 
 /// Fills the store at `path` through `SqliteStore::upsert`, `size.group` series per batch.
 pub(crate) fn fill(size: &Size, path: &Path) -> Result<Outcome> {
-    let runtime = runtime()?;
+    let runtime = crate::scenarios::runtime()?;
     runtime.block_on(async {
         let store = SqliteStore::open(path)?;
         let generator = BarGenerator { bars: size.bars };
@@ -97,7 +97,7 @@ pub(crate) fn fill(size: &Size, path: &Path) -> Result<Outcome> {
 
 /// Exports every series of the store at `path` in `format` to a file beside it.
 pub(crate) fn export_store(path: &Path, format: &str, keep: bool) -> Result<Outcome> {
-    let runtime = runtime()?;
+    let runtime = crate::scenarios::runtime()?;
     runtime.block_on(async {
         let store: SharedStore = Arc::new(SqliteStore::open(path)?);
         let expected: u64 = store.overview().await?.iter().map(|o| o.count).sum();
@@ -159,11 +159,4 @@ fn parquet_check(path: &Path, bars: u64) -> Result<String> {
         "; zstd, {} row groups, footer read back: {rows} rows",
         meta.num_row_groups()
     ))
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
 }

@@ -172,10 +172,7 @@ pub(crate) fn fetch_adaptive(args: &FetchAdaptiveArgs) -> Result<Outcome> {
 
 fn run(spec: &Spec) -> Result<Outcome> {
     let dir = tempfile::Builder::new().prefix("dms-bench-").tempdir()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::scenarios::runtime()?;
     runtime.block_on(async {
         let provider = FakeYahoo::start(true, Duration::ZERO).await;
         let symbols: Vec<Symbol> = (0..spec.symbols)

@@ -45,10 +45,7 @@ pub(crate) fn replicate(size: &Size, steady_secs: u64, compression: &str) -> Res
         reference.bars_per_sec
     );
     let dir = scenarios::workdir(size)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::scenarios::runtime()?;
     let r = runtime.block_on(run(dir.path(), size, steady_secs, compression))?;
     let catch_up_rate = r.bars as f64 / r.catch_up_secs;
     println!("| measure | value | target | notes |");

@@ -38,17 +38,30 @@ pub(crate) fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-pub(crate) fn ingest(size: &Size) -> Result<Outcome> {
-    let dir = workdir(size)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// The benchmarks' runtime: two worker threads, as the machine has two cores.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let state = dir.path().join("state.db");
+        .build()?)
+}
+
+/// The master's write path over files in `dir`: the journal, a SQLite bar store, the store
+/// applier and the ingestor in front of them.
+pub(crate) struct WritePath {
+    pub(crate) journal: Journal,
+    pub(crate) store: SharedStore,
+    pub(crate) applier: applier::ApplierHandle,
+    pub(crate) ingestor: Ingestor,
+    /// Stops the applier.
+    pub(crate) stop: CancellationToken,
+}
+
+impl WritePath {
+    pub(crate) async fn open(dir: &std::path::Path) -> Result<WritePath> {
+        let state = dir.join("state.db");
         let journal = Journal::open(&state, RetentionPolicy::default())?;
-        let quarantine = Quarantine::open(&state)?;
-        let store: SharedStore = Arc::new(SqliteStore::open(dir.path().join("bars.db"))?);
+        let store: SharedStore = Arc::new(SqliteStore::open(dir.join("bars.db"))?);
         let stop = CancellationToken::new();
         let applier = applier::start(
             journal.clone(),
@@ -57,7 +70,28 @@ pub(crate) fn ingest(size: &Size) -> Result<Outcome> {
             stop.clone(),
         )
         .await?;
-        let ingestor = Ingestor::new(journal.clone(), quarantine);
+        let ingestor = Ingestor::new(journal.clone(), Quarantine::open(&state)?);
+        Ok(WritePath {
+            journal,
+            store,
+            applier,
+            ingestor,
+            stop,
+        })
+    }
+}
+
+pub(crate) fn ingest(size: &Size) -> Result<Outcome> {
+    let dir = workdir(size)?;
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let WritePath {
+            journal,
+            applier,
+            ingestor,
+            stop,
+            ..
+        } = WritePath::open(dir.path()).await?;
         let retention = {
             let journal = journal.clone();
             let stop = stop.clone();

@@ -42,10 +42,7 @@ pub(crate) enum Backend {
 /// Runs the scenario for `backend` at `url` and prints a Markdown table.
 pub(crate) fn run(size: &Size, backend: Backend, url: &str) -> Result<()> {
     let dir = scenarios::workdir(size)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::scenarios::runtime()?;
     runtime.block_on(async {
         let db = Database::create(backend, url).await?;
         let outcome = measure(dir.path(), size, backend, &db).await;

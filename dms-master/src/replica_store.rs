@@ -109,11 +109,7 @@ impl BarStore for ReplicaStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            exact_upsert_counts: false,
-            atomic_batches: false,
-            maintained_digests: false,
-        }
+        Capabilities::NONE
     }
 
     async fn upsert(&self, _batch: &[SeriesBars]) -> Result<UpsertStats> {
@@ -178,13 +174,7 @@ impl BarStore for ReplicaStore {
     }
 
     async fn latest(&self, series: &SeriesKey) -> Result<Option<Bar>> {
-        use futures::TryStreamExt;
-        let mut last = None;
-        let mut pages = self.read(series, TimeRange::all());
-        while let Some(page) = pages.try_next().await? {
-            last = page.last().copied().or(last);
-        }
-        Ok(last)
+        dms_common::store::latest_by_reading(self, series).await
     }
 
     async fn overview(&self) -> Result<Vec<SeriesOverview>> {

@@ -21,7 +21,22 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use dms_common::{Bar, Interval, SeriesKey, Symbol, Timestamp};
 use serde::{Deserialize, Serialize};
 
-pub use crate::file_import::read::Cell;
+/// A value of a row, typed as its source gives it (a file, a SQL column).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// Empty: an empty CSV field, JSON null or an absent key, an empty xlsx cell, a Parquet null.
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Date(NaiveDate),
+    /// A date-time without a time zone (an xlsx date-time, a Parquet timestamp not adjusted to
+    /// UTC): the import's time zone says where it is.
+    DateTime(NaiveDateTime),
+    /// An instant (a Parquet timestamp adjusted to UTC).
+    Timestamp(DateTime<Utc>),
+}
 
 /// A field of a bar a column can give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -20,9 +20,9 @@ use crate::source::sql::{KeyValue, SqlRow, SqlTable};
 /// Row problems logged per import before the rest are only counted.
 const LOGGED_PROBLEMS: usize = 20;
 
-/// What a table import did so far.
+/// What a row import (a SQL table's, a file's) did so far.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct TableImportSummary {
+pub struct RowImportSummary {
     pub source: String,
     /// `running`, `completed`, `cancelled` or `failed`.
     pub state: String,
@@ -49,11 +49,11 @@ pub async fn import_table(
     table: &SqlTable,
     ingestor: &Ingestor,
     reconciler: &Reconciler,
-    mut summary: TableImportSummary,
+    mut summary: RowImportSummary,
     task_id: &str,
     cancel: &CancellationToken,
-    mut progress: impl FnMut(&TableImportSummary),
-) -> TableImportSummary {
+    mut progress: impl FnMut(&RowImportSummary),
+) -> RowImportSummary {
     summary.source = table.name().to_owned();
     summary.state = "running".into();
     match table.count().await {
@@ -126,7 +126,7 @@ pub async fn journal_page(
     ingestor: &Ingestor,
     reconciler: &Reconciler,
     origin: &Origin,
-    summary: &mut TableImportSummary,
+    summary: &mut RowImportSummary,
 ) -> Result<(), String> {
     let mut batch = Vec::new();
     for (key, mut bars) in by_series {
@@ -153,7 +153,7 @@ pub async fn journal_page(
     Ok(())
 }
 
-fn failed(mut summary: TableImportSummary, error: String) -> TableImportSummary {
+fn failed(mut summary: RowImportSummary, error: String) -> RowImportSummary {
     tracing::error!(source = %summary.source, %error, "table import failed");
     summary.state = "failed".into();
     summary.error = Some(error);

@@ -706,21 +706,9 @@ sources:
     page_size: 20000
 "
     );
-    let mut master = MasterProcess::start(dir.path(), &cfg).await.unwrap();
-    let id = queue(&master, "/api/data/import", r#"{"source": "big"}"#).await;
-    wait_task_state(&master, &id, "300,000 rows read", |t| {
-        t["counters"]["rows_read"].as_u64().unwrap_or(0) >= 300_000
-    })
-    .await;
-    master
-        .stop(Signal::SIGKILL, Duration::from_secs(5))
-        .unwrap();
-
     let master = MasterProcess::start(dir.path(), &cfg).await.unwrap();
-    let t = master
-        .wait_task(&id, Duration::from_secs(300))
-        .await
-        .unwrap();
+    let id = queue(&master, "/api/data/import", r#"{"source": "big"}"#).await;
+    let (master, t) = kill_at_rows_and_resume(master, dir.path(), &cfg, &id, 300_000).await;
     assert_eq!(t["status"], "completed", "{t}");
     let c = &t["counters"];
     assert_eq!(c["runs"], 2, "{t}");
@@ -744,14 +732,43 @@ sources:
     psql(&format!("DROP TABLE {pg}"));
 }
 
-/// Queues a migrate or check task with `target` and waits for it.
-async fn store_task(master: &MasterProcess, path: &str, target: &Value) -> Value {
-    let body = serde_json::json!({ "target": target }).to_string();
-    let id = queue(master, path, &body).await;
+/// Kills the master with SIGKILL once task `id` has read `rows` rows, starts it again on the
+/// same files and config, and waits for the task to end; returns the new master and the task.
+async fn kill_at_rows_and_resume(
+    mut master: MasterProcess,
+    dir: &std::path::Path,
+    cfg: &str,
+    id: &str,
+    rows: u64,
+) -> (MasterProcess, Value) {
+    wait_task_state(&master, id, &format!("{rows} rows read"), |t| {
+        t["counters"]["rows_read"].as_u64().unwrap_or(0) >= rows
+    })
+    .await;
+    master
+        .stop(Signal::SIGKILL, Duration::from_secs(5))
+        .unwrap();
+    let master = MasterProcess::start(dir, cfg).await.unwrap();
+    let t = master
+        .wait_task(id, Duration::from_secs(300))
+        .await
+        .unwrap();
+    (master, t)
+}
+
+/// Starts a task at `path` with `body` and waits for it to end.
+async fn run_task(master: &MasterProcess, path: &str, body: &str) -> Value {
+    let id = queue(master, path, body).await;
     master
         .wait_task(&id, Duration::from_secs(300))
         .await
         .unwrap()
+}
+
+/// Queues a migrate or check task with `target` and waits for it.
+async fn store_task(master: &MasterProcess, path: &str, target: &Value) -> Value {
+    let body = serde_json::json!({ "target": target }).to_string();
+    run_task(master, path, &body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -874,15 +891,6 @@ sources:
     drop(master);
     psql(&format!("DROP TABLE {pg}"));
     psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
-}
-
-/// Starts a task at `path` with `body` and waits for it to end.
-async fn run_task(master: &MasterProcess, path: &str, body: &str) -> Value {
-    let id = queue(master, path, body).await;
-    master
-        .wait_task(&id, Duration::from_secs(300))
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1068,25 +1076,13 @@ async fn a_million_row_file_import_resumes_after_sigkill_and_stores_every_bar_on
         }
     }
     let cfg = "http: {listen: '127.0.0.1:{port}'}\n";
-    let mut master = MasterProcess::start(dir.path(), cfg).await.unwrap();
+    let master = MasterProcess::start(dir.path(), cfg).await.unwrap();
     let query = format!(
         "/api/data/import-file?path={}&map.symbol=code&map.time=day&map.open=c&map.high=c&map.low=c&map.close=c&interval=1d",
         file.display()
     );
     let id = queue(&master, &query, "").await;
-    wait_task_state(&master, &id, "300,000 rows read", |t| {
-        t["counters"]["rows_read"].as_u64().unwrap_or(0) >= 300_000
-    })
-    .await;
-    master
-        .stop(Signal::SIGKILL, Duration::from_secs(5))
-        .unwrap();
-
-    let master = MasterProcess::start(dir.path(), cfg).await.unwrap();
-    let t = master
-        .wait_task(&id, Duration::from_secs(300))
-        .await
-        .unwrap();
+    let (master, t) = kill_at_rows_and_resume(master, dir.path(), cfg, &id, 300_000).await;
     assert_eq!(t["status"], "completed", "{t}");
     let c = &t["counters"];
     assert_eq!(c["runs"], 2, "{t}");

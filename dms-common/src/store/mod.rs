@@ -67,6 +67,15 @@ pub struct Capabilities {
     pub maintained_digests: bool,
 }
 
+impl Capabilities {
+    /// Nothing beyond the contract (a store read through files or another service).
+    pub const NONE: Capabilities = Capabilities {
+        exact_upsert_counts: false,
+        atomic_batches: false,
+        maintained_digests: false,
+    };
+}
+
 /// What an upsert did, bar by bar.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UpsertStats {
@@ -282,6 +291,20 @@ pub async fn compute_bucket_digests<S: BarStore + ?Sized>(
         }
     }
     Ok(builder.finish())
+}
+
+/// The last bar of `series`, found by reading all of it: [`BarStore::latest`] for a store that
+/// has no quicker way (a backup's files, a replica's read API).
+pub async fn latest_by_reading<S: BarStore + ?Sized>(
+    store: &S,
+    series: &SeriesKey,
+) -> Result<Option<Bar>> {
+    let mut last = None;
+    let mut pages = store.read(series, TimeRange::all());
+    while let Some(page) = pages.try_next().await? {
+        last = page.last().copied().or(last);
+    }
+    Ok(last)
 }
 
 /// Checks that every bar of a [`BarStore::replace_range`] lies in its range.

@@ -18,11 +18,17 @@ use super::{Manifest, SeriesEntry};
 use crate::file_import::read::{self, FileFormat, Item, ReadOptions};
 use crate::rows::{ColumnMapping, Field, FieldDefaults, RowMapper};
 
+/// A series file and its bars.
+type SeriesRead = (PathBuf, Arc<Vec<Bar>>);
+
 /// A backup as a read-only store.
 #[derive(Debug, Clone)]
 pub struct BackupStore {
     dir: PathBuf,
     manifest: Arc<Manifest>,
+    /// The series file read last, with its bars: the check reads a series whole and then the
+    /// buckets that differ, which would otherwise read the file again for each.
+    last_read: Arc<std::sync::Mutex<Option<SeriesRead>>>,
 }
 
 impl BackupStore {
@@ -31,6 +37,7 @@ impl BackupStore {
         Ok(BackupStore {
             dir: dir.to_owned(),
             manifest: Arc::new(super::read_manifest(dir)?),
+            last_read: Arc::default(),
         })
     }
 
@@ -119,11 +126,7 @@ impl BarStore for BackupStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            exact_upsert_counts: false,
-            atomic_batches: false,
-            maintained_digests: false,
-        }
+        Capabilities::NONE
     }
 
     async fn upsert(&self, _batch: &[SeriesBars]) -> Result<UpsertStats> {
@@ -133,20 +136,36 @@ impl BarStore for BackupStore {
     fn read_paged(&self, series: &SeriesKey, range: TimeRange, page_size: usize) -> BarStream {
         let path = self.entry(series).map(|e| self.dir.join(&e.file));
         let page_size = page_size.max(1);
+        let last_read = self.last_read.clone();
         let read = async move {
             let Some(path) = path else {
-                return Ok(Vec::new());
+                return Ok(Arc::new(Vec::new()));
             };
-            tokio::task::spawn_blocking(move || read_series_file(&path))
-                .await
-                .map_err(|e| StoreError::Invalid(e.to_string()))?
-                .map_err(StoreError::Invalid)
+            let cached = last_read
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .filter(|(p, _)| *p == path)
+                .map(|(_, bars)| bars.clone());
+            if let Some(bars) = cached {
+                return Ok(bars);
+            }
+            let file = path.clone();
+            let bars = Arc::new(
+                tokio::task::spawn_blocking(move || read_series_file(&file))
+                    .await
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?
+                    .map_err(StoreError::Invalid)?,
+            );
+            *last_read.lock().unwrap_or_else(|p| p.into_inner()) = Some((path, bars.clone()));
+            Ok(bars)
         };
         futures::stream::once(read)
-            .map(move |bars: Result<Vec<Bar>>| {
+            .map(move |bars: Result<Arc<Vec<Bar>>>| {
                 let pages: Vec<Result<Vec<Bar>>> = match bars {
                     Ok(bars) => bars
-                        .into_iter()
+                        .iter()
+                        .copied()
                         .filter(|b| range.contains(b.ts))
                         .collect::<Vec<_>>()
                         .chunks(page_size)
@@ -161,13 +180,7 @@ impl BarStore for BackupStore {
     }
 
     async fn latest(&self, series: &SeriesKey) -> Result<Option<Bar>> {
-        use futures::TryStreamExt;
-        let mut last = None;
-        let mut pages = self.read(series, TimeRange::all());
-        while let Some(page) = pages.try_next().await? {
-            last = page.last().copied().or(last);
-        }
-        Ok(last)
+        dms_common::store::latest_by_reading(self, series).await
     }
 
     async fn overview(&self) -> Result<Vec<SeriesOverview>> {

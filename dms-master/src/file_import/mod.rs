@@ -328,24 +328,14 @@ impl std::fmt::Display for RowProblem {
     }
 }
 
-/// A bar as a dry run shows it.
+/// A bar as a dry run shows it: its row, its series, the bar as `/api/data/bars` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PreviewBar {
     pub row: u64,
     pub symbol: String,
     pub interval: String,
-    pub ts: String,
-    pub open: f64,
-    pub high: f64,
-    pub low: f64,
-    pub close: f64,
-    pub volume: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub adj_close: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub turnover: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub open_interest: Option<f64>,
+    #[serde(flatten)]
+    pub bar: serde_json::Value,
     /// `new`, `changed` or `unchanged`: what the store holds at its time.
     pub stored: String,
 }
@@ -456,18 +446,7 @@ fn preview(row: u64, key: &dms_common::SeriesKey, b: &dms_common::Bar, state: &s
         row,
         symbol: key.symbol.to_string(),
         interval: key.interval.to_string(),
-        ts: b
-            .ts
-            .to_datetime()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        open: b.open,
-        high: b.high,
-        low: b.low,
-        close: b.close,
-        volume: b.volume,
-        adj_close: b.adj_close,
-        turnover: b.turnover,
-        open_interest: b.open_interest,
+        bar: b.to_json(),
         stored: state.into(),
     }
 }

@@ -19,7 +19,7 @@ use super::read::{Cell, Item};
 use super::{BATCH_ROWS, FileImportSpec, Places, RowMapper, RowProblem, field_cells};
 use crate::ingest::Ingestor;
 use crate::reconcile::Reconciler;
-use crate::table_import::{TableImportSummary, journal_page};
+use crate::table_import::{RowImportSummary, journal_page};
 
 /// Row problems logged per import before the rest are only counted.
 const LOGGED_PROBLEMS: u64 = 20;
@@ -107,7 +107,7 @@ struct Mapper {
 }
 
 impl Mapper {
-    fn map(&mut self, items: Vec<Item>, out: &mut Mapped) {
+    fn map(&mut self, items: impl IntoIterator<Item = Item>, out: &mut Mapped) {
         for item in items {
             let index = out.rows;
             out.rows += 1;
@@ -188,7 +188,7 @@ pub fn read_batches(spec: &FileImportSpec, skip: u64) -> Result<Batches, String>
                 Ok(true) => {
                     let n = (skip as usize).min(items.len());
                     skip -= n as u64;
-                    mapper.map(items.drain(n..).collect(), &mut mapped);
+                    mapper.map(items.drain(n..), &mut mapped);
                     if (mapped.rows as usize) < BATCH_ROWS {
                         continue;
                     }
@@ -224,12 +224,12 @@ pub async fn import_file(
     spec: &FileImportSpec,
     ingestor: &Ingestor,
     reconciler: &Reconciler,
-    mut summary: TableImportSummary,
+    mut summary: RowImportSummary,
     task_id: &str,
     quarantine: &Path,
     cancel: &CancellationToken,
-    mut progress: impl FnMut(&TableImportSummary),
-) -> TableImportSummary {
+    mut progress: impl FnMut(&RowImportSummary),
+) -> RowImportSummary {
     summary.source = spec.file_name.clone();
     summary.state = "running".into();
     let mut batches = match read_batches(spec, summary.rows_read) {
@@ -306,7 +306,7 @@ pub async fn import_file(
     summary
 }
 
-fn failed(mut summary: TableImportSummary, error: String) -> TableImportSummary {
+fn failed(mut summary: RowImportSummary, error: String) -> RowImportSummary {
     tracing::error!(file = %summary.source, %error, "file import failed");
     summary.state = "failed".into();
     summary.error = Some(error);

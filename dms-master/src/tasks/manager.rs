@@ -38,7 +38,7 @@ use crate::reconcile::Reconciler;
 use crate::source::csv::CsvSource;
 use crate::source::sql::SqlTable;
 use crate::source::{Source, SourceError};
-use crate::table_import::{self, TableImportSummary};
+use crate::table_import::{self, RowImportSummary};
 use crate::universe::{Universe, UniverseEntry};
 use crate::validate::Validator;
 
@@ -914,7 +914,7 @@ impl TaskManager {
         task: &Task,
         run: &Run,
         mut counters: TaskCounters,
-        mut driven: Driven<'_, TableImportSummary>,
+        mut driven: Driven<'_, RowImportSummary>,
         stops: (&CancellationToken, &CancellationToken),
     ) -> Result<TaskCounters, (Stop, TaskCounters)> {
         let (summary, why) = loop {
@@ -946,7 +946,7 @@ impl TaskManager {
         &self,
         task: &Task,
         run: &Run,
-        mut counters: TaskCounters,
+        counters: TaskCounters,
         stops: (&CancellationToken, &CancellationToken),
     ) -> Result<TaskCounters, (Stop, TaskCounters)> {
         let Some(spec) = task.params.file.clone() else {
@@ -960,7 +960,13 @@ impl TaskManager {
             &self.ctx.files.import_quarantine_dir,
             &task.id,
         );
-        counters.quarantine_file = Some(quarantine.display().to_string());
+        // Named in the counters once it exists (the first bad row creates it).
+        let file = quarantine.display().to_string();
+        let named = move |mut c: TaskCounters| {
+            c.quarantine_file = (c.rows_skipped > 0).then(|| file.clone());
+            c
+        };
+        let counters = named(counters);
         let reconciler = self.reconciler();
         let start = row_summary(&counters);
         let stop = CancellationToken::new();
@@ -978,7 +984,10 @@ impl TaskManager {
             },
         );
         let driven = Driven::new(import, summaries, stop.clone());
-        let outcome = self.drive_rows(task, run, counters, driven, stops).await;
+        let outcome = match self.drive_rows(task, run, counters, driven, stops).await {
+            Ok(c) => Ok(named(c)),
+            Err((stop, c)) => Err((stop, named(c))),
+        };
         let ended = !matches!(outcome, Err((Stop::Shutdown, _)));
         if spec.uploaded
             && ended
@@ -1587,8 +1596,8 @@ fn import_outcome(
 }
 
 /// Where a row import (a table's, a file's) starts from: what earlier runs did.
-fn row_summary(c: &TaskCounters) -> TableImportSummary {
-    TableImportSummary {
+fn row_summary(c: &TaskCounters) -> RowImportSummary {
+    RowImportSummary {
         rows_read: c.rows_read,
         pages: c.pages,
         bars_accepted: c.bars_written,
@@ -1597,12 +1606,12 @@ fn row_summary(c: &TaskCounters) -> TableImportSummary {
         rows_skipped: c.rows_skipped,
         row_problems: c.row_problems.clone(),
         resume_after: c.resume_after.clone(),
-        ..TableImportSummary::default()
+        ..RowImportSummary::default()
     }
 }
 
 /// A table import's counters from what it reports.
-fn table_counters(s: &TableImportSummary, c: &mut TaskCounters) {
+fn table_counters(s: &RowImportSummary, c: &mut TaskCounters) {
     c.rows_total = s.rows_total;
     c.rows_read = s.rows_read;
     c.pages = s.pages;

@@ -152,6 +152,10 @@ async fn every_export_format_imports_back_with_equal_digests() {
         assert_eq!(task["counters"]["bars_written"], total, "{format}: {task}");
         assert_eq!(task["counters"]["rows_read"], total, "{format}");
         assert_eq!(task["counters"]["rows_skipped"], 0, "{format}");
+        assert!(
+            task["counters"]["quarantine_file"].is_null(),
+            "no bad row, no file: {task}"
+        );
 
         // The imported store equals the exported one, bucket digest by bucket digest.
         let check = check_against(&a, &b_store).await;

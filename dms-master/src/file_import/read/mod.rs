@@ -23,8 +23,6 @@ pub mod xlsx;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-
 /// The formats a file import reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -86,22 +84,7 @@ impl fmt::Display for FileFormat {
     }
 }
 
-/// A value of a row, typed as the file gives it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
-    /// Empty: an empty CSV field, JSON null or an absent key, an empty xlsx cell, a Parquet null.
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Text(String),
-    Date(NaiveDate),
-    /// A date-time without a time zone (an xlsx date-time, a Parquet timestamp not adjusted to
-    /// UTC): the import's time zone says where it is.
-    DateTime(NaiveDateTime),
-    /// An instant (a Parquet timestamp adjusted to UTC).
-    Timestamp(DateTime<Utc>),
-}
+pub use crate::rows::Cell;
 
 /// One row of the file.
 #[derive(Debug, Clone, PartialEq)]

@@ -232,22 +232,13 @@ impl TaskManager {
             return Err((Stop::Failed(message), counters));
         }
         if task.params.dry_run {
-            let report = match crate::consistency::compare(&backup, &*self.ctx.store, 1000).await {
-                Ok(r) => r,
-                Err(e) => return Err((Stop::Failed(format!("{e}")), counters)),
-            };
-            counters.series_total = report.series_compared;
-            counters.series_done = report.series_compared;
-            counters.outcome = Some(format!(
-                "dry run of restoring {name}: {} bars would be added, {} changed; {} of {} series already equal; {} stored bars that the backup does not hold would be kept",
-                report.bars_missing,
-                report.bars_changed,
-                report.series_equal,
-                report.series_compared,
-                report.bars_extra
-            ));
-            counters.check = Some(report);
-            return Ok(counters);
+            return compared(&backup, &*self.ctx.store, counters, |r| {
+                format!(
+                    "dry run of restoring {name}: {} bars would be added, {} changed; {} of {} series already equal; {} stored bars that the backup does not hold would be kept",
+                    r.bars_missing, r.bars_changed, r.series_equal, r.series_compared, r.bars_extra
+                )
+            })
+            .await;
         }
         let series = match backup.overview().await {
             Ok(s) => s,
@@ -396,28 +387,38 @@ impl TaskManager {
         &self,
         other: &dyn BarStore,
         what: &str,
-        mut counters: TaskCounters,
+        counters: TaskCounters,
     ) -> Outcome {
-        let report = match crate::consistency::compare(&*self.ctx.store, other, 1000).await {
-            Ok(r) => r,
-            Err(e) => {
-                return Err((
-                    Stop::Failed(format!("the check cannot read: {e}")),
-                    counters,
-                ));
-            }
-        };
-        counters.series_total = report.series_compared;
-        counters.series_done = report.series_compared;
-        counters.outcome = Some(format!(
-            "store vs {what}: {} series compared, {} equal; {} bars missing from it, {} extra in it, {} changed",
-            report.series_compared,
-            report.series_equal,
-            report.bars_missing,
-            report.bars_extra,
-            report.bars_changed
-        ));
-        counters.check = Some(report);
-        Ok(counters)
+        compared(&*self.ctx.store, other, counters, |r| {
+            format!(
+                "store vs {what}: {} series compared, {} equal; {} bars missing from it, {} extra in it, {} changed",
+                r.series_compared, r.series_equal, r.bars_missing, r.bars_extra, r.bars_changed
+            )
+        })
+        .await
     }
+}
+
+/// Compares `source` with `target` (every differing bar listed) into the task's counters, with
+/// the outcome `say` gives.
+async fn compared(
+    source: &dyn BarStore,
+    target: &dyn BarStore,
+    mut counters: TaskCounters,
+    say: impl FnOnce(&crate::consistency::CompareReport) -> String,
+) -> Outcome {
+    let report = match crate::consistency::compare(source, target, 1000).await {
+        Ok(r) => r,
+        Err(e) => {
+            return Err((
+                Stop::Failed(format!("the check cannot read: {e}")),
+                counters,
+            ));
+        }
+    };
+    counters.series_total = report.series_compared;
+    counters.series_done = report.series_compared;
+    counters.outcome = Some(say(&report));
+    counters.check = Some(report);
+    Ok(counters)
 }
