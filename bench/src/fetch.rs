@@ -204,6 +204,7 @@ fn run(spec: &Spec) -> Result<Outcome> {
                     &BackupConfig::default(),
                     &StoreConfig::default(),
                 ),
+                targets: dms_master::targets::Targets::default(),
             },
         };
         let now = Timestamp::now().0;

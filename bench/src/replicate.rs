@@ -153,7 +153,7 @@ async fn run(
         store: store.clone(),
         store_applied: applier.applied(),
         nodes: nodes.clone(),
-        token: None,
+        auth: dms_master::replication::ReplicationAuth::default(),
         journal_covers_store: true,
         options: StreamOptions::default(),
         shutdown: stop.clone(),

@@ -1,18 +1,19 @@
-//! Who may do what on a daemon: bearer tokens for the master's admin gRPC service
-//! (`dms.v1.Admin`) and for the REST API's mutating requests of both daemons.
+//! Who may do what on a daemon: bearer tokens for every HTTP endpoint of both daemons and for
+//! the master's admin gRPC service (`dms.v1.Admin`).
 //!
 //! Two tokens may be configured (`auth:` in the config):
 //! - `token` / `token_file`: full access, reads and writes (start and cancel tasks, trigger,
-//!   pause and resume schedules, verify or forget replicas).
+//!   pause and resume schedules, verify or forget replicas, delete, restore).
 //! - `read_only.token` / `read_only.token_file`: reads only; a write with it is refused with
 //!   `PermissionDenied` (gRPC) or 403 (REST).
 //!
-//! Without `token`, nothing is checked (the default, for a daemon on a trusted host). With
-//! it, every admin gRPC call needs one of the two tokens and every REST request other than
-//! `GET`/`HEAD`/`OPTIONS` needs the full token (on the master and on a replica, whose
-//! `POST /api/replica/pull` and `/api/replica/anti-entropy` it guards); REST reads stay open
-//! (health checks, the dashboard, metrics). Replication has its own token (`replication.token`), so a replica's
-//! token cannot drive the master. Tokens are compared in constant time and never logged.
+//! Without `token`, nothing is checked: allowed only on a loopback listener, or with the
+//! explicit `http.allow_unauthenticated: true` ([`crate::daemon::HttpConfig::validate`]). With
+//! it, every request needs a token ([`needed_access`]): reads (`GET`/`HEAD`: bars, export, tasks,
+//! series, sources, overview, nodes) the read-only or the full token, everything else the full
+//! token; only `/healthz`, `/readyz` and, with `auth.public_metrics: true`, `/metrics` stay
+//! open. Replication checks its own tokens (the master's `replication` section). Tokens are at
+//! least 32 characters, compared in constant time and never logged.
 //!
 //! Key types: [`AuthConfig`] (the config section), [`Authorizer`] (the checker both servers
 //! share), [`Access`] (what a call needs) and [`Denied`] (why it was refused).
@@ -20,9 +21,7 @@
 use std::sync::Arc;
 
 use crate::config::{ConfigIssue, Secret, TokenConfig};
-use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +38,10 @@ pub struct AuthConfig {
     /// The read-only token (`read_only.token` or `read_only.token_file`).
     #[serde(default)]
     pub read_only: TokenConfig,
+    /// Serve `/metrics` without a token (for a Prometheus that cannot send one). Default:
+    /// `/metrics` needs the read-only or the full token like every other read.
+    #[serde(default)]
+    pub public_metrics: bool,
 }
 
 impl AuthConfig {
@@ -190,26 +193,39 @@ impl Authorizer {
     }
 }
 
-/// Middleware for the REST router: requests other than `GET`, `HEAD` and `OPTIONS` need the
-/// full-access token when one is configured. gRPC calls
-/// ([`crate::http_rules::is_grpc`]: never a path under `/api/`) pass: each gRPC service
-/// checks its own token.
-pub async fn require_token_for_writes(
-    State(auth): State<Authorizer>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !read && !crate::http_rules::is_grpc(&req) {
-        let value = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if let Err(d) = auth.check(value, Access::Write) {
-            return d.to_response();
-        }
+/// What an HTTP request (not a gRPC call: each gRPC service checks its own) needs: nothing
+/// for the health probes (and `/metrics` when `public_metrics`), [`Access::Read`] for `GET` and
+/// `HEAD`, [`Access::Write`] for everything else.
+pub fn needed_access(method: &Method, path: &str, public_metrics: bool) -> Option<Access> {
+    match path {
+        "/healthz" | "/readyz" => return None,
+        "/metrics" if public_metrics => return None,
+        _ => {}
     }
-    next.run(req).await
+    if matches!(*method, Method::GET | Method::HEAD) {
+        Some(Access::Read)
+    } else {
+        Some(Access::Write)
+    }
+}
+
+/// Checks an HTTP request's `authorization` header for what its method and path need
+/// ([`needed_access`]); the refusal is the answer to send.
+#[allow(clippy::result_large_err)] // built once per refused request
+pub fn check_request(
+    auth: &Authorizer,
+    public_metrics: bool,
+    method: &Method,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), Response> {
+    let Some(need) = needed_access(method, path, public_metrics) else {
+        return Ok(());
+    };
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    auth.check(value, need).map_err(Denied::to_response)
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
@@ -229,6 +245,7 @@ mod tests {
                 token: read.map(Secret::new),
                 token_file: None,
             },
+            public_metrics: false,
         })
     }
 
@@ -241,20 +258,20 @@ mod tests {
 
     #[test]
     fn full_and_read_only_tokens() {
-        let a = auth(Some("full-secret"), Some("read-secret")).unwrap();
+        const FULL: &str = "full-secret-0123456789abcdef0123456789";
+        const READ: &str = "read-secret-0123456789abcdef0123456789";
+        let a = auth(Some(FULL), Some(READ)).unwrap();
         assert_eq!(a.check(None, Access::Read), Err(Denied::Missing));
-        assert_eq!(
-            a.check(Some("full-secret"), Access::Read),
-            Err(Denied::Missing)
-        );
+        assert_eq!(a.check(Some(FULL), Access::Read), Err(Denied::Missing));
         assert_eq!(
             a.check(Some("Bearer nope"), Access::Read),
             Err(Denied::Invalid)
         );
-        assert_eq!(a.check(Some("Bearer full-secret"), Access::Write), Ok(()));
-        assert_eq!(a.check(Some("Bearer read-secret"), Access::Read), Ok(()));
+        let bearer = |t: &str| format!("Bearer {t}");
+        assert_eq!(a.check(Some(&bearer(FULL)), Access::Write), Ok(()));
+        assert_eq!(a.check(Some(&bearer(READ)), Access::Read), Ok(()));
         assert_eq!(
-            a.check(Some("Bearer read-secret"), Access::Write),
+            a.check(Some(&bearer(READ)), Access::Write),
             Err(Denied::ReadOnly)
         );
         assert_eq!(
@@ -269,11 +286,43 @@ mod tests {
 
     #[test]
     fn bad_configs_are_named() {
-        assert_eq!(auth(None, Some("r")).unwrap_err().key, "auth.read_only");
+        let long = "0123456789abcdef0123456789abcdef";
+        assert_eq!(auth(None, Some(long)).unwrap_err().key, "auth.read_only");
         assert_eq!(
-            auth(Some("same"), Some("same")).unwrap_err().key,
+            auth(Some(long), Some(long)).unwrap_err().key,
             "auth.read_only"
         );
         assert_eq!(auth(Some("  "), None).unwrap_err().key, "auth.token");
+        let short = auth(Some("only-twenty-characte"), None).unwrap_err();
+        assert_eq!(short.key, "auth.token");
+        assert!(short.message.contains("at least 32"), "{}", short.message);
+        assert!(
+            !short.message.contains("only-twenty"),
+            "never shown: {}",
+            short.message
+        );
+    }
+
+    #[test]
+    fn every_endpoint_but_the_probes_needs_a_token() {
+        assert_eq!(needed_access(&Method::GET, "/healthz", false), None);
+        assert_eq!(needed_access(&Method::GET, "/readyz", false), None);
+        assert_eq!(
+            needed_access(&Method::GET, "/metrics", false),
+            Some(Access::Read)
+        );
+        assert_eq!(needed_access(&Method::GET, "/metrics", true), None);
+        assert_eq!(
+            needed_access(&Method::GET, "/api/data/bars", false),
+            Some(Access::Read)
+        );
+        assert_eq!(
+            needed_access(&Method::POST, "/api/data/update", false),
+            Some(Access::Write)
+        );
+        assert_eq!(
+            needed_access(&Method::OPTIONS, "/api/data/bars", false),
+            Some(Access::Write)
+        );
     }
 }

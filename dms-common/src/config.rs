@@ -321,8 +321,13 @@ impl serde::Serialize for Secret {
     }
 }
 
+/// The shortest token a daemon accepts: 32 characters (e.g. `openssl rand -hex 32` gives 64),
+/// so that guessing one over the network is hopeless.
+pub const MIN_TOKEN_CHARS: usize = 32;
+
 /// A bearer token given inline (`token`, e.g. from `DMS_..._TOKEN` overrides) or in a file
-/// (`token_file`, the file's content without surrounding whitespace).
+/// (`token_file`, the file's content without surrounding whitespace). Either is at least
+/// [`MIN_TOKEN_CHARS`] characters.
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
@@ -335,9 +340,25 @@ pub struct TokenConfig {
 }
 
 impl TokenConfig {
-    /// The token, reading `token_file` if set; `None` when neither is given. `key` names the
-    /// config section in errors.
+    /// A DMS bearer token: [`TokenConfig::resolve_secret`], and at least [`MIN_TOKEN_CHARS`]
+    /// characters.
     pub fn resolve(&self, key: &str) -> Result<Option<Secret>, ConfigIssue> {
+        let secret = self.resolve_secret(key)?;
+        match &secret {
+            Some(s) => {
+                let key = match self.token_file {
+                    Some(_) => format!("{key}.token_file"),
+                    None => format!("{key}.token"),
+                };
+                check_token_length(&key, s.expose())
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The secret (a token, or another server's password), reading `token_file` if set;
+    /// `None` when neither is given. `key` names the config section in errors.
+    pub fn resolve_secret(&self, key: &str) -> Result<Option<Secret>, ConfigIssue> {
         match (&self.token, &self.token_file) {
             (Some(_), Some(_)) => Err(ConfigIssue::new(
                 key,
@@ -367,6 +388,20 @@ impl TokenConfig {
             (None, None) => Ok(None),
         }
     }
+}
+
+/// `token` as a [`Secret`] when it is long enough; the error never shows it.
+fn check_token_length(key: &str, token: &str) -> Result<Option<Secret>, ConfigIssue> {
+    let chars = token.chars().count();
+    if chars < MIN_TOKEN_CHARS {
+        return Err(ConfigIssue::new(
+            key,
+            format!(
+                "the token has {chars} characters; at least {MIN_TOKEN_CHARS} are required (make one with `openssl rand -hex 32`)"
+            ),
+        ));
+    }
+    Ok(Some(Secret(token.to_owned())))
 }
 
 /// A duration written as `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`, or a plain

@@ -4,7 +4,9 @@
 //! shutdown, 1 on any failure); and the HTTP server itself ([`serve_http`]), with the limits
 //! that keep one slow or stuck client from holding the process ([`HttpLimits`]) and TLS when
 //! configured ([`crate::tls`]). Requests hyper refuses before the router sees them are still
-//! answered in the JSON error envelope ([`envelope_io`]).
+//! answered in the JSON error envelope ([`envelope_io`]), and a request whose head carries both
+//! `Content-Length` and `Transfer-Encoding` (which hyper lets through as chunked) is refused
+//! with 400 before routing ([`framing`], [`refuse_ambiguous_framing`]).
 //!
 //! Key types: [`Daemon`] (what `serve` hands the daemon's `run`: the shutdown token, the
 //! reload signal and the systemd notifier), [`ReloadSignal`], [`HttpConfig`], [`HttpLimits`].
@@ -16,11 +18,14 @@ use std::process::ExitCode;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::http_rules::HttpRules;
 use crate::systemd::Notifier;
 use crate::tls::TlsAcceptor;
 
 pub mod envelope_io;
+pub mod framing;
 use envelope_io::EnvelopeIo;
+use framing::ConnectionFlags;
 
 /// What a daemon's `run` gets from [`serve`] besides its listener.
 #[derive(Debug, Clone)]
@@ -193,6 +198,10 @@ pub struct HttpLimits {
     pub request_timeout: std::time::Duration,
     /// Most open connections; more wait to be accepted.
     pub max_connections: usize,
+    /// Most open connections from one client address; more are closed at once.
+    pub max_connections_per_client: usize,
+    /// A connection with no traffic this long is closed.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for HttpLimits {
@@ -201,6 +210,8 @@ impl Default for HttpLimits {
             header_read_timeout: std::time::Duration::from_secs(10),
             request_timeout: std::time::Duration::from_secs(60),
             max_connections: 1024,
+            max_connections_per_client: 64,
+            idle_timeout: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -238,6 +249,7 @@ pub async fn serve_http(
         .keep_alive_timeout(std::time::Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_client = PerClient::new(limits.max_connections_per_client);
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p {
@@ -246,9 +258,9 @@ pub async fn serve_http(
             },
             _ = shutdown.cancelled() => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait a moment rather than spin.
                     tracing::warn!(error = %e, "cannot accept a connection");
@@ -258,24 +270,41 @@ pub async fn serve_http(
             },
             _ = shutdown.cancelled() => break,
         };
+        let Some(client_slot) = per_client.take(peer.ip()) else {
+            tracing::debug!(%peer, "connection refused: too many from this client (http.max_connections_per_client)");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let app_service = TowerToHyperService::new(app.clone());
         let watcher = graceful.watcher();
+        let requests = Requests::default();
         let Some(tls) = tls.clone() else {
+            let io = EnvelopeIo::new(stream);
+            let service = ConnectionService {
+                app: app_service,
+                flags: io.flags(),
+                requests: requests.clone(),
+            };
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(EnvelopeIo::new(stream)), service)
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
             tokio::spawn(async move {
-                let _permit = permit;
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                let _slots = (permit, client_slot);
+                tokio::select! {
+                    ended = watcher.watch(conn) => if let Err(e) = ended {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    },
+                    _ = requests.idle_for(limits.idle_timeout) => {
+                        tracing::debug!(%peer, "closing a connection idle for {:?}", limits.idle_timeout);
+                    }
                 }
             });
             continue;
         };
         let (builder, shutdown) = (builder.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slots = (permit, client_slot);
             let stream = tokio::select! {
                 s = tls.accept(stream, limits.header_read_timeout) => match s {
                     Some(s) => s,
@@ -283,11 +312,22 @@ pub async fn serve_http(
                 },
                 _ = shutdown.cancelled() => return,
             };
+            let io = EnvelopeIo::new(stream);
+            let service = ConnectionService {
+                app: app_service,
+                flags: io.flags(),
+                requests: requests.clone(),
+            };
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(EnvelopeIo::new(stream)), service)
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            tokio::select! {
+                ended = watcher.watch(conn) => if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                },
+                _ = requests.idle_for(limits.idle_timeout) => {
+                    tracing::debug!(%peer, "closing a connection idle for {:?}", limits.idle_timeout);
+                }
             }
         });
     }
@@ -301,18 +341,202 @@ pub async fn serve_http(
     Ok(())
 }
 
-/// Bounds a REST request by `timeout` (gRPC calls pass untouched: their streams may live long).
+/// Open connections per client address, each at most `max`.
+#[derive(Debug, Clone)]
+struct PerClient {
+    max: usize,
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One of a client's connection slots, given back on drop.
+#[derive(Debug)]
+struct ClientSlot {
+    ip: std::net::IpAddr,
+    owner: PerClient,
+}
+
+impl PerClient {
+    fn new(max: usize) -> PerClient {
+        PerClient {
+            max,
+            open: std::sync::Arc::default(),
+        }
+    }
+
+    /// A slot for one more connection from `ip`, unless it has `max` open.
+    fn take(&self, ip: std::net::IpAddr) -> Option<ClientSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            ip,
+            owner: self.clone(),
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The requests of one connection that are open (their answer, streamed bodies included, not
+/// yet sent or dropped), and when the last one ended: a connection with none open for the
+/// idle timeout is closed (HTTP/2 keep-alive pings are traffic, not use).
+#[derive(Debug, Clone, Default)]
+struct Requests(std::sync::Arc<RequestsInner>);
+
+#[derive(Debug, Default)]
+struct RequestsInner {
+    open: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+/// One open request; its drop (once the answer's body is done) ends it.
+#[derive(Debug)]
+struct OpenRequest(Requests);
+
+impl Requests {
+    fn start(&self) -> OpenRequest {
+        self.0
+            .open
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+        OpenRequest(self.clone())
+    }
+
+    /// Returns once no request has been open for `idle`.
+    async fn idle_for(&self, idle: std::time::Duration) {
+        loop {
+            let changed = self.0.changed.notified();
+            if self.0.open.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                changed.await;
+                continue;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(idle) => return,
+            }
+        }
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        (self.0)
+            .0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        (self.0).0.changed.notify_waiters();
+    }
+}
+
+/// A response body that holds its request open until it is sent (or dropped).
+struct TrackedBody {
+    inner: axum::body::Body,
+    _open: OpenRequest,
+}
+
+impl axum::body::HttpBody for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One connection's service: every request carries the connection's [`ConnectionFlags`] as an
+/// extension and goes to `app`, unless [`refuse_ambiguous_framing`] answers it first; each
+/// request is counted open until its answer is sent ([`Requests`]).
+#[derive(Clone)]
+struct ConnectionService {
+    app: hyper_util::service::TowerToHyperService<axum::Router>,
+    flags: ConnectionFlags,
+    requests: Requests,
+}
+
+impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for ConnectionService {
+    type Response = axum::http::Response<TrackedBody>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn call(&self, mut req: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+        let open = self.requests.start();
+        req.extensions_mut().insert(self.flags.clone());
+        let track =
+            move |r: axum::response::Response| r.map(|inner| TrackedBody { inner, _open: open });
+        match refuse_ambiguous_framing(&req) {
+            Some(answer) => Box::pin(std::future::ready(Ok(track(answer)))),
+            None => {
+                let answer = self.app.call(req);
+                Box::pin(async move {
+                    let answer = answer.await?;
+                    Ok(track(answer))
+                })
+            }
+        }
+    }
+}
+
+/// The 400 answer (closing the connection) for a request on a connection where a request head
+/// carried both `Content-Length` and `Transfer-Encoding`, per its [`ConnectionFlags`]
+/// extension; `None` for any other request (one without the extension included).
+pub fn refuse_ambiguous_framing<B>(
+    req: &axum::http::Request<B>,
+) -> Option<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let flags = req.extensions().get::<ConnectionFlags>()?;
+    if !flags.smuggling_shape_seen() {
+        return None;
+    }
+    let body = serde_json::json!({
+        "success": false,
+        "error": "a request may not carry both Content-Length and Transfer-Encoding",
+    });
+    Some(
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            [(axum::http::header::CONNECTION, "close")],
+            axum::Json(body),
+        )
+            .into_response(),
+    )
+}
+
+/// Bounds a REST request by `timeout`. gRPC calls ([`crate::http_rules::is_grpc`]: HTTP/2, a
+/// gRPC path and content type; never a path under `/api/`) pass untouched: their streams may
+/// live long.
 async fn bound_rest_request(
     req: axum::extract::Request,
     next: axum::middleware::Next,
     timeout: std::time::Duration,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let grpc = req
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if grpc {
+    if crate::http_rules::is_grpc(&req) {
         return next.run(req).await;
     }
     let what = format!("{} {}", req.method(), req.uri().path());
@@ -347,13 +571,39 @@ pub struct HttpConfig<const PORT: u16> {
     /// Most open connections; more wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most open connections from one client address; its further connections are closed at
+    /// once, so one client cannot take every slot.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    /// A connection that sends and receives nothing for this long is closed (HTTP/2 and gRPC
+    /// included; a replica's stream carries heartbeats and is never idle this long).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: crate::config::ConfigDuration,
     /// TLS on the listener (HTTPS and gRPC over TLS); plaintext without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::ServerTlsConfig>,
+    /// Serve a listener that is not on loopback without `auth` (every client on the network
+    /// is then an administrator). Refused by default; logged as a warning at every start.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+    /// Host names clients reach the daemon by (`Host`), besides IP addresses and `localhost`,
+    /// which are always accepted; any other name is refused with 403 (against DNS rebinding).
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    /// Web origins (`https://console.example.com`) whose pages may call the API, besides the
+    /// daemon's own; a request with any other `Origin` is refused with 403.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 fn default_listen<const PORT: u16>() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([0, 0, 0, 0], PORT))
+    std::net::SocketAddr::from(([127, 0, 0, 1], PORT))
+}
+fn default_max_connections_per_client() -> usize {
+    64
+}
+fn default_idle_timeout() -> crate::config::ConfigDuration {
+    crate::config::ConfigDuration::from_secs(300)
 }
 fn default_header_read_timeout() -> crate::config::ConfigDuration {
     crate::config::ConfigDuration::from_secs(10)
@@ -372,7 +622,12 @@ impl<const PORT: u16> Default for HttpConfig<PORT> {
             header_read_timeout: default_header_read_timeout(),
             request_timeout: default_request_timeout(),
             max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
+            idle_timeout: default_idle_timeout(),
             tls: None,
+            allow_unauthenticated: false,
+            server_names: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -384,6 +639,48 @@ impl<const PORT: u16> HttpConfig<PORT> {
             header_read_timeout: self.header_read_timeout.0,
             request_timeout: self.request_timeout.0,
             max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            idle_timeout: self.idle_timeout.0,
+        }
+    }
+
+    /// The request rules ([`crate::http_rules`]) of this listener with `auth`'s tokens.
+    pub fn rules(&self, auth: crate::auth::Authorizer, public_metrics: bool) -> HttpRules {
+        HttpRules::new(
+            auth,
+            public_metrics,
+            &self.server_names,
+            &self.allowed_origins,
+        )
+    }
+
+    /// Whether the listener is reachable from other machines (not a loopback address).
+    pub fn exposed(&self) -> bool {
+        !self.listen.ip().is_loopback()
+    }
+
+    /// The refusal of an exposed listener without tokens (`auth_enabled`: a full-access
+    /// token is configured), unless `allow_unauthenticated` says so.
+    pub fn exposure_issue(&self, auth_enabled: bool) -> Option<crate::config::ConfigIssue> {
+        (self.exposed() && !auth_enabled && !self.allow_unauthenticated).then(|| {
+            crate::config::ConfigIssue::new(
+                "http.listen",
+                format!(
+                    "{} is reachable from other machines and no `auth` is configured: anyone who can reach it could delete and rewrite data. Set `auth.token_file` (a file holding a token of at least 32 characters), listen on 127.0.0.1, or set `http.allow_unauthenticated: true` to serve it open anyway",
+                    self.listen
+                ),
+            )
+        })
+    }
+
+    /// Logs a warning when the listener is exposed without tokens (allowed by
+    /// `allow_unauthenticated`).
+    pub fn warn_if_open(&self, auth_enabled: bool) {
+        if self.exposed() && !auth_enabled {
+            tracing::warn!(
+                listen = %self.listen,
+                "serving without tokens on an address other machines can reach (http.allow_unauthenticated): anyone who reaches it can change or delete data"
+            );
         }
     }
 
@@ -414,6 +711,39 @@ impl<const PORT: u16> HttpConfig<PORT> {
                 "http.max_connections",
                 "must be at least 1",
             ));
+        }
+        if self.max_connections_per_client == 0 {
+            issues.push(crate::config::ConfigIssue::new(
+                "http.max_connections_per_client",
+                "must be at least 1",
+            ));
+        }
+        if self.idle_timeout.0 < std::time::Duration::from_secs(1) {
+            issues.push(crate::config::ConfigIssue::new(
+                "http.idle_timeout",
+                "must be at least 1s",
+            ));
+        }
+        for (i, name) in self.server_names.iter().enumerate() {
+            if name.trim().is_empty() || name.contains([':', '/', ' ']) {
+                issues.push(crate::config::ConfigIssue::new(
+                    format!("http.server_names[{i}]"),
+                    format!("{name:?} is not a host name (no port, no scheme)"),
+                ));
+            }
+        }
+        for (i, origin) in self.allowed_origins.iter().enumerate() {
+            let o = origin.trim().trim_end_matches('/');
+            let ok = (o.starts_with("http://") || o.starts_with("https://"))
+                && !o
+                    .split_once("://")
+                    .is_some_and(|(_, a)| a.is_empty() || a.contains('/'));
+            if !ok {
+                issues.push(crate::config::ConfigIssue::new(
+                    format!("http.allowed_origins[{i}]"),
+                    format!("{origin:?} is not an origin (scheme://host[:port], no path)"),
+                ));
+            }
         }
         issues
     }

@@ -34,6 +34,8 @@ pub struct ApiState {
     pub ingestor: crate::ingest::Ingestor,
     /// Where uploaded import files are kept until their import ends.
     pub uploads_dir: std::path::PathBuf,
+    /// Where `path=` imports may read, how large an upload may be.
+    pub file_import: crate::config::FileImportConfig,
 }
 
 /// An LRU cache of `/api/data/bars` answers, each valid while its series' version is unchanged

@@ -60,19 +60,67 @@ pub struct MasterConfig {
     /// Backups: where they go and how many are kept.
     #[serde(default)]
     pub backup: crate::backup::BackupConfig,
+    /// Imports of files: where files named by path may be read from, how large an upload may be.
+    #[serde(default)]
+    pub file_import: FileImportConfig,
+    /// The other stores and replicas migrations and checks may name (`target`, `replica`):
+    /// requests name one of these, never an address or a path.
+    #[serde(default)]
+    pub targets: BTreeMap<String, crate::targets::TargetConfig>,
+}
+
+/// File imports (`POST /api/data/import-file`, `dmsctl import`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileImportConfig {
+    /// Directories whose files an import may name by `path` (on the master's machine);
+    /// checked after symlinks and `..` are resolved. Empty (the default): `path=` imports are
+    /// refused and only uploads are taken.
+    #[serde(default)]
+    pub allowed_dirs: Vec<PathBuf>,
+    /// The largest upload taken (413 beyond it).
+    #[serde(default = "default_max_upload_bytes")]
+    pub max_upload_bytes: ByteSize,
+    /// Space that must stay free on the disk of the uploads directory: an upload that would
+    /// leave less is refused (507) before and while it is written.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: ByteSize,
+}
+
+fn default_max_upload_bytes() -> ByteSize {
+    ByteSize(2 << 30)
+}
+fn default_min_free_bytes() -> ByteSize {
+    ByteSize(1 << 30)
+}
+
+impl Default for FileImportConfig {
+    fn default() -> Self {
+        FileImportConfig {
+            allowed_dirs: Vec::new(),
+            max_upload_bytes: default_max_upload_bytes(),
+            min_free_bytes: default_min_free_bytes(),
+        }
+    }
 }
 
 /// Replication settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationConfig {
-    /// The bearer token replicas must present (prefer `token_file`; also settable as
-    /// `DMS_REPLICATION__TOKEN`). Without a token, any client may replicate.
+    /// The bearer token replicas present (prefer `token_file`; also settable as
+    /// `DMS_REPLICATION__TOKEN`). The full `auth` token and `node_tokens` are accepted too;
+    /// with no token configured anywhere (a loopback master), any client may replicate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<config::Secret>,
     /// A file holding the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Tokens of single replicas, by node id (`replica-1: {token_file: ...}`): a replica
+    /// presenting its own token may subscribe only as itself, and a node id listed here may
+    /// be taken only with its own token (not with the shared replication or admin token).
+    #[serde(default)]
+    pub node_tokens: BTreeMap<String, config::TokenConfig>,
     /// A heartbeat goes to an idle replica this often; replicas notice a dead link by their
     /// absence.
     #[serde(default = "default_heartbeat")]
@@ -94,6 +142,7 @@ impl Default for ReplicationConfig {
         ReplicationConfig {
             token: None,
             token_file: None,
+            node_tokens: BTreeMap::new(),
             heartbeat_interval: default_heartbeat(),
             max_unacked_bytes: default_unacked(),
         }
@@ -314,6 +363,14 @@ pub struct TasksConfig {
     /// before the re-fetch window is still seen. `0s`: on every update.
     #[serde(default = "default_actions_check_interval")]
     pub actions_check_interval: ConfigDuration,
+    /// Most tasks waiting to run: a request that would queue more is refused with 429 (and
+    /// `Retry-After`) until some have run.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+}
+
+fn default_max_pending() -> usize {
+    100
 }
 
 fn default_history() -> ConfigDuration {
@@ -344,6 +401,7 @@ impl Default for TasksConfig {
             second_pass_delay: default_second_pass_delay(),
             provider_missing_retry: default_provider_missing_retry(),
             actions_check_interval: default_actions_check_interval(),
+            max_pending: default_max_pending(),
         }
     }
 }
@@ -408,6 +466,8 @@ impl Default for MasterConfig {
             schedules: Vec::new(),
             alerts: crate::alerts::AlertsConfig::default(),
             backup: crate::backup::BackupConfig::default(),
+            file_import: FileImportConfig::default(),
+            targets: BTreeMap::new(),
         }
     }
 }
@@ -458,6 +518,42 @@ impl Validate for MasterConfig {
             ));
         }
         issues.extend(self.http.validate());
+        let auth_enabled = self.auth.token.is_some() || self.auth.token_file.is_some();
+        issues.extend(self.http.exposure_issue(auth_enabled));
+        issues.extend(crate::targets::validate(&self.targets));
+        for (i, dir) in self.file_import.allowed_dirs.iter().enumerate() {
+            if !dir.is_absolute() {
+                issues.push(ConfigIssue::new(
+                    format!("file_import.allowed_dirs[{i}]"),
+                    format!("{} is not an absolute path", dir.display()),
+                ));
+            } else if !dir.is_dir() {
+                issues.push(ConfigIssue::new(
+                    format!("file_import.allowed_dirs[{i}]"),
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+        }
+        if self.file_import.max_upload_bytes.0 == 0 {
+            issues.push(ConfigIssue::new(
+                "file_import.max_upload_bytes",
+                "must be more than 0",
+            ));
+        }
+        if self.tasks.max_pending == 0 {
+            issues.push(ConfigIssue::new("tasks.max_pending", "must be at least 1"));
+        }
+        for (node, token) in &self.replication.node_tokens {
+            let key = format!("replication.node_tokens.{node}");
+            if let Err(e) = crate::replication::nodes::validate_node_id(node) {
+                issues.push(ConfigIssue::new(&key, e));
+            }
+            match token.resolve(&key) {
+                Ok(Some(_)) => {}
+                Ok(None) => issues.push(ConfigIssue::new(&key, "give token_file (or token)")),
+                Err(i) => issues.push(i),
+            }
+        }
         if self.shutdown_timeout.0.is_zero() {
             issues.push(ConfigIssue::new("shutdown_timeout", "must be more than 0s"));
         }

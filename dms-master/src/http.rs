@@ -33,9 +33,9 @@ pub use crate::tasks::request::{MAX_SYMBOLS, MAX_TASK_LIMIT};
 /// Most bars one `/api/data/bars` page returns.
 pub use dms_common::read_api::MAX_PAGE_BARS;
 
-/// The router with every endpoint.
 /// The REST routes merged with `extra` (gRPC services, the node API), which must have no
-/// fallback of their own.
+/// fallback of their own. The caller puts it behind the request rules
+/// ([`dms_common::http_rules::HttpRules::apply`]: tokens, Host, Origin, content types).
 pub fn router(state: ApiState, extra: Router) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -70,7 +70,6 @@ pub fn router(state: ApiState, extra: Router) -> Router {
         .fallback(not_found)
         .with_state(state)
         .merge(extra)
-        .layer(axum::middleware::from_fn(dms_common::http_rules::enforce))
 }
 
 /// A task as JSON; a running task held back by backpressure says so in its message.
@@ -82,6 +81,12 @@ fn task_json(s: &ApiState, t: &crate::tasks::Task) -> Value {
 fn task_error(e: TaskApiError) -> Response {
     match e {
         TaskApiError::Invalid(m) => bad_request(m),
+        TaskApiError::Busy(m) => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, m);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            r
+        }
         e @ TaskApiError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
         e @ TaskApiError::AlreadyEnded { .. } => error(StatusCode::CONFLICT, e.to_string()),
         TaskApiError::Store(e) => internal(e),
@@ -298,12 +303,14 @@ async fn cancel_task(State(s): State<ApiState>, Path(id): Path<String>) -> Respo
     }
 }
 
-/// `POST /api/data/import-file?…`: the body is the file (streamed to the uploads directory),
-/// or `path=` names a file on this machine and the body is empty. A dry run answers 200 with
-/// its report; an import is queued (202).
+/// `POST /api/data/import-file?…`: the body is the file (streamed to the uploads directory,
+/// at most `file_import.max_upload_bytes`, leaving `file_import.min_free_bytes` free), or
+/// `path=` names a file inside `file_import.allowed_dirs` and the body is empty. A dry run
+/// answers 200 with its report; an import is queued (202).
 async fn import_file(
     State(s): State<ApiState>,
     Query(params): Query<Vec<(String, String)>>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Response {
     let (query, filename) = match crate::file_import::FileImportQuery::from_params(params) {
@@ -314,13 +321,18 @@ async fn import_file(
         None
     } else {
         let name = filename.unwrap_or_else(|| "upload".into());
-        match spool(body, &s.uploads_dir, &name).await {
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match spool(body, &s.uploads_dir, &name, announced, &s.file_import).await {
             Ok(Some(path)) => Some((path, name)),
             Ok(None) => None,
             Err(e) => return e,
         }
     };
-    match request::import_file(&s.tasks, query, upload).await {
+    let allowed = &s.file_import.allowed_dirs;
+    match request::import_file(&s.tasks, query, upload, allowed).await {
         Ok(request::FileImportAnswer::Queued(task)) => (
             StatusCode::ACCEPTED,
             Json(json!({
@@ -337,20 +349,70 @@ async fn import_file(
     }
 }
 
+/// Bytes free for an unprivileged writer on the disk of `dir` (None when it cannot be told).
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+/// How often an upload re-checks the free space while it is written.
+const FREE_SPACE_CHECK_BYTES: u64 = 64 << 20;
+
 /// Writes a request body to a new file in `dir` (synced), or None when the body is empty.
+/// Refuses a body over `limits.max_upload_bytes` (413) and one that would leave less than
+/// `limits.min_free_bytes` free on the disk (507), before it starts (from the announced
+/// length) and while it is written; nothing is left behind.
 async fn spool(
     body: axum::body::Body,
     dir: &std::path::Path,
     name: &str,
+    announced: Option<u64>,
+    limits: &crate::config::FileImportConfig,
 ) -> Result<Option<std::path::PathBuf>, Response> {
     use futures::TryStreamExt;
     use tokio::io::AsyncWriteExt;
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let max = limits.max_upload_bytes.0;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the upload is larger than file_import.max_upload_bytes ({})",
+                limits.max_upload_bytes
+            ),
+        )
+    };
+    let no_space = |free: u64| {
+        error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "the upload would leave less than file_import.min_free_bytes ({}) free on the disk of the uploads directory ({free} bytes free)",
+                limits.min_free_bytes
+            ),
+        )
+    };
+    if announced.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    if let Err(e) = tokio::fs::create_dir_all(dir).await {
+        return Err(internal(format!(
+            "the uploads directory {} cannot be created: {e}",
+            dir.display()
+        )));
+    }
+    let enough = |free: Option<u64>, more: u64| match free {
+        Some(f) if f < more.saturating_add(limits.min_free_bytes.0) => Err(f),
+        _ => Ok(()),
+    };
+    if let Err(free) = enough(free_bytes(dir), announced.unwrap_or(0)) {
+        return Err(no_space(free));
+    }
     let safe: String = std::path::Path::new(name)
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("upload")
         .chars()
+        .take(100)
         .map(|c| {
             if c.is_ascii_alphanumeric() || ".-_".contains(c) {
                 c
@@ -364,35 +426,46 @@ async fn spool(
         chrono::Utc::now().format("%Y%m%dT%H%M%S%.f"),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
+    enum Stop {
+        Io(std::io::Error),
+        TooLarge,
+        NoSpace(u64),
+    }
     let write = async {
-        tokio::fs::create_dir_all(dir).await?;
-        let mut file = tokio::fs::File::create(&path).await?;
+        let mut file = tokio::fs::File::create(&path).await.map_err(Stop::Io)?;
         let mut stream = body.into_data_stream();
-        let mut written = 0u64;
+        let (mut written, mut checked) = (0u64, 0u64);
         while let Some(chunk) = stream
             .try_next()
             .await
-            .map_err(|e| std::io::Error::other(format!("the upload was cut: {e}")))?
+            .map_err(|e| Stop::Io(std::io::Error::other(format!("the upload was cut: {e}"))))?
         {
             written += chunk.len() as u64;
-            file.write_all(&chunk).await?;
+            if written > max {
+                return Err(Stop::TooLarge);
+            }
+            if written - checked >= FREE_SPACE_CHECK_BYTES {
+                checked = written;
+                enough(free_bytes(dir), 0).map_err(Stop::NoSpace)?;
+            }
+            file.write_all(&chunk).await.map_err(Stop::Io)?;
         }
-        file.sync_all().await?;
-        Ok::<u64, std::io::Error>(written)
+        file.sync_all().await.map_err(Stop::Io)?;
+        Ok::<u64, Stop>(written)
     };
-    match write.await {
-        Ok(0) => {
-            let _ = tokio::fs::remove_file(&path).await;
-            Ok(None)
-        }
+    let result = write.await;
+    if !matches!(result, Ok(n) if n > 0) {
+        let _ = tokio::fs::remove_file(&path).await;
+    }
+    match result {
+        Ok(0) => Ok(None),
         Ok(_) => Ok(Some(path)),
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&path).await;
-            Err(internal(format!(
-                "the upload cannot be stored in {}: {e}",
-                dir.display()
-            )))
-        }
+        Err(Stop::TooLarge) => Err(too_large()),
+        Err(Stop::NoSpace(free)) => Err(no_space(free)),
+        Err(Stop::Io(e)) => Err(internal(format!(
+            "the upload cannot be stored in {}: {e}",
+            dir.display()
+        ))),
     }
 }
 

@@ -29,6 +29,7 @@
 //! - [`import`]: importing a whole CSV source once.
 //! - [`consistency`]: comparing two stores bar by bar (the check after a migration).
 //! - [`table_import`]: importing a SQL table source page by page, resumable by its key.
+//! - [`targets`]: the stores and replicas migrations and checks may name (config only).
 //! - [`export`]: stored bars of selected series as a CSV, JSON, xlsx or Parquet file, streamed
 //!   (`GET /api/data/export`, admin `Export`).
 //! - [`replication`]: the `dms.v1.Replication` gRPC service, replica sessions and the node
@@ -72,6 +73,7 @@ pub mod schedule;
 pub mod server;
 pub mod source;
 pub mod table_import;
+pub mod targets;
 pub mod tasks;
 pub mod universe;
 pub mod validate;

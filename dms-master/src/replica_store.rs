@@ -1,6 +1,8 @@
 //! [`ReplicaStore`]: a replica read over its HTTP read API (`GET /api/data/series`, `GET
 //! /api/data/bars`) as a read-only bar store, so the consistency check compares the master's
-//! store with what a replica serves, bar by bar (`POST /api/data/check {"replica": URL}`). The
+//! store with what a replica serves, bar by bar (`POST /api/data/check {"replica": NAME}`, a
+//! replica configured under `targets:`). Redirects are not followed and the replica's error
+//! texts are not repeated (only its status), so a check shows nothing of another host. The
 //! replica's answers are JSON with every number in its shortest exact form and times in RFC
 //! 3339, so the bars compare exactly.
 
@@ -24,44 +26,66 @@ pub struct ReplicaStore {
     /// `http://host:port`, without a trailing slash.
     base: String,
     client: reqwest::Client,
+    /// `Bearer <token>` for a replica with `auth`.
+    authorization: Option<String>,
 }
 
 impl ReplicaStore {
-    /// The replica at `url` (`http://` or `https://`, its HTTP listener).
-    pub fn new(url: &str) -> std::result::Result<ReplicaStore, String> {
+    /// The replica a `targets:` entry describes (its token and CA files read now).
+    pub fn new(
+        target: &crate::targets::ReplicaTargetConfig,
+    ) -> std::result::Result<ReplicaStore, String> {
+        let url = &target.url;
         let base = url.trim().trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(format!(
                 "{url:?} is not a replica's HTTP address (http://host:port)"
             ));
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(ReplicaStore { base, client })
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &target.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|_| format!("{}: not a PEM certificate", ca.display()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
+        let authorization = target
+            .resolve_token("replica")
+            .map_err(|i| format!("{}: {}", i.key, i.message))?
+            .map(|t| format!("Bearer {}", t.expose()));
+        Ok(ReplicaStore {
+            base,
+            client,
+            authorization,
+        })
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let unavailable =
             |e: String| StoreError::Unavailable(format!("replica {}: {e}", self.base));
-        let r = self
-            .client
-            .get(&url)
-            .query(query)
+        let mut request = self.client.get(&url).query(query);
+        if let Some(a) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, a);
+        }
+        let r = request
             .send()
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(e.without_url().to_string()))?;
         let status = r.status();
-        let body: Value = r.json().await.map_err(|e| unavailable(e.to_string()))?;
         if !status.is_success() {
+            // Its text is the other host's to say, not ours to repeat.
             return Err(StoreError::Invalid(format!(
-                "replica {}: {path} answered {status}: {}",
-                self.base, body["error"]
+                "replica {}: {path} answered {status}",
+                self.base
             )));
         }
-        Ok(body)
+        r.json()
+            .await
+            .map_err(|_| unavailable(format!("{path} did not answer JSON")))
     }
 }
 

@@ -230,7 +230,7 @@ impl ColumnMapping {
                     "no column gives the {} (map one with columns.{}{hint}; the file's columns: {})",
                     f.as_str(),
                     f.as_str(),
-                    header.join(", ")
+                    dms_common::http_rules::excerpt(&header.join(", "))
                 )
             })
         };

@@ -63,6 +63,7 @@ pub async fn run(
     } = daemon;
     let authorizer = crate::auth::Authorizer::from_config(&config.auth)
         .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
+    config.http.warn_if_open(authorizer.enabled());
     let tls = config
         .http
         .tls_acceptor()
@@ -154,8 +155,11 @@ pub async fn run(
             })
             .collect::<anyhow::Result<_>>()?,
         imports: imports.clone(),
-        files: TaskFiles::new(&config.state, &config.backup, &config.store),
+        files: TaskFiles::new(&config.state, &config.backup, &config.store)
+            .with_allowed_dirs(&config.file_import.allowed_dirs),
+        targets: crate::targets::Targets::new(config.targets.clone()),
     });
+    remove_orphan_uploads(&config.state.uploads_dir(), &tasks).await;
     tracing::info!(series = universe.len(), "series kept");
     let startup = queue_startup_imports(&config.sources, &tasks).await?;
     let task_runner = tokio::spawn(tasks.clone().run(work_stop.clone()));
@@ -229,17 +233,39 @@ pub async fn run(
         bars_cache: Arc::new(BarsCache::new(256, 64 << 20)),
         ingestor,
         uploads_dir: config.state.uploads_dir(),
+        file_import: config.file_import.clone(),
     };
     let token = config
         .replication
         .resolve_token()
         .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
+    let full_token = dms_common::config::TokenConfig {
+        token: config.auth.token.clone(),
+        token_file: config.auth.token_file.clone(),
+    }
+    .resolve("auth")
+    .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
+    let mut node_tokens = Vec::new();
+    for (node, t) in &config.replication.node_tokens {
+        let key = format!("replication.node_tokens.{node}");
+        if let Some(t) = t
+            .resolve(&key)
+            .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?
+        {
+            node_tokens.push((node.clone(), t.expose().to_owned()));
+        }
+    }
+    let replication_auth = replication::ReplicationAuth::new(
+        token.as_ref().map(|t| t.expose()),
+        full_token.as_ref().map(|t| t.expose()),
+        node_tokens,
+    );
     let replication = ReplicationService::new(ReplicationContext {
         journal: journal.clone(),
         store: store.clone(),
         store_applied: applier.applied(),
         nodes: nodes.clone(),
-        token: token.map(|t| Arc::from(t.expose())),
+        auth: replication_auth,
         journal_covers_store,
         options: StreamOptions {
             heartbeat: config.replication.heartbeat_interval.0,
@@ -281,10 +307,10 @@ pub async fn run(
         .merge(schedule::router(scheduler.clone()));
     let scheduler_for_reload = scheduler;
     let addr = listener.local_addr()?;
-    let router = http::router(state, extra).layer(axum::middleware::from_fn_with_state(
-        authorizer,
-        crate::auth::require_token_for_writes,
-    ));
+    let router = config
+        .http
+        .rules(authorizer, config.auth.public_metrics)
+        .apply(http::router(state, extra));
     let reloader = tokio::spawn(reload::run(
         reload::Reloadable {
             config_path,
@@ -355,6 +381,36 @@ pub async fn run(
         );
     }
     serve_result.context("HTTP server failed")
+}
+
+/// Removes uploaded files no pending or running import will read (left by a master that was
+/// killed, or that crashed, while an upload or its import was under way).
+async fn remove_orphan_uploads(dir: &std::path::Path, tasks: &TaskManager) {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
+    let mut kept = std::collections::HashSet::new();
+    for status in [TaskStatus::Pending, TaskStatus::Running] {
+        if let Ok(list) = tasks.tasks().list(Some(status), usize::MAX).await {
+            kept.extend(
+                list.into_iter()
+                    .filter_map(|t| t.params.file.filter(|f| f.uploaded).map(|f| f.path)),
+            );
+        }
+    }
+    while let Ok(Some(e)) = entries.next_entry().await {
+        let path = e.path();
+        if !kept.contains(&path) && e.file_type().await.is_ok_and(|t| t.is_file()) {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "removed an upload no import reads")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove an orphaned upload")
+                }
+            }
+        }
+    }
 }
 
 /// Returns once every task of `ids` has ended; tells systemd when each begins.

@@ -44,8 +44,9 @@ pub struct ReplicaConfig {
     /// How long shutdown waits for the batch being applied.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: ConfigDuration,
-    /// Bearer tokens for the replica's mutating REST requests (`POST /api/replica/pull`,
-    /// `/api/replica/anti-entropy`); reads stay open.
+    /// Bearer tokens for the replica's HTTP API: reads (status, bars) need the read-only or
+    /// the full token, `POST /api/replica/pull` and `/api/replica/anti-entropy` the full one.
+    /// Required when `http.listen` is not a loopback address.
     #[serde(default)]
     pub auth: dms_common::auth::AuthConfig,
 }
@@ -223,6 +224,8 @@ impl MasterLink {
 impl Validate for ReplicaConfig {
     fn validate(&self) -> Vec<ConfigIssue> {
         let mut issues = self.auth.issues();
+        let auth_enabled = self.auth.token.is_some() || self.auth.token_file.is_some();
+        issues.extend(self.http.exposure_issue(auth_enabled));
         let id = &self.node_id;
         if id.is_empty()
             || id.len() > 64
@@ -349,10 +352,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("master.compression"), "{err}");
-        let c = load("master:\n  token: s3cret-value\n").unwrap();
+        let c = load("master:\n  token: s3cret-value-0123456789abcdef0123456789\n").unwrap();
         let printed = serde_json::to_string(&c).unwrap();
         assert!(!printed.contains("s3cret-value"), "{printed}");
         assert!(!format!("{c:?}").contains("s3cret-value"));
+        let err = load("master:\n  token: s3cret-short\n").unwrap_err().to_string();
+        assert!(err.contains("at least 32"), "{err}");
+        assert!(!err.contains("s3cret-short"), "{err}");
+        let err = load("http:\n  listen: 0.0.0.0:11184\n").unwrap_err().to_string();
+        assert!(err.contains("http.listen") && err.contains("auth.token_file"), "{err}");
     }
 
     #[test]

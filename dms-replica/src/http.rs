@@ -28,9 +28,10 @@ use crate::repair;
 use crate::state::RepairRecord;
 use crate::sync::{LinkState, Replicator};
 
-/// The router. Mutating requests need `auth.token` when one is configured
-/// ([`dms_common::auth::require_token_for_writes`]).
-pub fn router(r: Replicator, auth: dms_common::auth::Authorizer) -> Router {
+/// The router; the caller puts it behind the request rules
+/// ([`dms_common::http_rules::HttpRules::apply`]: tokens for reads and writes when `auth` is
+/// configured, Host, Origin, content types).
+pub fn router(r: Replicator) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -44,12 +45,6 @@ pub fn router(r: Replicator, auth: dms_common::auth::Authorizer) -> Router {
         .fallback(not_found)
         .with_state(r.clone())
         .merge(crate::metrics::router(r))
-        .layer(axum::middleware::from_fn(dms_common::http_rules::enforce))
-        // Outermost: a request without the token is refused before anything else is said.
-        .layer(axum::middleware::from_fn_with_state(
-            auth,
-            dms_common::auth::require_token_for_writes,
-        ))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

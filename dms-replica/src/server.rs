@@ -64,6 +64,11 @@ pub async fn run(
     };
     let authorizer = dms_common::auth::Authorizer::from_config(&replicator.config.auth)
         .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
+    replicator.config.http.warn_if_open(authorizer.enabled());
+    let rules = replicator
+        .config
+        .http
+        .rules(authorizer, replicator.config.auth.public_metrics);
     let sync_stop = CancellationToken::new();
     let sync = tokio::spawn(replicator.clone().run(sync_stop.clone()));
     let reloader = tokio::spawn(reload_tls(
@@ -79,7 +84,7 @@ pub async fn run(
     ));
     let serve_result = dms_common::daemon::serve_http(
         listener,
-        http::router(replicator.clone(), authorizer),
+        rules.apply(http::router(replicator.clone())),
         &shutdown,
         replicator.config.shutdown_timeout.0,
         replicator.config.http.limits(),

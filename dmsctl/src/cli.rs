@@ -266,16 +266,15 @@ pub(crate) struct StartArgs {
     /// Update: leave series with nothing stored alone.
     #[arg(long)]
     pub only_existing: bool,
-    /// (check) Compare the store with this backup (a name as listed, or an absolute path)
-    /// instead of a store.
+    /// (check) Compare the store with this backup (a name as listed) instead of a store.
     #[arg(long)]
     pub backup: Option<String>,
-    /// (check) Compare the store with what this replica serves (its HTTP address,
-    /// http://host:port), bar by bar.
+    /// (check) Compare the store with what this replica serves, bar by bar: its name under
+    /// `targets:` in the master's config (type: replica).
     #[arg(long)]
     pub replica: Option<String>,
-    /// (migrate, check) The other store as JSON, as under `store:` in the config, e.g.
-    /// '{"type": "postgres", "url": "postgres://dms@db/dms", "password_file": "/etc/dms/pw"}'.
+    /// (migrate, check) The other store: its name under `targets:` in the master's config
+    /// (requests never carry addresses, paths or secrets).
     #[arg(long)]
     pub target: Option<String>,
     /// Follow the task's progress until it ends, and exit with its outcome.

@@ -110,6 +110,20 @@ fn causes(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// Whether `endpoint` (`http://host:port`) names this machine: `localhost` or a loopback
+/// address.
+fn is_loopback_endpoint(endpoint: &str) -> bool {
+    let Ok(uri) = endpoint.parse::<tonic::codegen::http::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Connects to the master named by `conn`.
 pub(crate) async fn connect(conn: &Connection) -> Result<Client, CliError> {
     let endpoint = conn.endpoint.trim_end_matches('/').to_owned();
@@ -141,6 +155,11 @@ pub(crate) async fn connect(conn: &Connection) -> Result<Client, CliError> {
     }
     // A token that cannot be read is a usage error, whether or not the master is up.
     let bearer = Bearer(token(conn)?);
+    if bearer.0.is_some() && !tls && !is_loopback_endpoint(&endpoint) {
+        eprintln!(
+            "warning: the token goes to {endpoint} over plain HTTP: anyone on the network path can read it and use it; use an https:// endpoint (the master's http.tls)"
+        );
+    }
     let channel = ep.connect().await.map_err(|e| {
         CliError::failed(format!(
             "cannot reach the master at {endpoint}: {}",
@@ -184,6 +203,15 @@ pub(crate) fn refused(endpoint: &str, status: &Status) -> CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_endpoints_are_told_apart() {
+        assert!(is_loopback_endpoint("http://127.0.0.1:11183"));
+        assert!(is_loopback_endpoint("http://localhost:11183"));
+        assert!(is_loopback_endpoint("http://[::1]:11183"));
+        assert!(!is_loopback_endpoint("http://10.0.0.5:11183"));
+        assert!(!is_loopback_endpoint("http://dms.example.com"));
+    }
 
     #[test]
     fn refusals_are_one_line_with_their_exit_status() {

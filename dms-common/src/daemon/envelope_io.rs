@@ -7,6 +7,10 @@
 //! status line of one of those codes with `content-length: 0`, the whole head in one write)
 //! and writes `{"success": false, "error": "..."}` in its place, with its content type and
 //! length. Everything else passes through untouched.
+//!
+//! On the read side it feeds every byte read to a [`FramingTracker`], whose
+//! [`ConnectionFlags`] ([`EnvelopeIo::flags`]) tell the connection's service when a request
+//! head carried both `Content-Length` and `Transfer-Encoding`.
 
 use std::io;
 use std::pin::Pin;
@@ -14,10 +18,15 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A connection stream whose empty hyper error answers get a JSON body.
+use super::framing::{ConnectionFlags, FramingTracker};
+
+/// A connection stream whose empty hyper error answers get a JSON body, and whose requests'
+/// framing is followed.
 #[derive(Debug)]
 pub struct EnvelopeIo<T> {
     inner: T,
+    /// Follows the requests read.
+    framing: FramingTracker,
     /// A replacement being written: its bytes, how many are written, and the length of the
     /// write it stands for (reported once all of it is out).
     replacing: Option<(Vec<u8>, usize, usize)>,
@@ -27,8 +36,14 @@ impl<T> EnvelopeIo<T> {
     pub fn new(inner: T) -> Self {
         EnvelopeIo {
             inner,
+            framing: FramingTracker::default(),
             replacing: None,
         }
+    }
+
+    /// The connection's flags (take them before the stream goes to hyper).
+    pub fn flags(&self) -> ConnectionFlags {
+        self.framing.flags()
     }
 }
 
@@ -71,7 +86,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for EnvelopeIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            this.framing.feed(&buf.filled()[before..]);
+        }
+        read
     }
 }
 

@@ -169,6 +169,7 @@ pub enum InfluxApi {
 #[serde(deny_unknown_fields)]
 pub struct InfluxStoreConfig {
     /// The server, e.g. `http://127.0.0.1:8086`.
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
     /// `v1` (InfluxDB 1.x) or `v2` (2.x, 3.x).
     #[serde(default)]
@@ -238,7 +239,7 @@ impl InfluxStoreConfig {
                 token: inline.clone(),
                 token_file: file.clone(),
             }
-            .resolve("store")
+            .resolve_secret("store")
             .map_err(|e| {
                 let k = e
                     .key

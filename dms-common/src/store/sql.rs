@@ -596,20 +596,47 @@ pub(crate) fn parse_key(symbol: &str, interval: &str) -> Result<SeriesKey> {
     Ok(SeriesKey::new(symbol, interval))
 }
 
-/// `url` without the password it may carry, for errors and logs.
+/// `url` without the secrets it may carry (the password of `user:password@`, and the values
+/// of `password=`, `pwd=`, `token=`, `secret=` and `sslpassword=` query parameters), for
+/// errors, logs, task parameters and `check-config`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}@{host}{tail}")
+            format!("{user}@{host}")
         }
-        None => url.to_owned(),
-    }
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = query
+                .split_once('#')
+                .map_or((query, None), |(q, f)| (q, Some(f)));
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _))
+                        if ["password", "pwd", "token", "secret", "sslpassword", "pass"]
+                            .contains(&k.to_ascii_lowercase().as_str()) =>
+                    {
+                        format!("{k}=<redacted>")
+                    }
+                    _ => p.to_owned(),
+                })
+                .collect();
+            match fragment {
+                Some(f) => format!("{path}?{}#{f}", params.join("&")),
+                None => format!("{path}?{}", params.join("&")),
+            }
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// Maps a sqlx error to a [`StoreError`], transient where retrying may help: the server is
@@ -657,6 +684,19 @@ fn database_error_is_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_url_drops_query_secrets() {
+        assert_eq!(
+            redact_url("mysql://u@h:3306/db?ssl-mode=required&password=hunter2&PWD=x#f"),
+            "mysql://u@h:3306/db?ssl-mode=required&password=<redacted>&PWD=<redacted>#f"
+        );
+        assert_eq!(
+            redact_url("http://a:b@h/x?token=t"),
+            "http://a@h/x?token=<redacted>"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
 
     #[test]
     fn redact_url_drops_the_password_only() {

@@ -92,10 +92,7 @@ pub fn task_request(p: Option<pb::TaskParams>) -> TaskRequest {
         limit: p.limit.map(size),
         days: p.days,
         only_existing: p.only_existing,
-        // Not JSON: passed on as text, which the check refuses naming the field.
-        target: p
-            .target
-            .map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t))),
+        target: p.target.map(serde_json::Value::String),
         backup: p.backup,
         replica: p.replica,
         dry_run: p.dry_run,

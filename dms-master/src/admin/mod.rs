@@ -107,6 +107,7 @@ fn schedule_status(e: &crate::schedule::ScheduleError) -> Status {
 pub fn task_status(e: TaskApiError) -> Status {
     match e {
         TaskApiError::Invalid(m) => Status::invalid_argument(m),
+        TaskApiError::Busy(m) => Status::resource_exhausted(m),
         e @ TaskApiError::NotFound(_) => Status::not_found(e.to_string()),
         e @ TaskApiError::AlreadyEnded { .. } => Status::failed_precondition(e.to_string()),
         TaskApiError::Store(e) => Status::unavailable(format!("the task store failed: {e}")),
@@ -624,12 +625,8 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ImportFileRequest>,
     ) -> Result<Response<pb::ImportFileResponse>, Status> {
-        let need = if req.get_ref().dry_run {
-            Access::Read
-        } else {
-            Access::Write
-        };
-        self.check(&req, need)?;
+        // A file on the master's machine: even a dry run reads it, so it needs the full token.
+        self.check(&req, Access::Write)?;
         let r = req.into_inner();
         let text = |s: String| (!s.is_empty()).then_some(s);
         let query = crate::file_import::FileImportQuery {
@@ -646,9 +643,14 @@ impl Admin for AdminService {
             preview_rows: (r.preview_rows > 0).then_some(r.preview_rows as usize),
             name: text(r.name),
         };
-        let answer = request::import_file(&self.ctx.api.tasks, query, None)
-            .await
-            .map_err(task_status)?;
+        let answer = request::import_file(
+            &self.ctx.api.tasks,
+            query,
+            None,
+            &self.ctx.api.file_import.allowed_dirs,
+        )
+        .await
+        .map_err(task_status)?;
         let result = match answer {
             request::FileImportAnswer::Queued(task) => {
                 pb::import_file_response::Result::Task(convert::task(&task))

@@ -263,22 +263,36 @@ pub fn list(dir: &Path) -> Result<Vec<BackupInfo>, String> {
     Ok(found)
 }
 
-/// The directory of the backup `name` (a name in `dir`, or an absolute path), checked to hold
-/// a manifest.
-pub fn resolve(dir: &Path, name: &str) -> Result<PathBuf, String> {
+/// The directory of the backup `name` (a name in `dir`, or an absolute path inside `dir` or
+/// one of `allowed`, after symlinks and `..` are resolved), checked to hold a manifest.
+pub fn resolve(dir: &Path, name: &str, allowed: &[PathBuf]) -> Result<PathBuf, String> {
     let name = name.trim();
+    let shown = dms_common::http_rules::excerpt(name);
     let path = if Path::new(name).is_absolute() {
-        PathBuf::from(name)
+        let inside = |real: &Path| {
+            std::iter::once(dir)
+                .chain(allowed.iter().map(PathBuf::as_path))
+                .filter_map(|d| d.canonicalize().ok())
+                .any(|d| real.starts_with(&d) && real != d)
+        };
+        match Path::new(name).canonicalize() {
+            Ok(real) if inside(&real) => real,
+            _ => {
+                return Err(format!(
+                    "{shown:?} is not a backup in backup.dir or file_import.allowed_dirs"
+                ));
+            }
+        }
     } else if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return Err(format!(
-            "{name:?} is not a backup name (give a name as listed, or an absolute path)"
+            "{shown:?} is not a backup name (give a name as listed)"
         ));
     } else {
         dir.join(name)
     };
     if !path.join(MANIFEST).is_file() {
         return Err(format!(
-            "no backup {name:?}: {} has no {MANIFEST}",
+            "no backup {shown:?}: {} has no {MANIFEST}",
             path.display()
         ));
     }
@@ -336,17 +350,30 @@ mod tests {
         let b = dir.path().join("dms-backup-x");
         std::fs::create_dir_all(&b).unwrap();
         assert!(
-            resolve(dir.path(), "dms-backup-x")
+            resolve(dir.path(), "dms-backup-x", &[])
                 .unwrap_err()
                 .contains("no manifest.json")
         );
         std::fs::write(b.join(MANIFEST), "{}").unwrap();
-        assert_eq!(resolve(dir.path(), "dms-backup-x").unwrap(), b);
+        assert_eq!(resolve(dir.path(), "dms-backup-x", &[]).unwrap(), b);
         assert!(
-            resolve(dir.path(), "../etc")
+            resolve(dir.path(), "../etc", &[])
                 .unwrap_err()
                 .contains("not a backup name")
         );
+        // By absolute path: inside the backup directory, or an allowed one, only.
+        let real = b.canonicalize().unwrap();
+        assert_eq!(resolve(dir.path(), b.to_str().unwrap(), &[]).unwrap(), real);
+        let elsewhere = tempfile::tempdir().unwrap();
+        let other = elsewhere.path().join("dms-backup-y");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join(MANIFEST), "{}").unwrap();
+        let outside = resolve(dir.path(), other.to_str().unwrap(), &[]).unwrap_err();
+        assert!(outside.contains("not a backup in backup.dir"), "{outside}");
+        let allowed = [elsewhere.path().to_path_buf()];
+        assert!(resolve(dir.path(), other.to_str().unwrap(), &allowed).is_ok());
+        let dotdot = format!("{}/../../etc", b.display());
+        assert!(resolve(dir.path(), &dotdot, &[]).is_err());
         assert!(
             read_manifest(&b)
                 .unwrap_err()

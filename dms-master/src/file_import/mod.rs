@@ -153,19 +153,19 @@ pub struct FileImportSpec {
 
 impl FileImportQuery {
     /// The parameters as a spec for the file at `path` (an upload's spooled copy, or the
-    /// query's `path`); reads the file's header to resolve the mapping.
-    pub async fn check(&self, upload: Option<(PathBuf, String)>) -> Result<FileImportSpec, String> {
+    /// query's `path`, which must be inside one of `allowed_dirs`); reads the file's header to
+    /// resolve the mapping. Errors about a file on the master's machine never quote it.
+    pub async fn check(
+        &self,
+        upload: Option<(PathBuf, String)>,
+        allowed_dirs: &[PathBuf],
+    ) -> Result<FileImportSpec, String> {
         let (path, file_name, uploaded) = match (&self.path, upload) {
             (Some(_), Some(_)) => {
                 return Err("give either a path or a file in the body, not both".into());
             }
             (Some(p), None) => {
-                let path = PathBuf::from(p.trim());
-                if !path.is_absolute() {
-                    return Err(format!(
-                        "field `path`: {p:?} is not an absolute path (the daemon reads it on its own machine)"
-                    ));
-                }
+                let path = allowed_path(p, allowed_dirs).await?;
                 (path, p.trim().to_owned(), false)
             }
             (None, Some((path, name))) => (path, name, true),
@@ -235,15 +235,26 @@ impl FileImportQuery {
         if !meta.is_file() {
             return Err(format!("{file_name}: not a file"));
         }
+        let shown = |e: String| {
+            if uploaded { e } else { withhold_content(&e) }
+        };
         let header = {
             let at = path.clone();
             tokio::task::spawn_blocking(move || read::header(&at, format, delimiter))
                 .await
                 .map_err(|e| e.to_string())?
-                .map_err(|e| rename(&e.to_string(), &path, &file_name))?
+                .map_err(|e| {
+                    if uploaded {
+                        rename(&e.to_string(), &path, &file_name)
+                    } else {
+                        format!(
+                            "{file_name}: cannot be read as {format} (the reason quotes the file, which is not shown for a file on the master's machine)"
+                        )
+                    }
+                })?
         };
         let columns = ColumnMapping::resolve(&self.columns, &header, &defaults)
-            .map_err(|e| format!("{file_name}: {e}"))?;
+            .map_err(|e| shown(format!("{file_name}: {e}")))?;
         Ok(FileImportSpec {
             path,
             file_name,
@@ -256,6 +267,82 @@ impl FileImportQuery {
             uploaded,
         })
     }
+}
+
+/// The file a `path=` import names, once it is known to be a file inside one of
+/// `allowed_dirs` after symlinks and `..` are resolved. Every refusal says the same thing
+/// whether or not the file exists, so the API cannot be used to probe the machine's files.
+async fn allowed_path(given: &str, allowed_dirs: &[PathBuf]) -> Result<PathBuf, String> {
+    let shown = dms_common::http_rules::excerpt(given.trim());
+    if allowed_dirs.is_empty() {
+        return Err(format!(
+            "field `path`: imports of files on the master's machine are off (list the directories they may come from under file_import.allowed_dirs), so {shown:?} is not read; upload the file as the body instead"
+        ));
+    }
+    let path = PathBuf::from(given.trim());
+    let refused = || {
+        format!("field `path`: {shown:?} is not a readable file inside file_import.allowed_dirs")
+    };
+    if !path.is_absolute() {
+        return Err(format!(
+            "field `path`: {shown:?} is not an absolute path (the master reads it on its own machine)"
+        ));
+    }
+    let real = tokio::fs::canonicalize(&path)
+        .await
+        .map_err(|_| refused())?;
+    let mut inside = false;
+    for dir in allowed_dirs {
+        if let Ok(d) = tokio::fs::canonicalize(dir).await
+            && real.starts_with(&d)
+            && real != d
+        {
+            inside = true;
+        }
+    }
+    match tokio::fs::metadata(&real).await {
+        Ok(m) if inside && m.is_file() => Ok(real),
+        _ => Err(refused()),
+    }
+}
+
+/// `message` with every quoted text (`"…"`) and every list after "columns:" left out: what is
+/// said about a file on the master's machine never shows what the file holds (only its row
+/// numbers and the columns the request named).
+pub fn withhold_content(message: &str) -> String {
+    const HIDDEN: &str = "(not shown for a file on the master's machine)";
+    let mut out = String::with_capacity(message.len().min(512));
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        if c == '"' {
+            // Skip to the closing quote (escapes included).
+            let mut escaped = false;
+            for q in chars.by_ref() {
+                match (escaped, q) {
+                    (false, '\\') => escaped = true,
+                    (false, '"') => break,
+                    _ => escaped = false,
+                }
+            }
+            out.push_str(HIDDEN);
+            continue;
+        }
+        out.push(c);
+    }
+    // Lists and values that are not quoted: the file's columns, a cell's text after "column
+    // X:" (the column is the request's or one of the usual names; what follows is the file's).
+    if let Some(at) = out.find("the file's columns:") {
+        out.truncate(at);
+        out.push_str("the file's columns are ");
+        out.push_str(HIDDEN);
+        out.push(')');
+    }
+    if let Some(rest) = out.strip_prefix("column ")
+        && let Some((column, _)) = rest.split_once(": ")
+    {
+        return format!("column {column}: not a valid value {HIDDEN}");
+    }
+    dms_common::http_rules::excerpt(&out)
 }
 
 /// An error about the spooled copy of an upload, told with the name the client knows.

@@ -104,9 +104,19 @@ struct Mapper {
     mapper: RowMapper,
     places: Places,
     last: Option<(Cell, Cell, SeriesKey)>,
+    /// The file is on the master's machine: problems do not quote it.
+    withhold: bool,
 }
 
 impl Mapper {
+    fn reason(&self, reason: String) -> String {
+        if self.withhold {
+            super::withhold_content(&reason)
+        } else {
+            reason
+        }
+    }
+
     fn map(&mut self, items: impl IntoIterator<Item = Item>, out: &mut Mapped) {
         for item in items {
             let index = out.rows;
@@ -120,7 +130,7 @@ impl Mapper {
                     out.problems.push(RowProblem {
                         row,
                         sheet,
-                        reason: message,
+                        reason: self.reason(message),
                     });
                     out.problem_items.push(index);
                     continue;
@@ -150,6 +160,7 @@ impl Mapper {
                     }),
                 },
                 Err(reason) => {
+                    let reason = self.reason(reason);
                     out.problems.push(RowProblem { row, sheet, reason });
                     out.problem_items.push(index);
                 }
@@ -166,6 +177,7 @@ pub fn read_batches(spec: &FileImportSpec, skip: u64) -> Result<Batches, String>
         mapper: spec.mapper()?,
         places,
         last: None,
+        withhold: !spec.uploaded,
     };
     let total_rows = reader.total_rows();
     let (tx, rx) = mpsc::channel(2);
@@ -477,7 +489,10 @@ mod tests {
             interval: Some("1d".into()),
             ..FileImportQuery::default()
         };
-        let spec = query.check(None).await.unwrap();
+        let spec = query
+            .check(None, &[dir.path().to_path_buf()])
+            .await
+            .unwrap();
         let mut batches = read_batches(&spec, 0).unwrap();
         let (mut rows, mut seen, mut problems, mut sent) = (0, Vec::new(), 0, 0);
         while let Some(b) = batches.recv().await {

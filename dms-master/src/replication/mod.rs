@@ -10,7 +10,9 @@
 //! - [`grpc_router`]: this service, the admin service, gRPC health and reflection as routes
 //!   beside the REST API.
 //!
-//! Every call needs `authorization: Bearer <token>` when a token is configured. Each replica
+//! Every call needs `authorization: Bearer <token>` as soon as any token is configured
+//! ([`ReplicationAuth`]): the replication token, the full admin token, or a node's own token,
+//! which may subscribe only as that node. Each replica
 //! follows the journal with its own cursor (`replica:<node id>`), moved by its acks, so the
 //! journal keeps what a replica still needs up to the retention limits.
 
@@ -78,8 +80,8 @@ pub struct ReplicationContext {
     /// The last journal seq the primary store applied.
     pub store_applied: watch::Receiver<Seq>,
     pub nodes: NodeRegistry,
-    /// The bearer token replicas must present, if any.
-    pub token: Option<Arc<str>>,
+    /// Who may replicate.
+    pub auth: ReplicationAuth,
     /// Whether the journal holds every change of the store since its first entry (see
     /// [`NodeRegistry::record_journal_coverage`]); if not, new replicas start with a repair.
     pub journal_covers_store: bool,
@@ -109,24 +111,104 @@ impl ReplicationService {
             .max_decoding_message_size(16 << 20)
     }
 
-    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        authorize(self.ctx.token.as_deref(), req.metadata())
+    fn authorize<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        self.ctx.auth.check(req.metadata())
     }
 }
 
-/// Checks `authorization: Bearer <token>` against `token` (nothing to check when `None`).
-pub fn authorize(token: Option<&str>, md: &tonic::metadata::MetadataMap) -> Result<(), Status> {
-    let Some(token) = token else { return Ok(()) };
-    let presented = md
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        None => Err(Status::unauthenticated(
-            "a bearer token is required (authorization: Bearer <token>)",
-        )),
-        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(Status::unauthenticated("the bearer token is not valid")),
+/// Who presented a token: a holder of a shared token (replication or full admin), a replica
+/// with its own token, or nobody (no token is configured at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// No token is configured anywhere: replication is open (a loopback or explicitly open
+    /// master).
+    Anyone,
+    /// The replication token or the full admin token: may act as any node without a token of
+    /// its own.
+    Shared,
+    /// A node's own token: may subscribe only as this node.
+    Node(String),
+}
+
+/// The tokens replication accepts. When the master has any token (admin `auth`, the
+/// replication token, node tokens), every call needs one of them.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicationAuth {
+    shared: Vec<Arc<str>>,
+    nodes: Arc<std::collections::BTreeMap<String, Arc<str>>>,
+}
+
+impl ReplicationAuth {
+    /// Accepts `replication` (the replication token), `admin` (the full admin token) and each
+    /// node's own token.
+    pub fn new(
+        replication: Option<&str>,
+        admin: Option<&str>,
+        nodes: impl IntoIterator<Item = (String, String)>,
+    ) -> ReplicationAuth {
+        ReplicationAuth {
+            shared: replication
+                .into_iter()
+                .chain(admin)
+                .map(Arc::from)
+                .collect(),
+            nodes: Arc::new(nodes.into_iter().map(|(n, t)| (n, Arc::from(t))).collect()),
+        }
+    }
+
+    /// Whether any token is required.
+    pub fn required(&self) -> bool {
+        !self.shared.is_empty() || !self.nodes.is_empty()
+    }
+
+    /// Who the call's `authorization: Bearer <token>` names.
+    pub fn check(&self, md: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
+        if !self.required() {
+            return Ok(Caller::Anyone);
+        }
+        let presented = md
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "a bearer token is required (authorization: Bearer <token>)",
+                )
+            })?;
+        if self
+            .shared
+            .iter()
+            .any(|t| constant_time_eq(presented.as_bytes(), t.as_bytes()))
+        {
+            return Ok(Caller::Shared);
+        }
+        for (node, t) in self.nodes.iter() {
+            if constant_time_eq(presented.as_bytes(), t.as_bytes()) {
+                return Ok(Caller::Node(node.clone()));
+            }
+        }
+        Err(Status::unauthenticated("the bearer token is not valid"))
+    }
+
+    /// Whether `caller` may subscribe as `node_id`: its own token for a node that has one, a
+    /// shared token otherwise.
+    pub fn may_act_as(&self, caller: &Caller, node_id: &str) -> Result<(), Status> {
+        match caller {
+            Caller::Anyone => Ok(()),
+            Caller::Node(n) if n == node_id => Ok(()),
+            Caller::Node(n) => Err(Status::permission_denied(format!(
+                "this token belongs to node {n:?}; it may not subscribe as {node_id:?}"
+            ))),
+            Caller::Shared if self.nodes.contains_key(node_id) => {
+                // The full or replication token could, but a node with its own token is
+                // only ever itself: a shared token must not take its place.
+                Err(Status::permission_denied(format!(
+                    "node {node_id:?} has a token of its own (replication.node_tokens): subscribe with it"
+                )))
+            }
+            Caller::Shared => Ok(()),
+        }
     }
 }
 
@@ -156,7 +238,7 @@ impl Replication for ReplicationService {
         &self,
         req: Request<Streaming<pb::ReplicaMessage>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        self.authorize(&req)?;
+        let caller = self.authorize(&req)?;
         let mut inbound = req.into_inner();
         let first = tokio::select! {
             m = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => m.map_err(|_| {
@@ -177,6 +259,7 @@ impl Replication for ReplicationService {
             }
         };
         validate_node_id(&hello.node_id).map_err(Status::invalid_argument)?;
+        self.ctx.auth.may_act_as(&caller, &hello.node_id)?;
         if hello.digest_version != u32::from(DIGEST_VERSION) {
             return Err(Status::failed_precondition(format!(
                 "the replica computes digest version {}, the master {DIGEST_VERSION}; upgrade the older one",

@@ -339,7 +339,7 @@ impl RunContext {
                 Some(task.id.clone()),
                 format!("{} task {} queued", task.kind.as_str(), task.id),
             ),
-            Err(SubmitError::Invalid(m)) => (RunOutcome::Failed, None, m),
+            Err(SubmitError::Invalid(m) | SubmitError::Busy(m)) => (RunOutcome::Failed, None, m),
             Err(e @ SubmitError::Store(_)) => (RunOutcome::Failed, None, e.to_string()),
         }
     }

@@ -83,6 +83,7 @@ impl Harness {
                 &config.backup,
                 &config.store,
             ),
+            targets: crate::targets::Targets::default(),
         });
         Harness {
             dir,

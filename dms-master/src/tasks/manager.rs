@@ -73,6 +73,8 @@ pub struct TaskContext {
     pub imports: Arc<Mutex<Vec<ImportSummary>>>,
     /// The files tasks write and read beside the state file.
     pub files: TaskFiles,
+    /// The stores and replicas migrations and checks may name.
+    pub targets: crate::targets::Targets,
 }
 
 /// The files tasks write and read besides the store: file import quarantines, backups.
@@ -86,9 +88,18 @@ pub struct TaskFiles {
     pub state_path: std::path::PathBuf,
     /// The SQLite store's file (copied whole into backups).
     pub sqlite_store: Option<std::path::PathBuf>,
+    /// Directories besides `backup_dir` a backup may be named in by absolute path
+    /// (`file_import.allowed_dirs`).
+    pub allowed_dirs: Vec<std::path::PathBuf>,
 }
 
 impl TaskFiles {
+    /// The same, with `dirs` as the directories outside `backup_dir` backups may be read from.
+    pub fn with_allowed_dirs(mut self, dirs: &[std::path::PathBuf]) -> TaskFiles {
+        self.allowed_dirs = dirs.to_vec();
+        self
+    }
+
     /// The files of a master with these settings.
     pub fn new(
         state: &crate::config::StateConfig,
@@ -104,6 +115,7 @@ impl TaskFiles {
                 StoreConfig::Sqlite(s) => Some(s.path.clone()),
                 _ => None,
             },
+            allowed_dirs: Vec::new(),
         }
     }
 }
@@ -214,8 +226,35 @@ impl TaskManager {
         params: TaskParams,
     ) -> Result<Task, SubmitError> {
         let mut params = params;
+        let max = self.ctx.config.max_pending;
+        if self
+            .ctx
+            .tasks
+            .list(Some(TaskStatus::Pending), max)
+            .await?
+            .len()
+            >= max
+        {
+            return Err(SubmitError::Busy(format!(
+                "{max} tasks are already waiting to run (tasks.max_pending): try again once some have run"
+            )));
+        }
+        if let Some(target) = &params.target {
+            let name = target.as_str().unwrap_or_default();
+            self.ctx
+                .targets
+                .store(name)
+                .map_err(|e| SubmitError::Invalid(format!("field `target`: {e}")))?;
+        }
+        if let Some(name) = &params.replica {
+            self.ctx
+                .targets
+                .replica(name)
+                .map_err(|e| SubmitError::Invalid(format!("field `replica`: {e}")))?;
+        }
         if let Some(name) = &params.backup {
-            let dir = crate::backup::resolve(&self.ctx.files.backup_dir, name)
+            let files = &self.ctx.files;
+            let dir = crate::backup::resolve(&files.backup_dir, name, &files.allowed_dirs)
                 .map_err(|e| SubmitError::Invalid(format!("field `backup`: {e}")))?;
             params.backup = Some(dir.display().to_string());
         }
@@ -712,19 +751,18 @@ impl TaskManager {
         if let Some(backup) = &task.params.backup {
             return self.check_backup(backup, counters).await;
         }
-        if let Some(url) = &task.params.replica {
-            return self.check_replica(url, counters).await;
+        if let Some(name) = &task.params.replica {
+            return self.check_replica(name, counters).await;
         }
-        let Some(config) = task
+        let name = task
             .params
             .target
-            .clone()
-            .and_then(|v| serde_json::from_value::<StoreConfig>(v).ok())
-        else {
-            return Err((
-                Stop::Invalid("the task names no usable target store".into()),
-                counters,
-            ));
+            .as_ref()
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let config = match self.ctx.targets.store(name) {
+            Ok(c) => c.clone(),
+            Err(e) => return Err((Stop::Invalid(e), counters)),
         };
         let target = match dms_common::store::open_store(&config).await {
             Ok(t) => t,
@@ -1721,6 +1759,9 @@ pub enum SubmitError {
     /// The request names something that does not exist or selects nothing.
     #[error("{0}")]
     Invalid(String),
+    /// Too many tasks are waiting (`tasks.max_pending`): try again later.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] TaskStoreError),
 }

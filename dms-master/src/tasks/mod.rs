@@ -198,8 +198,8 @@ pub struct TaskParams {
     /// Update: leave series with no stored bars alone.
     #[serde(default)]
     pub only_existing: bool,
-    /// Migrate and check: the other store, as under `store:` in the config (checked when the
-    /// task is queued).
+    /// Migrate and check: the other store's name under `targets:` in the config (checked when
+    /// the task is queued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<serde_json::Value>,
     /// File import: the file and how to read it (checked when the task is queued).
@@ -208,7 +208,7 @@ pub struct TaskParams {
     /// Verify, restore and check: the backup's directory (resolved when the task is queued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<String>,
-    /// Check: a replica's HTTP address, read through its API.
+    /// Check: a replica's name under `targets:`, read through its API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<String>,
     /// Restore: report what would change; change nothing.

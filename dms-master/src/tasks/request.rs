@@ -34,6 +34,9 @@ pub enum TaskApiError {
     /// A parameter is wrong; the message names it.
     #[error("{0}")]
     Invalid(String),
+    /// Too many tasks wait already (429 with Retry-After, gRPC RESOURCE_EXHAUSTED).
+    #[error("{0}")]
+    Busy(String),
     #[error("no task {0:?}")]
     NotFound(String),
     /// Cancelling a task that already ended.
@@ -47,6 +50,7 @@ impl From<SubmitError> for TaskApiError {
     fn from(e: SubmitError) -> Self {
         match e {
             SubmitError::Invalid(m) => TaskApiError::Invalid(m),
+            SubmitError::Busy(m) => TaskApiError::Busy(m),
             SubmitError::Store(e) => TaskApiError::Store(e),
         }
     }
@@ -70,11 +74,11 @@ pub struct TaskRequest {
     /// Update: leave series with nothing stored alone.
     #[serde(default)]
     pub only_existing: bool,
-    /// Migrate and check: the other store, as under `store:` in the config.
+    /// Migrate and check: the other store, by its name under `targets:` in the config.
     pub target: Option<serde_json::Value>,
-    /// Verify, restore and check: a backup's name (as listed) or absolute path.
+    /// Verify, restore and check: a backup's name (as listed).
     pub backup: Option<String>,
-    /// Check: a replica's HTTP address (`http://host:port`), read through its API.
+    /// Check: a replica, by its name under `targets:` in the config (`type: replica`).
     pub replica: Option<String>,
     /// Restore: report what would change; change nothing.
     #[serde(default)]
@@ -209,10 +213,6 @@ impl TaskRequest {
                 "give one of `target` (a store), `backup` or `replica`: the check compares the store with one of them",
             ));
         }
-        if let Some(url) = &self.replica {
-            crate::replica_store::ReplicaStore::new(url)
-                .map_err(|e| invalid(format!("field `replica`: {e}")))?;
-        }
         let target = match self.target {
             None if kind == TaskKind::Check
                 && (self.backup.is_some() || self.replica.is_some()) =>
@@ -221,7 +221,7 @@ impl TaskRequest {
             }
             None if matches!(kind, TaskKind::Migrate | TaskKind::Check) => {
                 return Err(invalid(
-                    "field `target`: give the other store, as under `store:` in the config (e.g. {\"type\": \"postgres\", \"url\": ...})",
+                    "field `target`: name the other store, as configured under `targets:`",
                 ));
             }
             None => None,
@@ -265,19 +265,22 @@ impl TaskRequest {
     }
 }
 
-/// The other store of a migration or a check, refusing an inline password: the request is
-/// saved with the task (so that it resumes after a restart), and a password never is.
+/// The other store of a migration or a check: a name under `targets:` in the config (checked
+/// against the config when the task is queued). A store given inline (an address, a path, a
+/// password file) is refused: a request never makes the master connect where the config does
+/// not say, or read a file of the request's choosing.
 fn parse_target(v: serde_json::Value) -> Result<serde_json::Value, TaskApiError> {
-    use dms_common::store::config::StoreConfig;
-    let has_password = v.get("password").is_some() || v.get("token").is_some();
-    serde_json::from_value::<StoreConfig>(v.clone())
-        .map_err(|e| invalid(format!("field `target`: {e}")))?;
-    if has_password {
-        return Err(invalid(
-            "field `target`: give `password_file` (or `token_file`) instead of the secret itself: the request is saved with the task, secrets never are",
-        ));
+    match v {
+        serde_json::Value::String(name) if !name.trim().is_empty() => {
+            Ok(serde_json::Value::String(name.trim().to_owned()))
+        }
+        serde_json::Value::Object(_) => Err(invalid(
+            "field `target`: give the name of a store configured under `targets:`, not the store itself (requests never name addresses, paths or secrets)",
+        )),
+        _ => Err(invalid(
+            "field `target`: give the name of a store configured under `targets:`",
+        )),
     }
-    Ok(v)
 }
 
 fn check_paging(limit: Option<usize>, skip: Option<usize>) -> Result<(), TaskApiError> {
@@ -392,10 +395,11 @@ pub async fn import_file(
     tasks: &TaskManager,
     query: crate::file_import::FileImportQuery,
     upload: Option<(std::path::PathBuf, String)>,
+    allowed_dirs: &[std::path::PathBuf],
 ) -> Result<FileImportAnswer, TaskApiError> {
     let spooled = upload.as_ref().map(|(p, _)| p.clone());
     let answer = async {
-        let spec = query.check(upload).await.map_err(invalid)?;
+        let spec = query.check(upload, allowed_dirs).await.map_err(invalid)?;
         if query.dry_run {
             let rows = query
                 .preview_rows

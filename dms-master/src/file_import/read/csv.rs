@@ -3,12 +3,19 @@
 //! is a [`Cell::Text`] (an empty field is [`Cell::Null`]), typed later by the mapping. A row
 //! with fewer fields than a wanted column needs, or that is not UTF-8, is a problem with its
 //! line number; the rest of the file goes on.
+//!
+//! A record is at most [`Limits::row_bytes`]: a [`RecordLimit`] under the CSV parser follows
+//! the quoting to find where records end and fails the read (naming the line and the limit)
+//! as soon as one runs longer, so a record is never buffered past the limit.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use super::{Cell, Item, ReadError, ReadOptions, Record, RecordReader, resolve_columns};
+use super::{
+    Cell, Item, Limits, ReadError, ReadOptions, Record, RecordReader, excerpt, resolve_columns,
+    row_too_long,
+};
 
 /// Reads a CSV file.
 pub struct CsvReader {
@@ -17,9 +24,144 @@ pub struct CsvReader {
     /// The field of each wanted column.
     fields: Vec<usize>,
     record: ::csv::ByteRecord,
+    batch_bytes: usize,
 }
 
-fn reader(path: &Path, delimiter: u8) -> Result<::csv::Reader<Box<dyn Read + Send>>, ReadError> {
+/// Where the CSV parser stands, as far as where a record ends goes (the states of csv-core
+/// with RFC 4180 quoting, no escape character and no comments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    /// At the start of a field: a quote here opens a quoted field.
+    FieldStart,
+    /// In an unquoted field (a quote is a plain byte).
+    Unquoted,
+    /// In a quoted field (line breaks are part of the field).
+    Quoted,
+    /// Just after a quote in a quoted field: a second quote is an escaped quote.
+    QuoteInQuoted,
+}
+
+/// A reader failing once a CSV record runs longer than `max` bytes: it follows the quoting to
+/// find where records end (a line break outside quotes), so the CSV parser never buffers more
+/// than `max` bytes of one record. The bytes before the limit still reach the parser: the
+/// records they hold are read, and the read that would go past the limit fails.
+struct RecordLimit<R> {
+    inner: R,
+    delimiter: u8,
+    max: usize,
+    state: Quoting,
+    /// Bytes of the current record so far.
+    record: usize,
+    /// Line breaks before the current record (its line is one more).
+    lines_before: u64,
+    /// Line breaks inside the current record.
+    lines_in: u64,
+    /// The limit's message, once reached (a later read fails the same way).
+    failed: Option<String>,
+}
+
+impl<R> RecordLimit<R> {
+    fn new(inner: R, delimiter: u8, max: usize) -> RecordLimit<R> {
+        RecordLimit {
+            inner,
+            delimiter,
+            max,
+            state: Quoting::FieldStart,
+            record: 0,
+            lines_before: 0,
+            lines_in: 0,
+            failed: None,
+        }
+    }
+
+    /// Follows `bytes`; once the current record is longer than the limit, how many of them
+    /// come before, and the message.
+    fn follow(&mut self, bytes: &[u8]) -> Option<(usize, String)> {
+        for (i, &b) in bytes.iter().enumerate() {
+            let newline = b == b'\n' || b == b'\r';
+            let ends = match self.state {
+                Quoting::FieldStart | Quoting::Unquoted | Quoting::QuoteInQuoted if newline => true,
+                Quoting::FieldStart if b == b'"' => {
+                    self.state = Quoting::Quoted;
+                    false
+                }
+                Quoting::QuoteInQuoted if b == b'"' => {
+                    self.state = Quoting::Quoted;
+                    false
+                }
+                Quoting::Quoted if b == b'"' => {
+                    self.state = Quoting::QuoteInQuoted;
+                    false
+                }
+                Quoting::Quoted => false,
+                _ if b == self.delimiter => {
+                    self.state = Quoting::FieldStart;
+                    false
+                }
+                _ => {
+                    self.state = Quoting::Unquoted;
+                    false
+                }
+            };
+            if ends {
+                self.state = Quoting::FieldStart;
+                self.lines_before += self.lines_in + u64::from(b == b'\n');
+                self.lines_in = 0;
+                self.record = 0;
+                continue;
+            }
+            self.lines_in += u64::from(b == b'\n');
+            self.record += 1;
+            if self.record > self.max {
+                let message = format!(
+                    "line {}: {}",
+                    self.lines_before + 1,
+                    row_too_long_bytes(self.max)
+                );
+                return Some((i, message));
+            }
+        }
+        None
+    }
+}
+
+fn row_too_long_bytes(max: usize) -> String {
+    row_too_long(&Limits {
+        row_bytes: max,
+        ..Limits::default()
+    })
+}
+
+impl<R: Read> Read for RecordLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(m) = &self.failed {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                m.clone(),
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        match self.follow(&buf[..n]) {
+            None => Ok(n),
+            // The bytes before go to the parser (the records they end are read); the read
+            // after fails.
+            Some((before, m)) => {
+                self.failed = Some(m.clone());
+                if before > 0 {
+                    Ok(before)
+                } else {
+                    Err(std::io::Error::new(std::io::ErrorKind::InvalidData, m))
+                }
+            }
+        }
+    }
+}
+
+fn reader(
+    path: &Path,
+    delimiter: u8,
+    limits: &Limits,
+) -> Result<::csv::Reader<Box<dyn Read + Send>>, ReadError> {
     let file = File::open(path).map_err(|e| ReadError::io(path, e))?;
     let mut buffered = BufReader::with_capacity(1 << 20, file);
     // Skip a UTF-8 byte order mark.
@@ -37,7 +179,11 @@ fn reader(path: &Path, delimiter: u8) -> Result<::csv::Reader<Box<dyn Read + Sen
     } else {
         bom[..read].to_vec()
     };
-    let input: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(head).chain(buffered));
+    let input: Box<dyn Read + Send> = Box::new(RecordLimit::new(
+        std::io::Cursor::new(head).chain(buffered),
+        delimiter,
+        limits.row_bytes,
+    ));
     Ok(::csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(true)
@@ -46,8 +192,8 @@ fn reader(path: &Path, delimiter: u8) -> Result<::csv::Reader<Box<dyn Read + Sen
 }
 
 /// The header of `path`.
-pub fn header(path: &Path, delimiter: u8) -> Result<Vec<String>, ReadError> {
-    let mut r = reader(path, delimiter)?;
+pub fn header(path: &Path, delimiter: u8, limits: &Limits) -> Result<Vec<String>, ReadError> {
+    let mut r = reader(path, delimiter, limits)?;
     let header = r.byte_headers().map_err(|e| csv_error(path, e))?;
     if header.is_empty() {
         return Err(ReadError::format(
@@ -71,7 +217,7 @@ pub fn header(path: &Path, delimiter: u8) -> Result<Vec<String>, ReadError> {
 fn csv_error(path: &Path, e: ::csv::Error) -> ReadError {
     match e.into_kind() {
         ::csv::ErrorKind::Io(e) => ReadError::io(path, e),
-        other => ReadError::format(path, format!("{other:?}")),
+        other => ReadError::format(path, excerpt(&format!("{other:?}"))),
     }
 }
 
@@ -86,8 +232,12 @@ impl std::fmt::Debug for CsvReader {
 
 impl CsvReader {
     /// Opens `path` and finds the wanted columns in its header.
-    pub fn open(path: &Path, options: &ReadOptions) -> Result<CsvReader, ReadError> {
-        let available = header(path, options.delimiter)?;
+    pub fn open(
+        path: &Path,
+        options: &ReadOptions,
+        limits: &Limits,
+    ) -> Result<CsvReader, ReadError> {
+        let available = header(path, options.delimiter, limits)?;
         let fields = resolve_columns(&options.columns, &available).map_err(|column| {
             ReadError::MissingColumn {
                 path: path.to_owned(),
@@ -96,13 +246,14 @@ impl CsvReader {
                 available: available.clone(),
             }
         })?;
-        let mut reader = reader(path, options.delimiter)?;
+        let mut reader = reader(path, options.delimiter, limits)?;
         reader.byte_headers().map_err(|e| csv_error(path, e))?;
         Ok(CsvReader {
             path: path.to_owned(),
             reader,
             fields,
             record: ::csv::ByteRecord::new(),
+            batch_bytes: limits.batch_bytes,
         })
     }
 
@@ -160,7 +311,11 @@ impl CsvReader {
 impl RecordReader for CsvReader {
     fn next_batch(&mut self, max: usize, out: &mut Vec<Item>) -> Result<bool, ReadError> {
         let mut added = false;
+        let mut bytes = 0;
         for _ in 0..max {
+            if bytes >= self.batch_bytes {
+                break;
+            }
             match self.reader.read_byte_record(&mut self.record) {
                 Ok(false) => break,
                 Ok(true) => {
@@ -168,6 +323,7 @@ impl RecordReader for CsvReader {
                     if self.record.len() == 1 && self.record.get(0) == Some(b"") {
                         continue;
                     }
+                    bytes += self.record.as_slice().len() + 24 * self.fields.len();
                     out.push(self.item(self.record_line()));
                     added = true;
                 }
@@ -179,7 +335,7 @@ impl RecordReader for CsvReader {
                     out.push(Item::Problem {
                         row,
                         sheet: None,
-                        message: e.to_string(),
+                        message: excerpt(&e.to_string()),
                     });
                     added = true;
                 }
@@ -195,7 +351,7 @@ mod tests {
 
     fn read_all(path: &Path, columns: &[&str]) -> Result<Vec<Item>, ReadError> {
         super::super::read_items(
-            &mut CsvReader::open(path, &super::super::options(columns))?,
+            &mut CsvReader::open(path, &super::super::options(columns), &Limits::default())?,
             2,
         )
     }
@@ -242,7 +398,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            header(&path, b',').unwrap(),
+            header(&path, b',', &Limits::default()).unwrap(),
             vec!["Date".to_string(), "Open".into(), "Close".into()]
         );
     }
@@ -261,9 +417,139 @@ mod tests {
             columns: vec!["Close".into()],
             delimiter: b';',
         };
-        let mut r = CsvReader::open(&path, &options).unwrap();
+        let mut r = CsvReader::open(&path, &options, &Limits::default()).unwrap();
         let mut items = Vec::new();
         assert!(r.next_batch(10, &mut items).unwrap());
         assert_eq!(items.len(), 1);
+    }
+
+    #[test]
+    fn a_row_longer_than_the_limit_is_refused_naming_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.csv");
+        let long = "9".repeat(2 << 20);
+        std::fs::write(
+            &path,
+            format!("Date,Close\n2024-01-02,1\n2024-01-03,{long}\n"),
+        )
+        .unwrap();
+        let e = read_all(&path, &["close"]).unwrap_err().to_string();
+        assert!(
+            e.contains("long.csv: line 3: the row is longer than 1 MiB, the limit of a row"),
+            "{e}"
+        );
+        assert!(e.len() < 300, "{e}");
+        // A header line, and a quoted field running over many short lines.
+        std::fs::write(&path, format!("Date,{long}\n1,2\n")).unwrap();
+        let e = header(&path, b',', &Limits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1: the row is longer than 1 MiB"), "{e}");
+        let lines = "x\n".repeat(1 << 20);
+        std::fs::write(&path, format!("Date,Close\n1,2\n\"{lines}\",3\n")).unwrap();
+        let e = read_all(&path, &["close"]).unwrap_err().to_string();
+        assert!(e.contains("line 3: the row is longer than 1 MiB"), "{e}");
+        // Within the limit, quotes and line breaks inside them are followed.
+        let small = Limits {
+            row_bytes: 16,
+            ..Limits::default()
+        };
+        std::fs::write(
+            &path,
+            "a,b\n\"x\n\"\"y\",1\n\"ab\"\"\"\"cd\",2\r\n1234567,12345678\n",
+        )
+        .unwrap();
+        let mut r = CsvReader::open(&path, &super::super::options(&["b"]), &small).unwrap();
+        let items = super::super::read_items(&mut r, 10).unwrap();
+        assert_eq!(items.len(), 3);
+        std::fs::write(&path, "a,b\n123456789,12345678\n").unwrap();
+        let mut r = CsvReader::open(&path, &super::super::options(&["b"]), &small).unwrap();
+        let e = super::super::read_items(&mut r, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2: the row is longer than 16 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        let row = format!("{},1\n", "s".repeat(1000));
+        std::fs::write(&path, format!("symbol,close\n{}", row.repeat(100))).unwrap();
+        let limits = Limits {
+            batch_bytes: 10_000,
+            ..Limits::default()
+        };
+        let mut r = CsvReader::open(&path, &super::super::options(&["symbol"]), &limits).unwrap();
+        let mut items = Vec::new();
+        assert!(r.next_batch(1_000, &mut items).unwrap());
+        assert_eq!(items.len(), 10);
+    }
+
+    use proptest::prelude::*;
+
+    /// Reads `bytes` as a CSV file every way; never panics, and every message is short.
+    fn read_every_way(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.csv");
+        std::fs::write(&path, bytes).unwrap();
+        let limits = Limits {
+            row_bytes: 64,
+            ..Limits::default()
+        };
+        if let Err(e) = header(&path, b',', &limits) {
+            prop_assert!(e.to_string().len() < 2_000, "{e}");
+        }
+        match CsvReader::open(&path, &super::super::options(&["close"]), &limits) {
+            Err(e) => prop_assert!(e.to_string().len() < 2_000, "{e}"),
+            Ok(mut r) => loop {
+                let mut items = Vec::new();
+                match r.next_batch(7, &mut items) {
+                    Ok(true) => {
+                        for i in &items {
+                            if let Item::Problem { message, .. } = i {
+                                prop_assert!(message.len() < 2_000, "{message}");
+                            }
+                        }
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        prop_assert!(e.to_string().len() < 2_000, "{e}");
+                        break;
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mutated_files_never_panic(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in prop::option::of(any::<prop::sample::Index>()),
+            insert in prop::option::of((any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..200))),
+        ) {
+            let mut bytes = b"\xef\xbb\xbfDate,Open,Close\n2024-01-02,1.5,2\n\n\"2024-01-05\",\"1\n\",4\n2024-01-06,1,5".to_vec();
+            for (at, b) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            if let Some((at, more)) = insert {
+                let i = at.index(bytes.len());
+                bytes.splice(i..i, more);
+            }
+            if let Some(at) = cut {
+                bytes.truncate(at.index(bytes.len()));
+            }
+            read_every_way(&bytes)?;
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            read_every_way(&bytes)?;
+        }
     }
 }

@@ -7,7 +7,9 @@
 //! is not an object, or a line that is not JSON is a problem of that row; the rest goes on.
 //!
 //! The array is read one element at a time: a scanner finds where each element ends (strings
-//! and nesting followed), so memory holds one element, whatever the size of the file.
+//! and nesting followed), so memory holds one element, whatever the size of the file. An
+//! element or a line is at most [`Limits::row_bytes`]: a longer one is a problem of its row,
+//! skipped without being buffered (or, for the first one, which [`header`] reads, an error).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -15,7 +17,18 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{Cell, Item, ReadError, ReadOptions, Record, RecordReader};
+use super::{
+    Cell, Item, Limits, ReadError, ReadOptions, Record, RecordReader, excerpt, item_bytes,
+    row_too_long,
+};
+
+/// An element or a line: its bytes, or that it was longer than the limit (it was skipped,
+/// never buffered whole).
+#[derive(Debug)]
+enum Chunk {
+    Bytes(Vec<u8>),
+    TooLong,
+}
 
 /// Finds the wanted keys in objects.
 #[derive(Debug)]
@@ -46,7 +59,10 @@ impl Keys {
                     return Item::Problem {
                         row,
                         sheet: None,
-                        message: format!("key {w:?} holds an array or an object, not a value"),
+                        message: format!(
+                            "key {:?} holds an array or an object, not a value",
+                            excerpt(w)
+                        ),
                     };
                 }
             };
@@ -70,7 +86,18 @@ impl Keys {
             Err(e) => Item::Problem {
                 row,
                 sheet: None,
-                message: format!("not JSON: {e}"),
+                message: excerpt(&format!("not JSON: {e}")),
+            },
+        }
+    }
+
+    fn chunk_item(&self, row: u64, chunk: &Chunk, limits: &Limits) -> Item {
+        match chunk {
+            Chunk::Bytes(b) => self.item(row, b),
+            Chunk::TooLong => Item::Problem {
+                row,
+                sheet: None,
+                message: row_too_long(limits),
             },
         }
     }
@@ -109,25 +136,46 @@ fn key_order(text: &[u8]) -> Result<Vec<String>, serde_json::Error> {
 }
 
 /// The keys of the first object of `path` (an array's first element, or the first line).
-pub fn header(path: &Path, lines: bool) -> Result<Vec<String>, ReadError> {
+pub fn header(path: &Path, lines: bool, limits: &Limits) -> Result<Vec<String>, ReadError> {
     let first = if lines {
-        let file = File::open(path).map_err(|e| ReadError::io(path, e))?;
+        let mut lines = Lines::open(path, limits)?;
         let mut found = None;
-        for line in BufReader::new(file).split(b'\n') {
-            let line = line.map_err(|e| ReadError::io(path, e))?;
-            if !line.iter().all(u8::is_ascii_whitespace) {
-                found = Some(line);
-                break;
+        while let Some((n, line)) = lines.next_line()? {
+            match line {
+                Chunk::TooLong => {
+                    return Err(ReadError::format(
+                        path,
+                        format!("line {n}: {}", row_too_long(limits)),
+                    ));
+                }
+                Chunk::Bytes(b) if b.iter().all(u8::is_ascii_whitespace) => {}
+                Chunk::Bytes(b) => {
+                    found = Some(b);
+                    break;
+                }
             }
         }
         found
     } else {
-        let mut scanner = Scanner::open(path)?;
-        scanner.next_element()?
+        let mut scanner = Scanner::open(path, limits)?;
+        match scanner.next_element()? {
+            Some(Chunk::TooLong) => {
+                return Err(ReadError::format(
+                    path,
+                    format!("the first element: {}", row_too_long(limits)),
+                ));
+            }
+            Some(Chunk::Bytes(b)) => Some(b),
+            None => None,
+        }
     };
     let first = first.ok_or_else(|| ReadError::format(path, "the file holds no object"))?;
-    key_order(&first)
-        .map_err(|e| ReadError::format(path, format!("the first element is not an object: {e}")))
+    key_order(&first).map_err(|e| {
+        ReadError::format(
+            path,
+            excerpt(&format!("the first element is not an object: {e}")),
+        )
+    })
 }
 
 /// Finds the elements of a JSON array in a byte stream.
@@ -138,10 +186,12 @@ struct Scanner {
     offset: u64,
     started: bool,
     done: bool,
+    /// Bytes of an element at most.
+    max: usize,
 }
 
 impl Scanner {
-    fn open(path: &Path) -> Result<Scanner, ReadError> {
+    fn open(path: &Path, limits: &Limits) -> Result<Scanner, ReadError> {
         let file = File::open(path).map_err(|e| ReadError::io(path, e))?;
         Ok(Scanner {
             path: path.to_owned(),
@@ -149,6 +199,7 @@ impl Scanner {
             offset: 0,
             started: false,
             done: false,
+            max: limits.row_bytes,
         })
     }
 
@@ -186,8 +237,9 @@ impl Scanner {
         )
     }
 
-    /// The bytes of the next element; None after the closing bracket.
-    fn next_element(&mut self) -> Result<Option<Vec<u8>>, ReadError> {
+    /// The bytes of the next element (or, past the limit, that it was too long: the rest of it
+    /// is skipped); None after the closing bracket.
+    fn next_element(&mut self) -> Result<Option<Chunk>, ReadError> {
         if self.done {
             return Ok(None);
         }
@@ -219,6 +271,7 @@ impl Scanner {
             return Err(self.syntax("the array is not closed"));
         }
         let mut out = Vec::new();
+        let mut too_long = false;
         let (mut depth, mut in_string, mut escaped) = (0i64, false, false);
         loop {
             let Some(b) = self.peek()? else {
@@ -242,13 +295,87 @@ impl Scanner {
                     _ => {}
                 }
             }
-            out.push(b);
+            if out.len() < self.max {
+                out.push(b);
+            } else if !too_long {
+                too_long = true;
+                out = Vec::new();
+            }
             self.bump();
             if depth == 0 && !in_string && matches!(b, b'}' | b']') {
                 break;
             }
         }
-        Ok(Some(out))
+        Ok(Some(if too_long {
+            Chunk::TooLong
+        } else {
+            Chunk::Bytes(out)
+        }))
+    }
+}
+
+/// The lines of a file, each at most a limit long: the rest of a longer line is skipped
+/// without being buffered.
+struct Lines {
+    path: PathBuf,
+    input: BufReader<File>,
+    /// Lines read.
+    line: u64,
+    max: usize,
+}
+
+impl Lines {
+    fn open(path: &Path, limits: &Limits) -> Result<Lines, ReadError> {
+        let file = File::open(path).map_err(|e| ReadError::io(path, e))?;
+        Ok(Lines {
+            path: path.to_owned(),
+            input: BufReader::with_capacity(1 << 20, file),
+            line: 0,
+            max: limits.row_bytes,
+        })
+    }
+
+    /// The next line (without its line break) and its number; None at the end of the file.
+    fn next_line(&mut self) -> Result<Option<(u64, Chunk)>, ReadError> {
+        let mut out = Vec::new();
+        let mut too_long = false;
+        let mut any = false;
+        loop {
+            let buf = self
+                .input
+                .fill_buf()
+                .map_err(|e| ReadError::io(&self.path, e))?;
+            if buf.is_empty() {
+                if !any {
+                    return Ok(None);
+                }
+                break;
+            }
+            any = true;
+            let (take, end) = match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => (i, true),
+                None => (buf.len(), false),
+            };
+            if !too_long {
+                if out.len() + take <= self.max {
+                    out.extend_from_slice(&buf[..take]);
+                } else {
+                    too_long = true;
+                    out = Vec::new();
+                }
+            }
+            self.input.consume(take + usize::from(end));
+            if end {
+                break;
+            }
+        }
+        self.line += 1;
+        let chunk = if too_long {
+            Chunk::TooLong
+        } else {
+            Chunk::Bytes(out)
+        };
+        Ok(Some((self.line, chunk)))
     }
 }
 
@@ -258,6 +385,7 @@ pub struct JsonArrayReader {
     keys: Keys,
     /// Elements read.
     row: u64,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for JsonArrayReader {
@@ -270,11 +398,16 @@ impl std::fmt::Debug for JsonArrayReader {
 }
 
 impl JsonArrayReader {
-    pub fn open(path: &Path, options: &ReadOptions) -> Result<JsonArrayReader, ReadError> {
+    pub fn open(
+        path: &Path,
+        options: &ReadOptions,
+        limits: &Limits,
+    ) -> Result<JsonArrayReader, ReadError> {
         Ok(JsonArrayReader {
-            scanner: Scanner::open(path)?,
+            scanner: Scanner::open(path, limits)?,
             keys: keys(options),
             row: 0,
+            limits: limits.clone(),
         })
     }
 }
@@ -282,12 +415,18 @@ impl JsonArrayReader {
 impl RecordReader for JsonArrayReader {
     fn next_batch(&mut self, max: usize, out: &mut Vec<Item>) -> Result<bool, ReadError> {
         let mut added = false;
+        let mut bytes = 0;
         for _ in 0..max {
+            if bytes >= self.limits.batch_bytes {
+                break;
+            }
             let Some(element) = self.scanner.next_element()? else {
                 break;
             };
             self.row += 1;
-            out.push(self.keys.item(self.row, &element));
+            let item = self.keys.chunk_item(self.row, &element, &self.limits);
+            bytes += item_bytes(&item);
+            out.push(item);
             added = true;
         }
         Ok(added)
@@ -296,29 +435,30 @@ impl RecordReader for JsonArrayReader {
 
 /// Reads JSON Lines: one object per line.
 pub struct JsonLinesReader {
-    path: PathBuf,
-    lines: std::io::Split<BufReader<File>>,
+    lines: Lines,
     keys: Keys,
-    line: u64,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for JsonLinesReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JsonLinesReader")
-            .field("path", &self.path)
-            .field("line", &self.line)
+            .field("path", &self.lines.path)
+            .field("line", &self.lines.line)
             .finish_non_exhaustive()
     }
 }
 
 impl JsonLinesReader {
-    pub fn open(path: &Path, options: &ReadOptions) -> Result<JsonLinesReader, ReadError> {
-        let file = File::open(path).map_err(|e| ReadError::io(path, e))?;
+    pub fn open(
+        path: &Path,
+        options: &ReadOptions,
+        limits: &Limits,
+    ) -> Result<JsonLinesReader, ReadError> {
         Ok(JsonLinesReader {
-            path: path.to_owned(),
-            lines: BufReader::with_capacity(1 << 20, file).split(b'\n'),
+            lines: Lines::open(path, limits)?,
             keys: keys(options),
-            line: 0,
+            limits: limits.clone(),
         })
     }
 }
@@ -327,14 +467,19 @@ impl RecordReader for JsonLinesReader {
     fn next_batch(&mut self, max: usize, out: &mut Vec<Item>) -> Result<bool, ReadError> {
         let mut added = false;
         let mut taken = 0;
-        while taken < max {
-            let Some(line) = self.lines.next() else { break };
-            let line = line.map_err(|e| ReadError::io(&self.path, e))?;
-            self.line += 1;
-            if line.iter().all(u8::is_ascii_whitespace) {
+        let mut bytes = 0;
+        while taken < max && bytes < self.limits.batch_bytes {
+            let Some((n, line)) = self.lines.next_line()? else {
+                break;
+            };
+            if let Chunk::Bytes(b) = &line
+                && b.iter().all(u8::is_ascii_whitespace)
+            {
                 continue;
             }
-            out.push(self.keys.item(self.line, &line));
+            let item = self.keys.chunk_item(n, &line, &self.limits);
+            bytes += item_bytes(&item);
+            out.push(item);
             added = true;
             taken += 1;
         }
@@ -347,6 +492,10 @@ mod tests {
     use super::*;
 
     use super::super::options;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
 
     fn read_all(reader: &mut dyn RecordReader) -> Vec<Item> {
         super::super::read_items(reader, 2).unwrap()
@@ -371,8 +520,12 @@ mod tests {
              42, {\"ts\": null, \"close\": {\"v\": 1}} ]",
         )
         .unwrap();
-        assert_eq!(header(&path, false).unwrap(), vec!["ts", "Close", "n"]);
-        let mut r = JsonArrayReader::open(&path, &options(&["close", "ts", "missing"])).unwrap();
+        assert_eq!(
+            header(&path, false, &limits()).unwrap(),
+            vec!["ts", "Close", "n"]
+        );
+        let mut r =
+            JsonArrayReader::open(&path, &options(&["close", "ts", "missing"]), &limits()).unwrap();
         let items = read_all(&mut r);
         assert_eq!(
             items[..2],
@@ -413,7 +566,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.json");
         std::fs::write(&path, "[{\"a\": 1} {\"a\": 2}]").unwrap();
-        let mut r = JsonArrayReader::open(&path, &options(&["a"])).unwrap();
+        let mut r = JsonArrayReader::open(&path, &options(&["a"]), &limits()).unwrap();
         let mut items = Vec::new();
         let e = loop {
             match r.next_batch(1, &mut items) {
@@ -424,11 +577,11 @@ mod tests {
         };
         assert!(e.contains("a , or ] expected at byte 10"), "{e}");
         std::fs::write(&path, "{\"a\": 1}").unwrap();
-        let e = header(&path, false).unwrap_err().to_string();
+        let e = header(&path, false, &limits()).unwrap_err().to_string();
         assert!(e.contains("no opening ["), "{e}");
         std::fs::write(&path, "[]").unwrap();
         assert!(
-            header(&path, false)
+            header(&path, false, &limits())
                 .unwrap_err()
                 .to_string()
                 .contains("no object")
@@ -444,8 +597,12 @@ mod tests {
             "{\"symbol\": \"GOOG\", \"close\": 1.5}\n\n{oops\n{\"symbol\": \"AAPL\", \"close\": -2, \"ok\": true}\n",
         )
         .unwrap();
-        assert_eq!(header(&path, true).unwrap(), vec!["symbol", "close"]);
-        let mut r = JsonLinesReader::open(&path, &options(&["symbol", "close", "ok"])).unwrap();
+        assert_eq!(
+            header(&path, true, &limits()).unwrap(),
+            vec!["symbol", "close"]
+        );
+        let mut r =
+            JsonLinesReader::open(&path, &options(&["symbol", "close", "ok"]), &limits()).unwrap();
         let items = read_all(&mut r);
         assert_eq!(
             items[0],
@@ -464,5 +621,165 @@ mod tests {
                 vec![Cell::Text("AAPL".into()), Cell::Int(-2), Cell::Bool(true)]
             )
         );
+    }
+
+    #[test]
+    fn elements_and_lines_longer_than_the_limit_are_problems_of_their_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        let long = "9".repeat(2 << 20);
+        std::fs::write(
+            &path,
+            format!("[{{\"close\": 1}}, {{\"close\": \"{long}\", \"n\": [{{\"]\": 1}}]}}, {{\"close\": 3}}]"),
+        )
+        .unwrap();
+        let mut r = JsonArrayReader::open(&path, &options(&["close"]), &limits()).unwrap();
+        let items = read_all(&mut r);
+        assert_eq!(
+            items,
+            vec![
+                record(1, vec![Cell::Int(1)]),
+                Item::Problem {
+                    row: 2,
+                    sheet: None,
+                    message: row_too_long(&limits())
+                },
+                record(3, vec![Cell::Int(3)]),
+            ]
+        );
+        std::fs::write(&path, format!("[{{\"{long}\": 1}}]")).unwrap();
+        let e = header(&path, false, &limits()).unwrap_err().to_string();
+        assert!(
+            e.contains("the first element: the row is longer than 1 MiB"),
+            "{e}"
+        );
+        let path = dir.path().join("a.jsonl");
+        std::fs::write(
+            &path,
+            format!("{{\"close\": 1}}\n{{\"close\": \"{long}\"}}\n\n{{\"close\": 3}}"),
+        )
+        .unwrap();
+        let mut r = JsonLinesReader::open(&path, &options(&["close"]), &limits()).unwrap();
+        let items = read_all(&mut r);
+        assert_eq!(items.len(), 3);
+        assert_eq!(
+            items[1],
+            Item::Problem {
+                row: 2,
+                sheet: None,
+                message: row_too_long(&limits())
+            }
+        );
+        assert_eq!(items[2], record(4, vec![Cell::Int(3)]));
+        std::fs::write(&path, format!("\n{{\"{long}\": 1}}\n")).unwrap();
+        let e = header(&path, true, &limits()).unwrap_err().to_string();
+        assert!(e.contains("line 2: the row is longer than 1 MiB"), "{e}");
+    }
+
+    #[test]
+    fn messages_quote_at_most_an_excerpt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let key = "k".repeat(10_000);
+        std::fs::write(&path, format!("{{\"{key}\": [1]}}\n")).unwrap();
+        let mut r = JsonLinesReader::open(&path, &options(&[&key]), &limits()).unwrap();
+        match &read_all(&mut r)[0] {
+            Item::Problem { message, .. } => assert!(message.chars().count() < 300, "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    use proptest::prelude::*;
+
+    /// Reads `bytes` as JSON (`lines`: JSON Lines) every way; never panics, and every message
+    /// is short.
+    fn read_every_way(bytes: &[u8], lines: bool) -> Result<(), TestCaseError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        std::fs::write(&path, bytes).unwrap();
+        let limits = Limits {
+            row_bytes: 64,
+            ..Limits::default()
+        };
+        if let Err(e) = header(&path, lines, &limits) {
+            prop_assert!(e.to_string().len() < 2_000, "{e}");
+        }
+        let opened: Result<Box<dyn RecordReader>, ReadError> = if lines {
+            JsonLinesReader::open(&path, &options(&["close", "ts"]), &limits)
+                .map(|r| Box::new(r) as Box<dyn RecordReader>)
+        } else {
+            JsonArrayReader::open(&path, &options(&["close", "ts"]), &limits)
+                .map(|r| Box::new(r) as Box<dyn RecordReader>)
+        };
+        match opened {
+            Err(e) => prop_assert!(e.to_string().len() < 2_000, "{e}"),
+            Ok(mut r) => loop {
+                let mut items = Vec::new();
+                match r.next_batch(7, &mut items) {
+                    Ok(true) => {
+                        for i in &items {
+                            if let Item::Problem { message, .. } = i {
+                                prop_assert!(message.len() < 2_000, "{message}");
+                            }
+                        }
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        prop_assert!(e.to_string().len() < 2_000, "{e}");
+                        break;
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn mutate(
+        mut bytes: Vec<u8>,
+        flips: Vec<(prop::sample::Index, u8)>,
+        cut: Option<prop::sample::Index>,
+        insert: Option<(prop::sample::Index, Vec<u8>)>,
+    ) -> Vec<u8> {
+        for (at, b) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        if let Some((at, more)) = insert {
+            let i = at.index(bytes.len());
+            bytes.splice(i..i, more);
+        }
+        if let Some(at) = cut {
+            bytes.truncate(at.index(bytes.len()));
+        }
+        bytes
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mutated_arrays_never_panic(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in prop::option::of(any::<prop::sample::Index>()),
+            insert in prop::option::of((any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..100))),
+        ) {
+            let base = b"[{\"ts\": \"2024-01-02\", \"close\": 104.06, \"n\": \"a ] , { \\\" \"},\n{\"ts\": 1, \"close\": 7, \"x\": [1, {\"x\": \"]\"}]}, 42, {\"close\": {\"v\": 1}}]".to_vec();
+            read_every_way(&mutate(base, flips, cut, insert), false)?;
+        }
+
+        #[test]
+        fn mutated_lines_never_panic(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in prop::option::of(any::<prop::sample::Index>()),
+            insert in prop::option::of((any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..100))),
+        ) {
+            let base = b"{\"ts\": \"2024-01-02\", \"close\": 1.5}\n\n{oops\n{\"ts\": 3, \"close\": -2, \"ok\": true}\n".to_vec();
+            read_every_way(&mutate(base, flips, cut, insert), true)?;
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), lines in any::<bool>()) {
+            read_every_way(&bytes, lines)?;
+        }
     }
 }

@@ -373,12 +373,17 @@ impl TaskManager {
     }
 
     /// Compares the store with what a replica serves through its read API, bar by bar.
-    pub(super) async fn check_replica(&self, url: &str, counters: TaskCounters) -> Outcome {
-        let replica = match crate::replica_store::ReplicaStore::new(url) {
+    pub(super) async fn check_replica(&self, name: &str, counters: TaskCounters) -> Outcome {
+        let replica = match self
+            .ctx
+            .targets
+            .replica(name)
+            .and_then(crate::replica_store::ReplicaStore::new)
+        {
             Ok(r) => r,
             Err(e) => return Err((Stop::Invalid(e), counters)),
         };
-        self.check_other(&replica, &format!("replica {url}"), counters)
+        self.check_other(&replica, &format!("replica {name}"), counters)
             .await
     }
 
