@@ -748,3 +748,98 @@ impl<const PORT: u16> HttpConfig<PORT> {
         issues
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_gets_at_most_its_share_of_connections() {
+        let per_client = PerClient::new(2);
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = per_client.take(a).unwrap();
+        let _second = per_client.take(a).unwrap();
+        assert!(
+            per_client.take(a).is_none(),
+            "a third from the same address"
+        );
+        assert!(
+            per_client.take(b).is_some(),
+            "another address is not held up"
+        );
+        drop(first);
+        assert!(
+            per_client.take(a).is_some(),
+            "a closed connection frees its slot"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_only_without_open_requests() {
+        let requests = Requests::default();
+        let idle = std::time::Duration::from_secs(300);
+        let open = requests.start();
+        // An open request (a stream, a slow answer) keeps the connection in use.
+        let waited = tokio::time::timeout(idle * 3, requests.idle_for(idle)).await;
+        assert!(waited.is_err(), "idle while a request is open");
+        drop(open);
+        let started = tokio::time::Instant::now();
+        requests.idle_for(idle).await;
+        assert!(started.elapsed() >= idle);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_and_busy_ones_are_not() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let stop = CancellationToken::new();
+        let limits = HttpLimits {
+            idle_timeout: std::time::Duration::from_millis(300),
+            header_read_timeout: std::time::Duration::from_secs(30),
+            max_connections_per_client: 2,
+            ..HttpLimits::default()
+        };
+        let server = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                serve_http(
+                    listener,
+                    app,
+                    &stop,
+                    std::time::Duration::from_secs(1),
+                    limits,
+                    None,
+                )
+                .await
+            }
+        });
+        // An HTTP/2 connection (prior knowledge) sending nothing after its preface: closed.
+        let mut h2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let mut sink = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            h2.read_to_end(&mut sink),
+        )
+        .await;
+        assert!(closed.is_ok(), "the idle HTTP/2 connection was closed");
+        // A third connection from one address is closed at once.
+        let _one = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _two = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut three = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), three.read(&mut buf))
+            .await
+            .expect("closed, not left waiting")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the connection over the per-client cap is closed");
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
+}

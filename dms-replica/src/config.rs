@@ -356,11 +356,18 @@ mod tests {
         let printed = serde_json::to_string(&c).unwrap();
         assert!(!printed.contains("s3cret-value"), "{printed}");
         assert!(!format!("{c:?}").contains("s3cret-value"));
-        let err = load("master:\n  token: s3cret-short\n").unwrap_err().to_string();
+        let err = load("master:\n  token: s3cret-short\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("at least 32"), "{err}");
         assert!(!err.contains("s3cret-short"), "{err}");
-        let err = load("http:\n  listen: 0.0.0.0:11184\n").unwrap_err().to_string();
-        assert!(err.contains("http.listen") && err.contains("auth.token_file"), "{err}");
+        let err = load("http:\n  listen: 0.0.0.0:11184\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http.listen") && err.contains("auth.token_file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub struct DaemonCommand {
     env: Vec<(String, String)>,
     ready_path: String,
     https: Option<reqwest::Client>,
+    token: Option<String>,
 }
 
 impl DaemonCommand {
@@ -40,6 +41,7 @@ impl DaemonCommand {
             env: Vec::new(),
             ready_path: "/readyz".into(),
             https: None,
+            token: None,
         }
     }
 
@@ -54,6 +56,16 @@ impl DaemonCommand {
     /// TLS, a client certificate) instead of plain HTTP.
     pub fn https(mut self, client: reqwest::Client) -> DaemonCommand {
         self.https = Some(client);
+        self
+    }
+
+    /// Sends `authorization: Bearer <token>` with every request of [`DaemonProcess`]'s helpers
+    /// ([`DaemonProcess::get`], [`DaemonProcess::post`], …) and of [`DaemonProcess::client`]
+    /// (unless started with [`DaemonCommand::https`], whose client is the caller's): for a
+    /// daemon with `auth`, where every endpoint but `/healthz` and `/readyz` needs a token. A
+    /// request that sets its own `authorization` header sends that one instead.
+    pub fn token(mut self, token: &str) -> DaemonCommand {
+        self.token = Some(token.to_owned());
         self
     }
 
@@ -90,15 +102,25 @@ impl DaemonCommand {
             .with_context(|| format!("spawn {}", self.bin))?;
         let (scheme, client) = match self.https {
             Some(c) => ("https", c),
-            None => (
-                "http",
-                reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    // The daemons close a keep-alive connection idle for their header timeout
-                    // (10 s by default): never reuse one that old, or a request races the close.
-                    .pool_idle_timeout(Duration::from_secs(5))
-                    .build()?,
-            ),
+            None => {
+                let mut headers = reqwest::header::HeaderMap::new();
+                if let Some(t) = &self.token {
+                    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))?;
+                    value.set_sensitive(true);
+                    headers.insert(reqwest::header::AUTHORIZATION, value);
+                }
+                (
+                    "http",
+                    reqwest::Client::builder()
+                        .timeout(Duration::from_secs(10))
+                        // The daemons close a keep-alive connection idle for their header
+                        // timeout (10 s by default): never reuse one that old, or a request
+                        // races the close.
+                        .pool_idle_timeout(Duration::from_secs(5))
+                        .default_headers(headers)
+                        .build()?,
+                )
+            }
         };
         let mut daemon = DaemonProcess {
             bin: self.bin,
@@ -108,6 +130,7 @@ impl DaemonCommand {
             workdir: workdir.to_path_buf(),
             log,
             client,
+            token: self.token,
         };
         daemon.wait_ready(&self.ready_path).await?;
         Ok(daemon)
@@ -127,6 +150,8 @@ pub struct DaemonProcess {
     /// Its stderr (the log).
     pub log: PathBuf,
     client: reqwest::Client,
+    /// Sent as a bearer token by the helpers ([`DaemonCommand::token`]).
+    token: Option<String>,
 }
 
 impl DaemonProcess {
@@ -166,9 +191,19 @@ impl DaemonProcess {
         format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
     }
 
-    /// The HTTP client the daemon is driven with.
+    /// The HTTP client the daemon is driven with (with the token of [`DaemonCommand::token`]
+    /// as a default header, unless the client came from [`DaemonCommand::https`]).
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// A request of `method` to `path` with the client and the token, if any.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.request(method, self.url(path));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
     }
 
     /// Sends SIGHUP (reload).
@@ -180,7 +215,7 @@ impl DaemonProcess {
 
     /// GET `path`; returns the status code and the JSON body.
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
-        let r = self.client.get(self.url(path)).send().await?;
+        let r = self.request(reqwest::Method::GET, path).send().await?;
         let code = r.status().as_u16();
         let body = r
             .json()
@@ -189,11 +224,11 @@ impl DaemonProcess {
         Ok((code, body))
     }
 
-    /// POST `path` with a JSON body (raw text, to test bad input too).
+    /// POST `path` with a JSON body (raw text, to test bad input too; `Content-Type:
+    /// application/json` even when empty, as every mutating request needs).
     pub async fn post(&self, path: &str, body: &str) -> Result<(u16, Value)> {
         let r = self
-            .client
-            .post(self.url(path))
+            .request(reqwest::Method::POST, path)
             .header("content-type", "application/json")
             .body(body.to_owned())
             .send()
@@ -206,9 +241,14 @@ impl DaemonProcess {
         Ok((code, body))
     }
 
-    /// DELETE `path`; returns the status code and the JSON body.
+    /// DELETE `path` (`Content-Type: application/json`, no body); returns the status code and
+    /// the JSON body.
     pub async fn delete(&self, path: &str) -> Result<(u16, Value)> {
-        let r = self.client.delete(self.url(path)).send().await?;
+        let r = self
+            .request(reqwest::Method::DELETE, path)
+            .header("content-type", "application/json")
+            .send()
+            .await?;
         let code = r.status().as_u16();
         let body = r
             .json()
@@ -219,7 +259,7 @@ impl DaemonProcess {
 
     /// GET `path` as text.
     pub async fn get_text(&self, path: &str) -> Result<(u16, String)> {
-        let r = self.client.get(self.url(path)).send().await?;
+        let r = self.request(reqwest::Method::GET, path).send().await?;
         Ok((r.status().as_u16(), r.text().await?))
     }
 

@@ -174,6 +174,28 @@ async fn bad_config_exits_with_status_2_naming_the_key() {
         stderr.contains("http.listen") && stderr.contains("DMS_HTTP__LISTEN"),
         "{stderr}"
     );
+    // A listener other machines can reach needs tokens, or an explicit opt-out.
+    let (code, _, stderr) = run_master_command(
+        dir.path(),
+        &["--config", "good.yaml", "check-config"],
+        &[("DMS_HTTP__LISTEN", "0.0.0.0:0")],
+    )
+    .unwrap();
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("http.listen") && stderr.contains("allow_unauthenticated"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run_master_command(
+        dir.path(),
+        &["--config", "good.yaml", "check-config"],
+        &[
+            ("DMS_HTTP__LISTEN", "0.0.0.0:0"),
+            ("DMS_HTTP__ALLOW_UNAUTHENTICATED", "true"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}");
     // Files the config points to are checked too.
     std::fs::write(
         dir.path().join("files.yaml"),
@@ -272,7 +294,7 @@ async fn every_api_error_is_the_json_envelope_and_forms_cannot_start_tasks() {
             .await
             .unwrap();
         let head = format!(
-            "POST /api/data/import HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "POST /api/data/import HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             10 << 20
         );
         conn.write_all(head.as_bytes()).await.unwrap();
@@ -306,10 +328,35 @@ async fn every_api_error_is_the_json_envelope_and_forms_cannot_start_tasks() {
             .unwrap();
         check(r, 415, "application/json").await;
     }
+    // Nor may a request without a body and without the JSON content type.
+    let r = client.post(url("/api/data/update")).send().await.unwrap();
+    check(r, 415, "application/json").await;
+    // A Host that is not this daemon's (DNS rebinding) and a foreign Origin are refused.
+    let r = client
+        .post(url("/api/data/update"))
+        .header("host", "attacker.example")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    check(r, 403, "http.server_names").await;
+    let r = client
+        .post(url("/api/data/update"))
+        .header("origin", "http://attacker.example")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    check(r, 403, "http.allowed_origins").await;
     let (_, after) = master.get("/api/data/tasks").await.unwrap();
     assert_eq!(after["count"], before["count"], "no task was queued");
-    // JSON, and no body at all, are accepted.
-    let r = client.post(url("/api/data/update")).send().await.unwrap();
+    // JSON, with a body or without one, is accepted.
+    let r = client
+        .post(url("/api/data/update"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 202);
     assert!(r.headers().get("access-control-allow-origin").is_none());
     // The same symbol many times selects it once.
@@ -342,11 +389,11 @@ async fn every_api_error_is_the_json_envelope_and_forms_cannot_start_tasks() {
         String::from_utf8_lossy(&answer).into_owned()
     };
     let long = format!(
-        "GET /api/data/tasks?x={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /api/data/tasks?x={} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         "a".repeat(70_000)
     );
     let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let many = format!("GET /api/data/tasks HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    let many = format!("GET /api/data/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}\r\n");
     for (request, code, needle) in [
         (long, "414", "URI is too long"),
         (many, "431", "header fields"),
@@ -379,7 +426,7 @@ async fn stuck_clients_are_dropped_and_do_not_hold_shutdown() {
     let connect = || tokio::net::TcpStream::connect(("127.0.0.1", master.port));
     // Half a request: the connection is closed once the header time is up.
     let mut half = connect().await.unwrap();
-    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
     let mut buf = Vec::new();
@@ -389,7 +436,7 @@ async fn stuck_clients_are_dropped_and_do_not_hold_shutdown() {
     let mut short = connect().await.unwrap();
     short
         .write_all(
-            b"POST /api/data/update HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"days\"",
+            b"POST /api/data/update HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"days\"",
         )
         .await
         .unwrap();

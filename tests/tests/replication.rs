@@ -12,6 +12,9 @@ use serde_json::Value;
 
 const SYNC: Duration = Duration::from_secs(120);
 
+/// The master's replication token in the token test.
+const RIGHT_TOKEN: &str = "the-right-token-0123456789abcdef0123456789";
+
 const GENERATED_SOURCE: &str = "
 sources:
   - type: csv
@@ -21,12 +24,22 @@ sources:
 ";
 
 async fn sample_master(dir: &Path) -> MasterProcess {
+    sample_master_with(dir, "").await
+}
+
+/// [`sample_master`] with `extra` appended to its config.
+async fn sample_master_with(dir: &Path, extra: &str) -> MasterProcess {
     copy_sample_data(&dir.join("sample-data"));
-    let master = MasterProcess::start(dir, &master_config(SAMPLE_SOURCE))
-        .await
-        .unwrap();
+    let config = master_config(&format!("{SAMPLE_SOURCE}{extra}"));
+    let master = MasterProcess::start(dir, &config).await.unwrap();
     master.wait_imported(SYNC).await.unwrap();
     master
+}
+
+/// A `targets:` section naming the replica that will listen on `port` as `name` (checks
+/// name a replica configured there, never an address).
+fn replica_target(name: &str, port: u16) -> String {
+    format!("targets:\n  {name}:\n    type: replica\n    url: http://127.0.0.1:{port}\n")
 }
 
 async fn replica(dir: &Path, name: &str, master_port: u16, extra: &str) -> ReplicaProcess {
@@ -54,9 +67,10 @@ async fn node(master: &MasterProcess, id: &str) -> Value {
     body["data"].clone()
 }
 
-/// Runs the master's consistency check against the replica at `url`; returns its report.
-async fn replica_check(master: &MasterProcess, url: &str) -> Value {
-    let body = serde_json::json!({"replica": url.trim_end_matches('/')}).to_string();
+/// Runs the master's consistency check against the replica configured as `name` under its
+/// `targets:`; returns its report.
+async fn replica_check(master: &MasterProcess, name: &str) -> Value {
+    let body = serde_json::json!({ "replica": name }).to_string();
     let (code, answer) = master.post("/api/data/check", &body).await.unwrap();
     assert_eq!(code, 202, "{answer}");
     let task = master
@@ -231,10 +245,12 @@ async fn a_replica_whose_store_was_deleted_while_down_rebuilds_it_by_range_pulls
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_entropy_finds_and_fixes_exactly_the_tampered_buckets() {
     let dir = tempfile::tempdir().unwrap();
-    let master = sample_master(dir.path()).await;
+    // The replica's port is fixed up front: the master's check names it in its config.
+    let rport = free_port();
+    let master = sample_master_with(dir.path(), &replica_target("replica-a", rport)).await;
     let rdir = dir.path().join("replica-a");
     let config = replica_config("replica-a", master.port, "anti_entropy_interval: 0s\n");
-    let mut a = ReplicaProcess::start(&rdir, "replica-a", &config)
+    let mut a = ReplicaProcess::start_on(&rdir, "replica-a", &config, rport)
         .await
         .unwrap();
     a.wait_in_sync(&master, SYNC).await.unwrap();
@@ -271,7 +287,7 @@ async fn anti_entropy_finds_and_fixes_exactly_the_tampered_buckets() {
         .unwrap();
     assert_eq!((changed, deleted, added), (1, 1, 1));
     drop(conn);
-    let a = ReplicaProcess::start(&rdir, "replica-a", &config)
+    let a = ReplicaProcess::start_on(&rdir, "replica-a", &config, rport)
         .await
         .unwrap();
     a.wait_until("the replica to connect", SYNC, async || {
@@ -285,7 +301,7 @@ async fn anti_entropy_finds_and_fixes_exactly_the_tampered_buckets() {
     .await
     .unwrap();
     // The master's consistency check against what the replica serves lists exactly the three.
-    let check = replica_check(&master, &a.url("")).await;
+    let check = replica_check(&master, "replica-a").await;
     assert_eq!(
         (
             &check["bars_changed"],
@@ -357,7 +373,7 @@ async fn anti_entropy_finds_and_fixes_exactly_the_tampered_buckets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_is_refused_and_a_replica_from_another_history_converges_by_repair() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), "the-right-token\n").unwrap();
+    std::fs::write(dir.path().join("token"), format!("{RIGHT_TOKEN}\n")).unwrap();
     let token_cfg = format!(
         "{SAMPLE_SOURCE}replication:\n  token_file: {}\n",
         dir.path().join("token").display()
@@ -370,7 +386,7 @@ async fn a_wrong_token_is_refused_and_a_replica_from_another_history_converges_b
     let wdir = dir.path().join("wrong");
     let cfg = replica_config("wrong", master.port, "").replace(
         "  idle_timeout: 3s",
-        "  token: not-the-token\n  idle_timeout: 3s",
+        "  token: not-the-token-0123456789abcdef0123456789\n  idle_timeout: 3s",
     );
     let w = ReplicaProcess::start(&wdir, "wrong", &cfg).await.unwrap();
     let status = w
@@ -395,7 +411,7 @@ async fn a_wrong_token_is_refused_and_a_replica_from_another_history_converges_b
         "{}",
         w.log_text()
     );
-    assert!(!w.log_text().contains("the-right-token"));
+    assert!(!w.log_text().contains(RIGHT_TOKEN));
     let (code, _) = w.get("/readyz").await.unwrap();
     assert_eq!(code, 503);
     assert_eq!(w.data_status().await.unwrap()["total_records"], 0);
@@ -418,7 +434,7 @@ async fn a_wrong_token_is_refused_and_a_replica_from_another_history_converges_b
         .unwrap();
     let cfg = replica_config("a", master.port, "").replace(
         "  idle_timeout: 3s",
-        "  token: the-right-token\n  idle_timeout: 3s",
+        &format!("  token: {RIGHT_TOKEN}\n  idle_timeout: 3s"),
     );
     let a = ReplicaProcess::start(&adir, "a", &cfg).await.unwrap();
     let status = a.wait_in_sync(&master, SYNC).await.unwrap();

@@ -765,8 +765,9 @@ async fn run_task(master: &MasterProcess, path: &str, body: &str) -> Value {
         .unwrap()
 }
 
-/// Queues a migrate or check task with `target` and waits for it.
-async fn store_task(master: &MasterProcess, path: &str, target: &Value) -> Value {
+/// Queues a migrate or check task with `target` (a store's name under `targets:` in the
+/// master's config) and waits for it.
+async fn store_task(master: &MasterProcess, path: &str, target: &str) -> Value {
     let body = serde_json::json!({ "target": target }).to_string();
     run_task(master, path, &body).await
 }
@@ -795,14 +796,16 @@ sources:
     page_size: 50000
 "
     );
-    let cfg = format!("http: {{listen: '127.0.0.1:{{port}}'}}\n{source}");
+    // The other stores are named in the config, never in a request.
+    let cfg = format!(
+        "http: {{listen: '127.0.0.1:{{port}}'}}\n{source}targets:\n  pg:\n    type: postgres\n    url: postgres://postgres@127.0.0.1:5432/{db}\n"
+    );
     let mut master = MasterProcess::start(dir.path(), &cfg).await.unwrap();
     let t = import_source(&master, "big").await;
     assert_eq!(t["counters"]["bars_written"], 1_000_000, "{t}");
 
     // SQLite → PostgreSQL: every bar copied, and the check says equal.
-    let pg_store = serde_json::json!({"type": "postgres", "url": format!("postgres://postgres@127.0.0.1:5432/{db}")});
-    let t = store_task(&master, "/api/data/migrate", &pg_store).await;
+    let t = store_task(&master, "/api/data/migrate", "pg").await;
     assert_eq!(t["status"], "completed", "{t}");
     assert_eq!(t["counters"]["bars_written"], 1_000_000, "{t}");
     assert_eq!(t["counters"]["series_done"], 1000, "{t}");
@@ -815,13 +818,13 @@ sources:
 
     // PostgreSQL → SQLite, from a master whose store is that database.
     let dir2 = tempfile::tempdir().unwrap();
+    let back = dir2.path().join("back.db");
     let cfg2 = format!(
-        "http: {{listen: '127.0.0.1:{{port}}'}}\nstore: {{type: postgres, url: 'postgres://postgres@127.0.0.1:5432/{db}'}}\n{source}"
+        "http: {{listen: '127.0.0.1:{{port}}'}}\nstore: {{type: postgres, url: 'postgres://postgres@127.0.0.1:5432/{db}'}}\n{source}targets:\n  back:\n    type: sqlite\n    path: {}\n",
+        back.display()
     );
     let master = MasterProcess::start(dir2.path(), &cfg2).await.unwrap();
-    let back = dir2.path().join("back.db");
-    let sqlite_store = serde_json::json!({"type": "sqlite", "path": back});
-    let t = store_task(&master, "/api/data/migrate", &sqlite_store).await;
+    let t = store_task(&master, "/api/data/migrate", "back").await;
     assert_eq!(t["status"], "completed", "{t}");
     assert_eq!(t["counters"]["bars_written"], 1_000_000, "{t}");
     assert_eq!(t["counters"]["check"]["series_equal"], 1000, "{t}");
@@ -852,7 +855,7 @@ sources:
         .unwrap();
     assert_eq!((changed, deleted), (1, 1));
     drop(conn);
-    let t = store_task(&master, "/api/data/check", &sqlite_store).await;
+    let t = store_task(&master, "/api/data/check", "back").await;
     assert_eq!(t["status"], "completed", "{t}");
     let check = &t["counters"]["check"];
     assert_eq!(check["series_equal"], 998, "{t}");
@@ -875,19 +878,35 @@ sources:
     assert_eq!(missing["series"], "G0500@1d");
     assert_eq!(missing["ts"], "2002-02-01T00:00:00Z");
 
-    // A target with the password inline is refused: requests are saved, secrets are not.
+    // A store given inline (here with a password) is refused: a request names a configured
+    // target, never an address, a path or a secret; and the password is saved nowhere.
+    const INLINE_PASSWORD: &str = "inline-password-never-saved";
     let (code, answer) = master
         .post(
             "/api/data/check",
-            r#"{"target": {"type": "postgres", "url": "postgres://u@127.0.0.1/x", "password": "p"}}"#,
+            &format!(
+                r#"{{"target": {{"type": "postgres", "url": "postgres://u@127.0.0.1/x", "password": "{INLINE_PASSWORD}"}}}}"#
+            ),
         )
         .await
         .unwrap();
     assert_eq!(code, 400, "{answer}");
-    assert!(
-        answer["error"].as_str().unwrap().contains("password_file"),
-        "{answer}"
-    );
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("not the store itself"), "{answer}");
+    assert!(!error.contains(INLINE_PASSWORD), "{answer}");
+    let (code, tasks) = master.get_text("/api/data/tasks").await.unwrap();
+    assert_eq!(code, 200, "{tasks}");
+    assert!(!tasks.contains(INLINE_PASSWORD), "{tasks}");
+    assert!(!master.log_text().contains(INLINE_PASSWORD));
+    // A name that is not configured is refused naming what is.
+    let (code, answer) = master
+        .post("/api/data/check", r#"{"target": "elsewhere"}"#)
+        .await
+        .unwrap();
+    assert_eq!(code, 400, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("no store target has that name"), "{answer}");
+    assert!(error.contains("back"), "{answer}");
     drop(master);
     psql(&format!("DROP TABLE {pg}"));
     psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
@@ -898,10 +917,15 @@ async fn a_sqlite_master_backup_restores_into_an_empty_postgresql_store_and_dama
     let dir = tempfile::tempdir().unwrap();
     let backups = dir.path().join("backups");
     dms_e2e::copy_sample_data(&dir.path().join("a/sample-data"));
+    // The PostgreSQL database restored into below, which A's check names in its config.
+    let db = table_name("dms_restore");
+    let pg_url = format!("postgres://postgres@127.0.0.1:5432/{db}");
     let config = format!(
         "{}backup: {{dir: '{}', keep_last: 2, keep_daily: 0, keep_weekly: 0}}
 schedules:
   - {{name: nightly-backup, cron: '0 3 * * *', kind: backup}}
+targets:
+  restored: {{type: postgres, url: '{pg_url}'}}
 ",
         dms_e2e::master_config(dms_e2e::SAMPLE_SOURCE),
         backups.display()
@@ -972,9 +996,7 @@ schedules:
 
     // A master on an empty PostgreSQL database: the dry run says every bar would be added,
     // the restore adds them through the journal, and the two stores' digests agree.
-    let db = table_name("dms_restore");
     psql(&format!("CREATE DATABASE {db}"));
-    let pg_url = format!("postgres://postgres@127.0.0.1:5432/{db}");
     let b_config = format!(
         "http: {{listen: '127.0.0.1:{{port}}'}}\nstore: {{type: postgres, url: '{pg_url}'}}\nbackup: {{dir: '{}'}}\n",
         backups.display()
@@ -1007,8 +1029,7 @@ schedules:
     assert_eq!(r["counters"]["bars_written"], total, "{r}");
     assert_eq!(r["counters"]["check"]["series_equal"], 3, "{r}");
     b.wait_applied(Duration::from_secs(60)).await.unwrap();
-    let pg_store = serde_json::json!({"type": "postgres", "url": pg_url});
-    let c = store_task(&a, "/api/data/check", &pg_store).await;
+    let c = store_task(&a, "/api/data/check", "restored").await;
     assert_eq!(c["status"], "completed", "{c}");
     assert_eq!(c["counters"]["check"]["series_equal"], 3, "{c}");
     assert_eq!(c["counters"]["check"]["bars_missing"], 0, "{c}");
@@ -1075,7 +1096,12 @@ async fn a_million_row_file_import_resumes_after_sigkill_and_stores_every_bar_on
             }
         }
     }
-    let cfg = "http: {listen: '127.0.0.1:{port}'}\n";
+    // Files named by path are read only from the directories the config allows.
+    let cfg = format!(
+        "http: {{listen: '127.0.0.1:{{port}}'}}\nfile_import:\n  allowed_dirs:\n    - {}\n",
+        dir.path().canonicalize().unwrap().display()
+    );
+    let cfg = cfg.as_str();
     let master = MasterProcess::start(dir.path(), cfg).await.unwrap();
     let query = format!(
         "/api/data/import-file?path={}&map.symbol=code&map.time=day&map.open=c&map.high=c&map.low=c&map.close=c&interval=1d",

@@ -397,3 +397,59 @@ pub async fn grpc_router(
     }
     Ok(router)
 }
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+
+    const SHARED: &str = "replication-token-0123456789abcdef0123";
+    const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
+    const NODE: &str = "node-one-token-0123456789abcdef0123456";
+
+    fn md(token: Option<&str>) -> tonic::metadata::MetadataMap {
+        let mut md = tonic::metadata::MetadataMap::new();
+        if let Some(t) = token {
+            md.insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        md
+    }
+
+    #[test]
+    fn no_token_configured_is_open_any_token_configured_closes_it() {
+        let open = ReplicationAuth::default();
+        assert_eq!(open.check(&md(None)).unwrap(), Caller::Anyone);
+        let admin_only = ReplicationAuth::new(None, Some(ADMIN), Vec::new());
+        assert_eq!(
+            admin_only.check(&md(None)).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(admin_only.check(&md(Some(ADMIN))).unwrap(), Caller::Shared);
+        assert_eq!(
+            admin_only.check(&md(Some(SHARED))).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn a_node_token_is_only_its_own_node() {
+        let auth = ReplicationAuth::new(
+            Some(SHARED),
+            Some(ADMIN),
+            vec![("replica-1".to_owned(), NODE.to_owned())],
+        );
+        let node = auth.check(&md(Some(NODE))).unwrap();
+        assert_eq!(node, Caller::Node("replica-1".into()));
+        assert!(auth.may_act_as(&node, "replica-1").is_ok());
+        assert_eq!(
+            auth.may_act_as(&node, "replica-2").unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        let shared = auth.check(&md(Some(SHARED))).unwrap();
+        assert!(auth.may_act_as(&shared, "replica-2").is_ok());
+        assert_eq!(
+            auth.may_act_as(&shared, "replica-1").unwrap_err().code(),
+            tonic::Code::PermissionDenied,
+            "a node with its own token cannot be taken with the shared one"
+        );
+    }
+}

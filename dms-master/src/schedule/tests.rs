@@ -527,3 +527,27 @@ async fn the_run_history_keeps_the_newest_runs_of_each_schedule() {
     assert_eq!(runs.last().unwrap().message, "run 5");
     let _ = h.dir.path();
 }
+
+#[tokio::test]
+async fn the_queue_refuses_tasks_beyond_max_pending() {
+    use crate::tasks::manager::SubmitError;
+    use crate::tasks::{TaskKind, TaskParams};
+    let h = Harness::new("2026-03-06T12:00:00Z").await;
+    let max = h.config.tasks.max_pending;
+    // The runner is not started: every task stays pending.
+    for i in 0..max {
+        h.tasks
+            .submit(TaskKind::Validate, format!("v{i}"), TaskParams::default())
+            .await
+            .unwrap();
+    }
+    let e = h
+        .tasks
+        .submit(TaskKind::Validate, "one more".into(), TaskParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, SubmitError::Busy(m) if m.contains("tasks.max_pending")),
+        "{e}"
+    );
+}

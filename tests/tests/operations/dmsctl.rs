@@ -14,9 +14,20 @@ use dms_e2e::{
 const SYNC: Duration = Duration::from_secs(120);
 
 async fn sample_master(dir: &Path, extra: &str) -> MasterProcess {
+    sample_master_with_token(dir, extra, None).await
+}
+
+/// [`sample_master`] driven with `token` (a master with `auth` answers nothing else without
+/// one).
+async fn sample_master_with_token(dir: &Path, extra: &str, token: Option<&str>) -> MasterProcess {
     copy_sample_data(&dir.join("sample-data"));
     let config = master_config(&format!("{SAMPLE_SOURCE}{extra}"));
-    let master = MasterProcess::start(dir, &config).await.unwrap();
+    let master = MasterProcess::start_with(dir, &config, free_port(), |c| match token {
+        Some(t) => c.token(t),
+        None => c,
+    })
+    .await
+    .unwrap();
     master.wait_imported(SYNC).await.unwrap();
     master
 }
@@ -276,14 +287,22 @@ schedules:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dmsctl_needs_the_token_and_a_read_only_token_cannot_start_tasks() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("admin.token"), "full-secret-token\n").unwrap();
-    let auth = "
+    const READ_ONLY: &str = "read-only-token-0123456789abcdef0123456789";
+    std::fs::write(
+        dir.path().join("admin.token"),
+        "full-secret-token-0123456789abcdef0123456789\n",
+    )
+    .unwrap();
+    let auth = format!(
+        "
 auth:
   token_file: ./admin.token
   read_only:
-    token: read-only-token
-";
-    let master = sample_master(dir.path(), auth).await;
+    token: {READ_ONLY}
+"
+    );
+    // The REST helpers read with the read-only token.
+    let master = sample_master_with_token(dir.path(), &auth, Some(READ_ONLY)).await;
     let ctl = Dmsctl::new(&endpoint(&master));
 
     // No token: one clear line, nothing else.
@@ -310,7 +329,7 @@ auth:
     assert!(!line.contains("guess"), "{line}");
 
     // The read-only token reads, and cannot start a task.
-    let reader = ctl.clone().env("DMS_TOKEN", "read-only-token");
+    let reader = ctl.clone().env("DMS_TOKEN", READ_ONLY);
     let out = reader.run(&["task", "list", "-o", "json"]).await.unwrap();
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.json()["tasks"].is_array());

@@ -4,7 +4,8 @@
 //! times stored at the right UTC instants; bad rows reported with their row number, listed in
 //! the quarantine file and skipped while the rest is stored; `insert_only` keeps a stored bar,
 //! `upsert` replaces it; a dry run stores nothing; bad requests are refused naming the
-//! parameter.
+//! parameter. Files named by path are read only inside `file_import.allowed_dirs`, and what
+//! is said about them never quotes their content.
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,10 +41,18 @@ async fn imported(master: &MasterProcess, answer: (u16, Value)) -> Value {
     task
 }
 
-/// Runs a consistency check of `master`'s store against the SQLite store at `other`; returns
-/// its report.
-async fn check_against(master: &MasterProcess, other: &Path) -> Value {
-    let body = json!({"target": {"type": "sqlite", "path": other}}).to_string();
+/// `file_import:` allowing path imports of files inside `dir`.
+fn allowed_dir(dir: &Path) -> String {
+    format!(
+        "file_import:\n  allowed_dirs:\n    - {}\n",
+        dir.canonicalize().unwrap().display()
+    )
+}
+
+/// Runs a consistency check of `master`'s store against the store configured as `target`
+/// under its `targets:`; returns its report.
+async fn check_against(master: &MasterProcess, target: &str) -> Value {
+    let body = json!({ "target": target }).to_string();
     let (code, answer) = master.post("/api/data/check", &body).await.unwrap();
     assert_eq!(code, 202, "{answer}");
     let task = master
@@ -72,15 +81,21 @@ async fn every_export_format_imports_back_with_equal_digests() {
     let dir = tempfile::tempdir().unwrap();
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
     copy_sample_data(&a_dir.join("sample-data"));
-    let a = MasterProcess::start(&a_dir, &master_config(SAMPLE_SOURCE))
+    std::fs::create_dir_all(&b_dir).unwrap();
+    // A checks against B's store, named in its config; B reads the exported files by path
+    // from the test's directory.
+    let b_store = b_dir.join("data/bars.db");
+    let a_config = format!(
+        "{SAMPLE_SOURCE}targets:\n  b:\n    type: sqlite\n    path: {}\n",
+        b_store.display()
+    );
+    let a = MasterProcess::start(&a_dir, &master_config(&a_config))
         .await
         .unwrap();
     a.wait_imported(SYNC).await.unwrap();
-    std::fs::create_dir_all(&b_dir).unwrap();
-    let b = MasterProcess::start(&b_dir, &master_config(""))
+    let b = MasterProcess::start(&b_dir, &master_config(&allowed_dir(dir.path())))
         .await
         .unwrap();
-    let b_store = b_dir.join("data/bars.db");
     let (_, series) = a.get("/api/data/series").await.unwrap();
     let total: u64 = series["data"]
         .as_array()
@@ -158,7 +173,7 @@ async fn every_export_format_imports_back_with_equal_digests() {
         );
 
         // The imported store equals the exported one, bucket digest by bucket digest.
-        let check = check_against(&a, &b_store).await;
+        let check = check_against(&a, "b").await;
         assert_eq!(check["series_compared"], 3, "{format}: {check}");
         assert_eq!(check["series_equal"], 3, "{format}: {check}");
         assert_eq!(check["bars_missing"], 0, "{format}: {check}");
@@ -179,6 +194,39 @@ async fn every_export_format_imports_back_with_equal_digests() {
             assert_eq!(again["counters"]["bars_unchanged"], total);
         }
         empty(&b).await;
+    }
+    // A master without file_import.allowed_dirs reads no file by path (A), and one with them
+    // none outside (B): refused alike, whether or not the file exists.
+    let csv = dir.path().join("export.csv");
+    let (code, answer) = a
+        .post(&format!("/api/data/import-file?path={}", csv.display()), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("imports of files on the master's machine are off"),
+        "{answer}"
+    );
+    // Outside: a file elsewhere, and a link inside the allowed directory to one elsewhere.
+    let outside = dms_e2e::repo_root().join("config/sample-data/EURUSD.csv");
+    let link = dir.path().join("link.csv");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    for path in [outside.display().to_string(), link.display().to_string()] {
+        let (code, answer) = b
+            .post(&format!("/api/data/import-file?path={path}"), "")
+            .await
+            .unwrap();
+        assert_eq!(code, 400, "{answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("is not a readable file inside file_import.allowed_dirs"),
+            "{answer}"
+        );
     }
     // Uploads are removed once imported.
     let uploads: Vec<_> = std::fs::read_dir(b_dir.join("data/uploads"))
@@ -215,7 +263,7 @@ async fn closes(master: &MasterProcess, symbol: &str, interval: &str) -> Vec<(St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn naive_shanghai_times_bad_rows_modes_and_dry_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let master = MasterProcess::start(dir.path(), &master_config(""))
+    let master = MasterProcess::start(dir.path(), &master_config(&allowed_dir(dir.path())))
         .await
         .unwrap();
     // Hourly bars of a Shanghai stock in local time, two rows broken.
@@ -253,7 +301,12 @@ async fn naive_shanghai_times_bad_rows_modes_and_dry_runs() {
     let problems = dry["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 2, "{dry}");
     assert_eq!(problems[0]["row"], 4);
-    assert_eq!(problems[0]["reason"], "column o: \"abc\" is not a number");
+    // A file on the master's machine: the problem says where, never what the file holds.
+    assert_eq!(
+        problems[0]["reason"],
+        "column o: not a valid value (not shown for a file on the master's machine)"
+    );
+    assert!(!dry.to_string().contains("abc"), "{dry}");
     assert_eq!(problems[1]["row"], 5);
     assert!(closes(&master, "600000.SS", "1h").await.is_empty());
 
@@ -272,6 +325,7 @@ async fn naive_shanghai_times_bad_rows_modes_and_dry_runs() {
     assert_eq!(counters["bars_written"], 3, "{task}");
     assert_eq!(counters["rows_skipped"], 2);
     let listed = counters["row_problems"].as_array().unwrap();
+    // An upload is the client's own file: its problems quote it.
     assert_eq!(listed[0], "row 4: column o: \"abc\" is not a number");
     let quarantine =
         std::fs::read_to_string(counters["quarantine_file"].as_str().unwrap()).unwrap();
@@ -371,7 +425,7 @@ async fn naive_shanghai_times_bad_rows_modes_and_dry_runs() {
             "path={}/missing.csv&symbol=X&interval=1d",
             dir.path().display()
         ),
-        "missing.csv",
+        "is not a readable file inside file_import.allowed_dirs",
     )
     .await;
     refused("symbol=X".into(), "give the file").await;

@@ -182,6 +182,13 @@ async fn start_guarded_master(dir: &Path) -> (MasterProcess, PathBuf) {
     std::fs::create_dir_all(&imports).unwrap();
     let imports = imports.canonicalize().unwrap();
     std::fs::write(dir.join("full.token"), format!("{FULL}\n")).unwrap();
+    // An upload left by a master killed during its import: removed at the next start.
+    std::fs::create_dir_all(dir.join("data/uploads")).unwrap();
+    std::fs::write(
+        dir.join("data/uploads/20261207T000000-0-left.csv"),
+        "date,open\n",
+    )
+    .unwrap();
     let config = master_config(&format!(
         "{SAMPLE_SOURCE}
 auth:
@@ -508,6 +515,10 @@ async fn guarded_master_refuses_every_attack() {
     // Hostile files: an xlsx whose shared strings declare 10^11 entries, zip bombs, and an
     // upload over the cap; each answered 400/413, the master alive, nothing left on disk.
     let uploads = dir.path().join("data/uploads");
+    assert!(
+        !uploads.join("20261207T000000-0-left.csv").exists(),
+        "an upload no import reads is removed at start"
+    );
     let upload = async |name: &str, bytes: Vec<u8>, ct: &str| {
         let r = client
             .post(master.url(&format!(
