@@ -89,17 +89,7 @@ async fn post_headers_only(port: u16, token: Option<&str>, length: usize) -> (u1
     tokio::time::timeout(Duration::from_secs(10), read)
         .await
         .expect("an answer within 10 s");
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    dms_e2e::http_answer(&answer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

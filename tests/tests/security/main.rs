@@ -89,17 +89,7 @@ async fn raw(port: u16, request: &[u8]) -> (u16, String) {
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer));
     let _ = read.await;
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    dms_e2e::http_answer(&answer)
 }
 
 /// Sends `head`, then a chunked body of `len` bytes while reading the answer (a daemon may
@@ -126,17 +116,7 @@ async fn raw_streamed(port: u16, head: &[u8], len: usize) -> (u16, String) {
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(30), rx.read_to_end(&mut answer)).await;
     writer.abort();
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    dms_e2e::http_answer(&answer)
 }
 
 /// A client that sends no token.

@@ -486,6 +486,7 @@ mod tests {
         assert_eq!(items.len(), 10);
     }
 
+    use super::super::fuzz;
     use proptest::prelude::*;
 
     /// Reads `bytes` as a CSV file every way; never panics, and every message is short.
@@ -498,53 +499,21 @@ mod tests {
             ..Limits::default()
         };
         if let Err(e) = header(&path, b',', &limits) {
-            prop_assert!(e.to_string().len() < 2_000, "{e}");
+            fuzz::short(&e)?;
         }
-        match CsvReader::open(&path, &super::super::options(&["close"]), &limits) {
-            Err(e) => prop_assert!(e.to_string().len() < 2_000, "{e}"),
-            Ok(mut r) => loop {
-                let mut items = Vec::new();
-                match r.next_batch(7, &mut items) {
-                    Ok(true) => {
-                        for i in &items {
-                            if let Item::Problem { message, .. } = i {
-                                prop_assert!(message.len() < 2_000, "{message}");
-                            }
-                        }
-                    }
-                    Ok(false) => break,
-                    Err(e) => {
-                        prop_assert!(e.to_string().len() < 2_000, "{e}");
-                        break;
-                    }
-                }
-            },
-        }
-        Ok(())
+        fuzz::drain(
+            CsvReader::open(&path, &super::super::options(&["close"]), &limits),
+            7,
+        )
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
         #[test]
-        fn mutated_files_never_panic(
-            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
-            cut in prop::option::of(any::<prop::sample::Index>()),
-            insert in prop::option::of((any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..200))),
-        ) {
-            let mut bytes = b"\xef\xbb\xbfDate,Open,Close\n2024-01-02,1.5,2\n\n\"2024-01-05\",\"1\n\",4\n2024-01-06,1,5".to_vec();
-            for (at, b) in flips {
-                let i = at.index(bytes.len());
-                bytes[i] = b;
-            }
-            if let Some((at, more)) = insert {
-                let i = at.index(bytes.len());
-                bytes.splice(i..i, more);
-            }
-            if let Some(at) = cut {
-                bytes.truncate(at.index(bytes.len()));
-            }
-            read_every_way(&bytes)?;
+        fn mutated_files_never_panic(mutation in fuzz::mutation(200)) {
+            let base = b"\xef\xbb\xbfDate,Open,Close\n2024-01-02,1.5,2\n\n\"2024-01-05\",\"1\n\",4\n2024-01-06,1,5".to_vec();
+            read_every_way(&fuzz::mutate(base, mutation))?;
         }
 
         #[test]

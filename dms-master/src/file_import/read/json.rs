@@ -689,6 +689,7 @@ mod tests {
         }
     }
 
+    use super::super::fuzz;
     use proptest::prelude::*;
 
     /// Reads `bytes` as JSON (`lines`: JSON Lines) every way; never panics, and every message
@@ -702,79 +703,29 @@ mod tests {
             ..Limits::default()
         };
         if let Err(e) = header(&path, lines, &limits) {
-            prop_assert!(e.to_string().len() < 2_000, "{e}");
+            fuzz::short(&e)?;
         }
-        let opened: Result<Box<dyn RecordReader>, ReadError> = if lines {
-            JsonLinesReader::open(&path, &options(&["close", "ts"]), &limits)
-                .map(|r| Box::new(r) as Box<dyn RecordReader>)
+        let wanted = options(&["close", "ts"]);
+        if lines {
+            fuzz::drain(JsonLinesReader::open(&path, &wanted, &limits), 7)
         } else {
-            JsonArrayReader::open(&path, &options(&["close", "ts"]), &limits)
-                .map(|r| Box::new(r) as Box<dyn RecordReader>)
-        };
-        match opened {
-            Err(e) => prop_assert!(e.to_string().len() < 2_000, "{e}"),
-            Ok(mut r) => loop {
-                let mut items = Vec::new();
-                match r.next_batch(7, &mut items) {
-                    Ok(true) => {
-                        for i in &items {
-                            if let Item::Problem { message, .. } = i {
-                                prop_assert!(message.len() < 2_000, "{message}");
-                            }
-                        }
-                    }
-                    Ok(false) => break,
-                    Err(e) => {
-                        prop_assert!(e.to_string().len() < 2_000, "{e}");
-                        break;
-                    }
-                }
-            },
+            fuzz::drain(JsonArrayReader::open(&path, &wanted, &limits), 7)
         }
-        Ok(())
-    }
-
-    fn mutate(
-        mut bytes: Vec<u8>,
-        flips: Vec<(prop::sample::Index, u8)>,
-        cut: Option<prop::sample::Index>,
-        insert: Option<(prop::sample::Index, Vec<u8>)>,
-    ) -> Vec<u8> {
-        for (at, b) in flips {
-            let i = at.index(bytes.len());
-            bytes[i] = b;
-        }
-        if let Some((at, more)) = insert {
-            let i = at.index(bytes.len());
-            bytes.splice(i..i, more);
-        }
-        if let Some(at) = cut {
-            bytes.truncate(at.index(bytes.len()));
-        }
-        bytes
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
         #[test]
-        fn mutated_arrays_never_panic(
-            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
-            cut in prop::option::of(any::<prop::sample::Index>()),
-            insert in prop::option::of((any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..100))),
-        ) {
+        fn mutated_arrays_never_panic(mutation in fuzz::mutation(100)) {
             let base = b"[{\"ts\": \"2024-01-02\", \"close\": 104.06, \"n\": \"a ] , { \\\" \"},\n{\"ts\": 1, \"close\": 7, \"x\": [1, {\"x\": \"]\"}]}, 42, {\"close\": {\"v\": 1}}]".to_vec();
-            read_every_way(&mutate(base, flips, cut, insert), false)?;
+            read_every_way(&fuzz::mutate(base, mutation), false)?;
         }
 
         #[test]
-        fn mutated_lines_never_panic(
-            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
-            cut in prop::option::of(any::<prop::sample::Index>()),
-            insert in prop::option::of((any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..100))),
-        ) {
+        fn mutated_lines_never_panic(mutation in fuzz::mutation(100)) {
             let base = b"{\"ts\": \"2024-01-02\", \"close\": 1.5}\n\n{oops\n{\"ts\": 3, \"close\": -2, \"ok\": true}\n".to_vec();
-            read_every_way(&mutate(base, flips, cut, insert), true)?;
+            read_every_way(&fuzz::mutate(base, mutation), true)?;
         }
 
         #[test]

@@ -569,3 +569,83 @@ mod tests {
         assert!(e.chars().count() < 300);
     }
 }
+
+/// What the readers' property tests share: mutations of a valid file, and reading every item a
+/// reader gives while checking that no message is long.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use proptest::prelude::*;
+
+    use super::{Item, ReadError, RecordReader};
+
+    /// Every message a reader gives about any file is shorter than this.
+    pub(crate) const MAX_MESSAGE: usize = 2_000;
+
+    /// Byte flips, a cut and an insertion, as proptest draws them.
+    pub(crate) type Mutation = (
+        Vec<(prop::sample::Index, u8)>,
+        Option<prop::sample::Index>,
+        Option<(prop::sample::Index, Vec<u8>)>,
+    );
+
+    /// Up to 8 flipped bytes, maybe a cut, maybe an insertion of up to `insert` bytes.
+    pub(crate) fn mutation(insert: usize) -> impl Strategy<Value = Mutation> {
+        (
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            prop::option::of(any::<prop::sample::Index>()),
+            prop::option::of((
+                any::<prop::sample::Index>(),
+                prop::collection::vec(any::<u8>(), 1..insert),
+            )),
+        )
+    }
+
+    /// `bytes` with the bytes flipped, the insertion made and the cut applied.
+    pub(crate) fn mutate(mut bytes: Vec<u8>, (flips, cut, insert): Mutation) -> Vec<u8> {
+        for (at, b) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        if let Some((at, more)) = insert {
+            let i = at.index(bytes.len());
+            bytes.splice(i..i, more);
+        }
+        if let Some(at) = cut {
+            bytes.truncate(at.index(bytes.len()));
+        }
+        bytes
+    }
+
+    /// Fails when `e`'s message is long.
+    pub(crate) fn short(e: &impl std::fmt::Display) -> Result<(), TestCaseError> {
+        prop_assert!(e.to_string().len() < MAX_MESSAGE, "{e}");
+        Ok(())
+    }
+
+    /// Reads every item of the reader `opened` gave, `batch` at a time; fails when an error
+    /// or a row problem has a long message.
+    pub(crate) fn drain<R: RecordReader>(
+        opened: Result<R, ReadError>,
+        batch: usize,
+    ) -> Result<(), TestCaseError> {
+        let mut r = match opened {
+            Err(e) => return short(&e),
+            Ok(r) => r,
+        };
+        let mut items = Vec::new();
+        loop {
+            items.clear();
+            match r.next_batch(batch, &mut items) {
+                Ok(true) => {
+                    for i in &items {
+                        if let Item::Problem { message, .. } = i {
+                            short(message)?;
+                        }
+                    }
+                }
+                Ok(false) => return Ok(()),
+                Err(e) => return short(&e),
+            }
+        }
+    }
+}
