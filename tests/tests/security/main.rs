@@ -634,6 +634,10 @@ async fn guarded_master_refuses_every_attack() {
 
     // Hostile input: hundreds of malformed requests over REST and gRPC, only 4xx answers.
     let stats = corpus::run(&master, port, FULL, &imports).await;
+    eprintln!(
+        "hostile corpus: {} requests, {} refused, {} answered (reads, dry runs), {} bad",
+        stats.total, stats.refused, stats.answered, stats.server_errors
+    );
     assert!(stats.total >= 300, "{stats:?}");
     assert_eq!(stats.server_errors, 0, "{stats:?}");
 
