@@ -51,7 +51,7 @@ pub(crate) async fn follow(client: &mut Client, id: &str, out: Output) -> Result
     }
     progress.clear();
     let task = last.ok_or_else(|| CliError::failed("the master sent nothing about the task"))?;
-    crate::print_task(&task, out);
+    crate::commands::print_task(&task, out);
     match pb::TaskStatus::try_from(task.status) {
         Ok(pb::TaskStatus::Completed) => Ok(0),
         Ok(pb::TaskStatus::Failed) => Ok(1),
