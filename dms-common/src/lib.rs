@@ -10,16 +10,19 @@
 //! - [`time`]: [`Timestamp`] (Unix seconds, UTC) and the half-open [`TimeRange`].
 //! - [`bar`]: [`Bar`], [`SeriesKey`], [`SeriesBars`].
 //! - [`pb`]: the `dms.v1` protobuf messages and their conversions to domain types.
-//! - [`store`]: the [`store::BarStore`] trait, its SQLite backend, digests and the
-//!   conformance suite every backend passes.
+//! - [`store`]: the [`store::BarStore`] trait, its backends (SQLite, PostgreSQL, MySQL,
+//!   InfluxDB), digests and the conformance suite every backend passes.
 //! - [`journal`]: the durable change log with cursors and retention.
 //! - [`state`]: [`state::StateTables`], a connection to a group of tables in the local state file.
-//! - [`http_rules`]: JSON-only mutating requests and the error envelope, for both daemons' APIs.
+//! - [`auth`]: bearer tokens (full and read-only) and what each request needs.
+//! - [`http_rules`]: the rules every request to either daemon passes (gRPC only over HTTP/2,
+//!   Host and Origin, tokens, JSON-only writes) and the bounded error envelope.
 //! - [`read_api`]: parsing and answering the bar reads both daemons serve over HTTP.
 //! - [`config`]: YAML + environment config loading with errors that name the key.
 //! - [`telemetry`]: log setup.
 //! - [`prometheus`]: the process's metrics recorder and the `/metrics` text.
-//! - [`daemon`]: runtime, listener and signal handling around a daemon's server.
+//! - [`daemon`]: runtime, listener and signal handling around a daemon's server, its
+//!   connection limits, and the request-framing guard.
 //! - [`tls`]: rustls (aws-lc-rs) server config from PEM files, reloadable on SIGHUP.
 //! - [`systemd`]: `sd_notify` readiness, status and watchdog pings.
 
