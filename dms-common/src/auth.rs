@@ -154,6 +154,11 @@ impl Authorizer {
         }
     }
 
+    /// The full-access token, for the one other place that accepts it (replication).
+    pub fn full_token(&self) -> Option<&str> {
+        self.full.as_deref().map(Secret::expose)
+    }
+
     /// Whether any token is required.
     pub fn enabled(&self) -> bool {
         self.full.is_some()

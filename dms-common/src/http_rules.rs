@@ -359,39 +359,48 @@ const MAX_ERROR_MESSAGE_CHARS: usize = 1_000;
 /// [`MAX_EXCERPT_CHARS`], and the whole cut to [`MAX_ERROR_MESSAGE_CHARS`]: the last guard
 /// against an answer that repeats a huge parameter or a line of an uploaded file.
 pub fn bound_message(message: &str) -> String {
-    let mut out = String::with_capacity(message.len().min(MAX_ERROR_MESSAGE_CHARS + 8));
-    let mut chars = message.chars().peekable();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        if c != '"' {
-            continue;
+    let mut out = map_quoted(message, |quoted| {
+        match quoted.char_indices().nth(MAX_EXCERPT_CHARS) {
+            Some((at, _)) => format!("{}…", &quoted[..at]),
+            None => quoted.to_owned(),
         }
-        let (mut quoted, mut escaped) = (0usize, false);
-        while let Some(&q) = chars.peek() {
-            if !escaped && q == '"' {
-                break;
+    });
+    if let Some((at, _)) = out.char_indices().nth(MAX_ERROR_MESSAGE_CHARS) {
+        out.truncate(at);
+        out.push('…');
+    }
+    out
+}
+
+/// `message` with the text of each quoted string in it (`"…"` as `{:?}` writes a value,
+/// escapes followed; an unclosed one runs to the end) replaced by what `inner` makes of it.
+/// The quotes stay.
+pub fn map_quoted(message: &str, mut inner: impl FnMut(&str) -> String) -> String {
+    let mut out = String::with_capacity(message.len().min(4096));
+    let mut rest = message;
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..=open]);
+        let body = &rest[open + 1..];
+        let mut escaped = false;
+        let close = body.char_indices().find_map(|(i, c)| {
+            let end = !escaped && c == '"';
+            escaped = !escaped && c == '\\';
+            end.then_some(i)
+        });
+        match close {
+            Some(i) => {
+                out.push_str(&inner(&body[..i]));
+                out.push('"');
+                rest = &body[i + 1..];
             }
-            escaped = !escaped && q == '\\';
-            chars.next();
-            quoted += 1;
-            if quoted <= MAX_EXCERPT_CHARS {
-                out.push(q);
-            } else if quoted == MAX_EXCERPT_CHARS + 1 {
-                out.push('…');
+            None => {
+                out.push_str(&inner(body));
+                return out;
             }
-        }
-        if let Some(q) = chars.next() {
-            out.push(q);
         }
     }
-    match out.char_indices().nth(MAX_ERROR_MESSAGE_CHARS) {
-        Some((at, _)) => {
-            out.truncate(at);
-            out.push('…');
-            out
-        }
-        None => out,
-    }
+    out.push_str(rest);
+    out
 }
 
 /// A gRPC answer's `grpc-message` (percent-encoded, as tonic sends it) bounded like

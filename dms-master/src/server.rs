@@ -239,12 +239,6 @@ pub async fn run(
         .replication
         .resolve_token()
         .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
-    let full_token = dms_common::config::TokenConfig {
-        token: config.auth.token.clone(),
-        token_file: config.auth.token_file.clone(),
-    }
-    .resolve("auth")
-    .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
     let mut node_tokens = Vec::new();
     for (node, t) in &config.replication.node_tokens {
         let key = format!("replication.node_tokens.{node}");
@@ -257,7 +251,7 @@ pub async fn run(
     }
     let replication_auth = replication::ReplicationAuth::new(
         token.as_ref().map(|t| t.expose()),
-        full_token.as_ref().map(|t| t.expose()),
+        authorizer.full_token(),
         node_tokens,
     );
     let replication = ReplicationService::new(ReplicationContext {

@@ -311,24 +311,7 @@ async fn allowed_path(given: &str, allowed_dirs: &[PathBuf]) -> Result<PathBuf, 
 /// numbers and the columns the request named).
 pub fn withhold_content(message: &str) -> String {
     const HIDDEN: &str = "(not shown for a file on the master's machine)";
-    let mut out = String::with_capacity(message.len().min(512));
-    let mut chars = message.chars();
-    while let Some(c) = chars.next() {
-        if c == '"' {
-            // Skip to the closing quote (escapes included).
-            let mut escaped = false;
-            for q in chars.by_ref() {
-                match (escaped, q) {
-                    (false, '\\') => escaped = true,
-                    (false, '"') => break,
-                    _ => escaped = false,
-                }
-            }
-            out.push_str(HIDDEN);
-            continue;
-        }
-        out.push(c);
-    }
+    let mut out = dms_common::http_rules::map_quoted(message, |_| HIDDEN.to_owned());
     // Lists and values that are not quoted: the file's columns, a cell's text after "column
     // X:" (the column is the request's or one of the usual names; what follows is the file's).
     if let Some(at) = out.find("the file's columns:") {
@@ -535,5 +518,26 @@ fn preview(row: u64, key: &dms_common::SeriesKey, b: &dms_common::Bar, state: &s
         interval: key.interval.to_string(),
         bar: b.to_json(),
         stored: state.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::withhold_content;
+
+    #[test]
+    fn what_a_server_file_holds_is_never_shown() {
+        let m = withhold_content(r#"line 3: "root:x:0:0:\"quoted\"" is not a date; "second""#);
+        assert!(!m.contains("root") && !m.contains("second"), "{m}");
+        assert!(m.starts_with("line 3: \"(not shown"), "{m}");
+        let m =
+            withhold_content("no column gives the time (the file's columns: root:x:0:0, daemon)");
+        assert!(!m.contains("root") && !m.contains("daemon"), "{m}");
+        assert_eq!(
+            withhold_content("column o: abc is not a number"),
+            "column o: not a valid value (not shown for a file on the master's machine)"
+        );
+        let unclosed = withhold_content("a \"secret without an end");
+        assert!(!unclosed.contains("secret"), "{unclosed}");
     }
 }

@@ -268,7 +268,7 @@ pub const MAX_ROW_BYTES: usize = 1 << 20;
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// Characters of the file's content a message quotes at most ([`excerpt`]).
-pub const MAX_EXCERPT_CHARS: usize = 200;
+pub use dms_common::http_rules::MAX_EXCERPT_CHARS;
 
 /// Entries of an xlsx zip archive at most. A workbook has a handful of parts plus about two per
 /// sheet. (An archive of more than 65,535 entries, or over 4 GiB, needs ZIP64, which an xlsx
@@ -407,18 +407,10 @@ impl Default for Limits {
     }
 }
 
-/// At most [`MAX_EXCERPT_CHARS`] characters of `text` (content of a file quoted in a message):
-/// a longer text is cut on a character boundary and ends with "…".
-pub fn excerpt(text: &str) -> String {
-    if text.char_indices().nth(MAX_EXCERPT_CHARS).is_none() {
-        return text.to_owned();
-    }
-    let cut = text
-        .char_indices()
-        .nth(MAX_EXCERPT_CHARS - 1)
-        .map_or(text.len(), |(i, _)| i);
-    format!("{}…", &text[..cut])
-}
+/// At most [`MAX_EXCERPT_CHARS`] characters of `text` (content of a file quoted in a
+/// message), cut on a character boundary and ending with "…": the one excerpt every message
+/// of either daemon quotes.
+pub use dms_common::http_rules::excerpt;
 
 /// `1 MiB`, `64 KiB`, `1000 bytes`: a limit as a message names it.
 pub(crate) fn size(bytes: u64) -> String {
@@ -543,7 +535,7 @@ mod tests {
         assert_eq!(excerpt(&exact), exact);
         let long = "é".repeat(MAX_EXCERPT_CHARS + 1);
         let cut = excerpt(&long);
-        assert_eq!(cut.chars().count(), MAX_EXCERPT_CHARS);
+        assert_eq!(cut.chars().filter(|c| *c == 'é').count(), MAX_EXCERPT_CHARS);
         assert!(cut.ends_with("é…"));
         assert_eq!(size(1 << 20), "1 MiB");
         assert_eq!(size(1000), "1000 bytes");
