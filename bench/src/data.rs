@@ -4,13 +4,13 @@
 //! 1. fill a SQLite store (as `export` does), 2. export it to Parquet (the file kept),
 //! 3. `ingest` (the reference: the same bars from the generator through validation → journal →
 //!    applier → SQLite), 4. import of the Parquet file into an empty master store through the
-//!    file import's task code ([`dms_master::file_import::run::import_file`]: the reader thread,
+//!    file import's task code ([`dms_master::data::import::file::run::import_file`]: the reader thread,
 //!    the mapping, the reconcile against the store, the journal, the applier), timed until the
 //!    store applied the last entry.
 //!
 //! With `--pg-url`: 5. the PostgreSQL `COPY` reference (the same rows into a plain table), and
 //! 6. the migration's copy of the filled SQLite store into an empty PostgreSQL store (what the
-//!    migrate task runs: [`dms_master::migrate::read_ahead`] reading the source while the
+//!    migrate task runs: [`dms_master::data::migrate::read_ahead`] reading the source while the
 //!    target's `upsert` writes 50,000 bars of several series at a time).
 
 use std::path::{Path, PathBuf};
@@ -21,9 +21,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use dms_common::store::sqlite::SqliteStore;
 use dms_common::store::{SharedStore, open_store};
-use dms_master::file_import::{FileImportQuery, run::import_file};
-use dms_master::reconcile::Reconciler;
-use dms_master::table_import::RowImportSummary;
+use dms_master::data::import::file::{FileImportQuery, run::import_file};
+use dms_master::data::import::table::RowImportSummary;
+use dms_master::pipeline::reconcile::Reconciler;
 use tokio_util::sync::CancellationToken;
 
 use crate::generator::BarGenerator;
@@ -183,7 +183,7 @@ pub(crate) fn import(size: &Size, file: &Path) -> Result<Outcome> {
             notes: format!(
                 "journaled in {journaled:.1} s; {} batches of {} rows",
                 summary.pages,
-                dms_master::file_import::BATCH_ROWS
+                dms_master::data::import::file::BATCH_ROWS
             ),
         })
     })
@@ -223,7 +223,7 @@ pub(crate) fn migrate(path: &PathBuf, url: &str) -> Result<Outcome> {
             let started = Instant::now();
             let mut bars = 0u64;
             let keys = series.iter().map(|o| o.key.clone()).collect();
-            let mut batches = dms_master::migrate::read_ahead(source.clone(), keys);
+            let mut batches = dms_master::data::migrate::read_ahead(source.clone(), keys);
             while let Some(batch) = batches.next().await {
                 let batch = batch.map_err(anyhow::Error::msg)?;
                 target.upsert(&batch.series).await?;

@@ -1,6 +1,6 @@
 //! `export`: a SQLite store of S symbols × N daily bars (default 12.6M), exported to Parquet
-//! and to CSV through the master's export code: [`dms_master::export::plan`], then
-//! [`dms_master::export::start`] (the reader task paging the store, the blocking encoder, the
+//! and to CSV through the master's export code: [`dms_master::data::export::plan`], then
+//! [`dms_master::data::export::start`] (the reader task paging the store, the blocking encoder, the
 //! chunk channel), exactly what `GET /api/data/export` and the admin `Export` stream run. The
 //! transport is left out: the chunks are written to a file as they arrive, as `dmsctl export`
 //! does with the gRPC stream's.
@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use dms_common::store::sqlite::SqliteStore;
 use dms_common::store::{BarStore, SharedStore};
-use dms_master::export::{self, ExportEvent, ExportQuery};
+use dms_master::data::export::{self, ExportEvent, ExportQuery};
 
 use crate::generator::BarGenerator;
 use crate::scenarios::{peak_rss_mib, workdir};

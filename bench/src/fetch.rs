@@ -22,14 +22,14 @@ use dms_common::store::config::StoreConfig;
 use dms_common::store::sqlite::SqliteStore;
 use dms_common::{Symbol, Timestamp};
 use dms_e2e::provider::{FakeYahoo, RateLimit};
-use dms_master::applier::{self, ApplierOptions};
-use dms_master::backup::BackupConfig;
-use dms_master::catalog::Catalog;
 use dms_master::config::{
     MasterConfig, SourceConfig, StateConfig, TasksConfig, WatchlistConfig, YahooSourceConfig,
 };
-use dms_master::ingest::Ingestor;
-use dms_master::quarantine::Quarantine;
+use dms_master::data::backup::BackupConfig;
+use dms_master::pipeline::applier::{self, ApplierOptions};
+use dms_master::pipeline::catalog::Catalog;
+use dms_master::pipeline::ingest::Ingestor;
+use dms_master::pipeline::quarantine::Quarantine;
 use dms_master::tasks::manager::{TaskContext, TaskFiles, TaskManager};
 use dms_master::tasks::store::TaskStore;
 use dms_master::tasks::{Task, TaskKind, TaskParams};
@@ -200,18 +200,17 @@ fn run(spec: &Spec) -> Result<Outcome> {
                 sql_sources: Vec::new(),
                 imports: Default::default(),
                 files: TaskFiles::new(
-                    &StateConfig { path: state.clone() },
+                    &state,
+                    &StateConfig { path: state.clone() }.dir(),
                     &BackupConfig::default(),
                     &StoreConfig::default(),
                 ),
-                targets: dms_master::targets::Targets::default(),
+                targets: dms_master::data::targets::Targets::default(),
             },
         };
         let now = Timestamp::now().0;
-        let fill = Arc::new(Universe::build(&config(
-            fixed_source(&provider.base_url(), 100_000.0),
-            &symbols,
-        ))?);
+        let fill = config(fixed_source(&provider.base_url(), 100_000.0), &symbols);
+        let fill = Arc::new(Universe::build(&fill.sources, &fill.watchlists)?);
         eprintln!("filling the store: {} symbols, 60 days each...", symbols.len());
         let (filled, fill_secs) = run_task(
             &rig,
@@ -239,7 +238,8 @@ fn run(spec: &Spec) -> Result<Outcome> {
             base_url: provider.base_url(),
             ..spec.source.clone()
         };
-        let limited = Arc::new(Universe::build(&config(source, &symbols))?);
+        let limited = config(source, &symbols);
+        let limited = Arc::new(Universe::build(&limited.sources, &limited.watchlists)?);
         let before = provider.total_requests();
         let (update, secs) = run_task(&rig, limited.clone(), TaskKind::IncrementalUpdate, TaskParams::default()).await?;
         let requests = provider.total_requests() - before;

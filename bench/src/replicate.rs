@@ -22,12 +22,12 @@ use dms_common::journal::{Journal, Origin, RetentionPolicy, Seq};
 use dms_common::store::sqlite::SqliteStore;
 use dms_common::store::{BarStore, SharedStore};
 use dms_common::{Bar, SeriesBars, TimeRange, Timestamp};
-use dms_master::applier::{self, ApplierOptions};
-use dms_master::ingest::Ingestor;
-use dms_master::quarantine::Quarantine;
+use dms_master::pipeline::applier::{self, ApplierOptions};
+use dms_master::pipeline::ingest::Ingestor;
+use dms_master::pipeline::quarantine::Quarantine;
 use dms_master::replication::nodes::{NodeRegistry, cursor_name};
 use dms_master::replication::verify::verify_node;
-use dms_master::replication::{self, ReplicationContext, ReplicationService, StreamOptions};
+use dms_master::replication::{ReplicationContext, ReplicationService, StreamOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -160,7 +160,7 @@ async fn run(
     });
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let master_port = listener.local_addr()?.port();
-    let grpc = replication::grpc_router(service, None).await?;
+    let grpc = dms_master::api::grpc::grpc_router(service, None).await?;
     let serve_stop = stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, grpc)

@@ -8,9 +8,9 @@ use anyhow::{Context, Result};
 use dms_common::journal::{Journal, Origin, RetentionPolicy, Seq};
 use dms_common::store::SharedStore;
 use dms_common::store::sqlite::{self, SqliteOptions, SqliteStore};
-use dms_master::applier::{self, ApplierOptions};
-use dms_master::ingest::Ingestor;
-use dms_master::quarantine::Quarantine;
+use dms_master::pipeline::applier::{self, ApplierOptions};
+use dms_master::pipeline::ingest::Ingestor;
+use dms_master::pipeline::quarantine::Quarantine;
 use tokio_util::sync::CancellationToken;
 
 use crate::generator::BarGenerator;

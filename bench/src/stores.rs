@@ -22,9 +22,9 @@ use dms_common::store::SharedStore;
 use dms_common::store::config::StoreConfig;
 use dms_common::store::influx::line_protocol;
 use dms_common::store::open_store;
-use dms_master::applier::{self, ApplierOptions};
-use dms_master::ingest::Ingestor;
-use dms_master::quarantine::Quarantine;
+use dms_master::pipeline::applier::{self, ApplierOptions};
+use dms_master::pipeline::ingest::Ingestor;
+use dms_master::pipeline::quarantine::Quarantine;
 use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 

@@ -9,9 +9,12 @@ use std::path::{Path, PathBuf};
 use dms_common::config::{self, ByteSize, ConfigDuration, ConfigError, ConfigIssue, Validate};
 use dms_common::journal::RetentionPolicy;
 pub use dms_common::store::config::{SqliteStoreConfig, StoreConfig};
-use dms_common::{Interval, Symbol};
 
-pub use crate::source::yahoo::YahooSourceConfig;
+pub use crate::data::import::file::config::FileImportConfig;
+pub use crate::sources::config::{CsvFileConfig, CsvSourceConfig, SourceConfig};
+pub use crate::sources::yahoo::YahooSourceConfig;
+pub use crate::tasks::config::TasksConfig;
+pub use crate::universe::config::WatchlistConfig;
 use serde::{Deserialize, Serialize};
 
 /// The config file used when none is given.
@@ -53,55 +56,20 @@ pub struct MasterConfig {
     pub auth: crate::auth::AuthConfig,
     /// Jobs the master runs by itself on cron schedules.
     #[serde(default)]
-    pub schedules: Vec<crate::schedule::config::ScheduleConfig>,
+    pub schedules: Vec<crate::ops::schedule::config::ScheduleConfig>,
     /// Webhook alerts: receivers, rules and thresholds, rate limit, repeat interval.
     #[serde(default)]
     pub alerts: crate::alerts::AlertsConfig,
     /// Backups: where they go and how many are kept.
     #[serde(default)]
-    pub backup: crate::backup::BackupConfig,
+    pub backup: crate::data::backup::BackupConfig,
     /// Imports of files: where files named by path may be read from, how large an upload may be.
     #[serde(default)]
     pub file_import: FileImportConfig,
     /// The other stores and replicas migrations and checks may name (`target`, `replica`):
     /// requests name one of these, never an address or a path.
     #[serde(default)]
-    pub targets: BTreeMap<String, crate::targets::TargetConfig>,
-}
-
-/// File imports (`POST /api/data/import-file`, `dmsctl import`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileImportConfig {
-    /// Directories whose files an import may name by `path` (on the master's machine);
-    /// checked after symlinks and `..` are resolved. Empty (the default): `path=` imports are
-    /// refused and only uploads are taken.
-    #[serde(default)]
-    pub allowed_dirs: Vec<PathBuf>,
-    /// The largest upload taken (413 beyond it).
-    #[serde(default = "default_max_upload_bytes")]
-    pub max_upload_bytes: ByteSize,
-    /// Space that must stay free on the disk of the uploads directory: an upload that would
-    /// leave less is refused (507) before and while it is written.
-    #[serde(default = "default_min_free_bytes")]
-    pub min_free_bytes: ByteSize,
-}
-
-fn default_max_upload_bytes() -> ByteSize {
-    ByteSize(2 << 30)
-}
-fn default_min_free_bytes() -> ByteSize {
-    ByteSize(1 << 30)
-}
-
-impl Default for FileImportConfig {
-    fn default() -> Self {
-        FileImportConfig {
-            allowed_dirs: Vec::new(),
-            max_upload_bytes: default_max_upload_bytes(),
-            min_free_bytes: default_min_free_bytes(),
-        }
-    }
+    pub targets: BTreeMap<String, crate::data::targets::TargetConfig>,
 }
 
 /// Replication settings.
@@ -193,7 +161,7 @@ impl StateConfig {
 
     /// The rows of each file import that are not bars (`<task>.csv`).
     pub fn import_quarantine_dir(&self) -> PathBuf {
-        self.dir().join("import-quarantine")
+        crate::data::import::file::run::quarantine_dir(&self.dir())
     }
 }
 
@@ -266,190 +234,6 @@ impl JournalConfig {
     }
 }
 
-/// A data source, chosen by `type`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum SourceConfig {
-    /// A directory of CSV files, one series per file.
-    Csv(CsvSourceConfig),
-    /// Yahoo Finance's chart API.
-    Yahoo(YahooSourceConfig),
-    /// A table (or query) of a PostgreSQL or MySQL database, imported whole.
-    Sql(Box<crate::source::sql::SqlSourceConfig>),
-}
-
-impl<'de> Deserialize<'de> for SourceConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(d)?;
-        config::deserialize_tagged(
-            value,
-            "type",
-            None,
-            &["csv", "yahoo", "sql"],
-            |kind, rest| match kind {
-                "csv" => config::from_value_at(rest).map(SourceConfig::Csv),
-                "sql" => config::from_value_at(rest).map(|c| SourceConfig::Sql(Box::new(c))),
-                _ => config::from_value_at(rest).map(SourceConfig::Yahoo),
-            },
-        )
-    }
-}
-
-impl SourceConfig {
-    /// The source's name.
-    pub fn name(&self) -> &str {
-        match self {
-            SourceConfig::Csv(c) => &c.name,
-            SourceConfig::Yahoo(c) => &c.name,
-            SourceConfig::Sql(c) => &c.name,
-        }
-    }
-}
-
-/// A group of symbols kept up to date from one source.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatchlistConfig {
-    /// Name of the group.
-    pub name: String,
-    /// The source (by name) its bars come from.
-    pub source: String,
-    /// Intervals kept for every symbol.
-    #[serde(default = "default_intervals")]
-    pub intervals: Vec<Interval>,
-    /// Symbols, inline.
-    #[serde(default)]
-    pub symbols: Vec<Symbol>,
-    /// A file with more symbols: one per line, `#` starts a comment.
-    #[serde(default)]
-    pub symbols_file: Option<PathBuf>,
-    /// Exchange calendar for gap detection: `nyse`, `crypto`, `fx`, or `weekdays`
-    /// (Mon–Fri with `holidays`). Default: guessed per symbol (`-USD` pairs crypto, `=X` FX,
-    /// others NYSE).
-    #[serde(default)]
-    pub calendar: Option<String>,
-    /// Extra non-trading dates for a `weekdays` calendar.
-    #[serde(default)]
-    pub holidays: Vec<chrono::NaiveDate>,
-}
-
-fn default_intervals() -> Vec<Interval> {
-    vec![Interval::D1]
-}
-
-/// How fetch tasks behave.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TasksConfig {
-    /// How far back a full import starts when the request gives no start date.
-    #[serde(default = "default_history")]
-    pub default_history: ConfigDuration,
-    /// Bars before a series' last bar fetched again on every update (corrections, the
-    /// provisional last bar).
-    #[serde(default = "default_refetch_bars")]
-    pub refetch_bars: u32,
-    /// Series fetched at once within a task (the provider's rate limit still applies).
-    #[serde(default = "default_task_concurrency")]
-    pub concurrency: usize,
-    /// Pause before the second pass over series that failed with a retryable error.
-    #[serde(default = "default_second_pass_delay")]
-    pub second_pass_delay: ConfigDuration,
-    /// How long a session the provider answered with no bar is left alone by backfills
-    /// before they ask for it again.
-    #[serde(default = "default_provider_missing_retry")]
-    pub provider_missing_retry: ConfigDuration,
-    /// How often an update also asks the provider for the corporate actions over a series'
-    /// whole stored history (one small request), so that a split reported late for a date
-    /// before the re-fetch window is still seen. `0s`: on every update.
-    #[serde(default = "default_actions_check_interval")]
-    pub actions_check_interval: ConfigDuration,
-    /// Most tasks waiting to run: a request that would queue more is refused with 429 (and
-    /// `Retry-After`) until some have run.
-    #[serde(default = "default_max_pending")]
-    pub max_pending: usize,
-}
-
-fn default_max_pending() -> usize {
-    100
-}
-
-fn default_history() -> ConfigDuration {
-    ConfigDuration::from_secs(5 * 365 * 86_400 + 86_400)
-}
-fn default_refetch_bars() -> u32 {
-    5
-}
-fn default_task_concurrency() -> usize {
-    8
-}
-fn default_second_pass_delay() -> ConfigDuration {
-    ConfigDuration::from_secs(5)
-}
-fn default_actions_check_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(86_400)
-}
-fn default_provider_missing_retry() -> ConfigDuration {
-    ConfigDuration::from_secs(7 * 86_400)
-}
-
-impl Default for TasksConfig {
-    fn default() -> Self {
-        TasksConfig {
-            default_history: default_history(),
-            refetch_bars: default_refetch_bars(),
-            concurrency: default_task_concurrency(),
-            second_pass_delay: default_second_pass_delay(),
-            provider_missing_retry: default_provider_missing_retry(),
-            actions_check_interval: default_actions_check_interval(),
-            max_pending: default_max_pending(),
-        }
-    }
-}
-
-/// A directory of OHLCV CSV files.
-///
-/// Each `*.csv` file holds one series. The first row names the columns: the time column is the
-/// first unnamed column or one named date/datetime/time/timestamp; price columns are matched by
-/// name (`Open`, `open`, `open_price`, `o`, ...). Dates (`2024-01-31`, `2024/01/31`, `20240131`)
-/// and date-times (`2024-01-31 09:30:00`, RFC 3339, Unix seconds or milliseconds) are detected
-/// row by row; times without an offset are UTC. Daily and longer bars map to the start of their
-/// period (a monthly bar dated 2024-01-31 is January's bar).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CsvSourceConfig {
-    /// Name of the source, recorded as the origin of its bars.
-    pub name: String,
-    /// Directory holding the files.
-    pub dir: PathBuf,
-    /// Import every file once when the master starts.
-    #[serde(default = "default_true")]
-    pub import_on_start: bool,
-    /// Interval of files that have no entry in `files`; guessed from the spacing of the
-    /// timestamps when absent.
-    #[serde(default)]
-    pub interval: Option<Interval>,
-    /// Per-file settings, by file name: the symbol (default: the file name without `.csv`) and
-    /// the interval.
-    #[serde(default)]
-    pub files: BTreeMap<String, CsvFileConfig>,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-/// Settings of one CSV file.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CsvFileConfig {
-    /// The symbol the file's bars belong to.
-    #[serde(default)]
-    pub symbol: Option<Symbol>,
-    /// The file's bar interval.
-    #[serde(default)]
-    pub interval: Option<Interval>,
-}
-
 impl Default for MasterConfig {
     fn default() -> Self {
         MasterConfig {
@@ -465,7 +249,7 @@ impl Default for MasterConfig {
             auth: crate::auth::AuthConfig::default(),
             schedules: Vec::new(),
             alerts: crate::alerts::AlertsConfig::default(),
-            backup: crate::backup::BackupConfig::default(),
+            backup: crate::data::backup::BackupConfig::default(),
             file_import: FileImportConfig::default(),
             targets: BTreeMap::new(),
         }
@@ -520,7 +304,7 @@ impl Validate for MasterConfig {
         issues.extend(self.http.validate());
         let auth_enabled = self.auth.token.is_some() || self.auth.token_file.is_some();
         issues.extend(self.http.exposure_issue(auth_enabled));
-        issues.extend(crate::targets::validate(&self.targets));
+        issues.extend(crate::data::targets::validate(&self.targets));
         for (i, dir) in self.file_import.allowed_dirs.iter().enumerate() {
             if !dir.is_absolute() {
                 issues.push(ConfigIssue::new(
@@ -648,7 +432,7 @@ impl Validate for MasterConfig {
             }
             if let Some(c) = &w.calendar
                 && c != "weekdays"
-                && crate::calendar::Calendar::from_name(c).is_none()
+                && crate::universe::calendar::Calendar::from_name(c).is_none()
             {
                 issues.push(ConfigIssue::new(
                     format!("watchlists[{i}].calendar"),
@@ -665,7 +449,7 @@ impl Validate for MasterConfig {
         if self.tasks.concurrency == 0 {
             issues.push(ConfigIssue::new("tasks.concurrency", "must be at least 1"));
         }
-        issues.extend(crate::schedule::config::validate(
+        issues.extend(crate::ops::schedule::config::validate(
             &self.schedules,
             &self.watchlists.iter().map(|w| w.name.as_str()).collect(),
             &self.sources.iter().map(|s| s.name()).collect(),
@@ -747,7 +531,8 @@ mod tests {
                 w.symbols_file = Some(root.join(f));
             }
         }
-        let universe = crate::universe::Universe::build(&c).expect("universe");
+        let universe =
+            crate::universe::Universe::build(&c.sources, &c.watchlists).expect("universe");
         // 7 inline + 3 from the file at 1d, 2 crypto at 1d and 1h, 2 FX.
         assert_eq!(universe.len(), 10 + 4 + 2);
     }

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     };
     // Sources and watchlists read files (CSV directories, symbol lists): check them up front,
     // as part of the config.
-    let universe = match Universe::build(&config) {
+    let universe = match Universe::build(&config.sources, &config.watchlists) {
         Ok(u) => u,
         Err(e) => {
             eprintln!("error: {}: {e:#}", cli.config.display());

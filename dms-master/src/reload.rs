@@ -36,7 +36,7 @@ pub struct Reloadable {
     /// The listener's TLS, if it serves TLS.
     pub tls: Option<TlsAcceptor>,
     /// The scheduled jobs (`schedules`).
-    pub scheduler: crate::schedule::Scheduler,
+    pub scheduler: crate::ops::schedule::Scheduler,
     /// The webhook alerts (`alerts`).
     pub alerts: crate::alerts::Alerts,
     pub notifier: Notifier,

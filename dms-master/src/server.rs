@@ -18,25 +18,26 @@ use dms_common::systemd::Notifier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminContext, AdminService};
-use crate::alerts::{self, Alerts, watcher::Watched};
-use crate::api_state::{ApiState, BarsCache};
-use crate::applier::{self, ApplierOptions};
-use crate::catalog::Catalog;
+use crate::alerts::Alerts;
+use crate::api::admin::{AdminContext, AdminService};
+use crate::api::http;
+use crate::api::metrics::{MetricsSource, RequestRates};
+use crate::api::state::{ApiState, BarsCache};
 use crate::config::{MasterConfig, SourceConfig};
-use crate::dead_letters::{self, DeadLetters};
-use crate::http;
-use crate::import::ImportSummary;
-use crate::ingest::{Backpressure, Ingestor};
-use crate::metrics::{self, MetricsSource};
-use crate::quarantine::Quarantine;
+use crate::data::import::source::ImportSummary;
+use crate::ops::schedule::{self, RunContext, Scheduler, SystemClock};
+use crate::ops::watcher::{self, Watched};
+use crate::pipeline::applier::{self, ApplierOptions};
+use crate::pipeline::catalog::Catalog;
+use crate::pipeline::dead_letters::{self, DeadLetters};
+use crate::pipeline::ingest::{Backpressure, Ingestor};
+use crate::pipeline::quarantine::Quarantine;
 use crate::reload;
 use crate::replication::api::NodesApi;
 use crate::replication::nodes::NodeRegistry;
 use crate::replication::{self, ReplicationContext, ReplicationService, StreamOptions};
-use crate::schedule::{self, RunContext, Scheduler, SystemClock};
-use crate::source::csv::CsvSource;
-use crate::source::sql::SqlTable;
+use crate::sources::csv::CsvSource;
+use crate::sources::sql::SqlTable;
 use crate::tasks::manager::{TaskContext, TaskFiles, TaskManager};
 use crate::tasks::store::TaskStore;
 use crate::tasks::{TaskKind, TaskParams, TaskStatus};
@@ -155,9 +156,14 @@ pub async fn run(
             })
             .collect::<anyhow::Result<_>>()?,
         imports: imports.clone(),
-        files: TaskFiles::new(&config.state, &config.backup, &config.store)
-            .with_allowed_dirs(&config.file_import.allowed_dirs),
-        targets: crate::targets::Targets::new(config.targets.clone()),
+        files: TaskFiles::new(
+            &config.state.path,
+            &config.state.dir(),
+            &config.backup,
+            &config.store,
+        )
+        .with_allowed_dirs(&config.file_import.allowed_dirs),
+        targets: crate::data::targets::Targets::new(config.targets.clone()),
     });
     remove_orphan_uploads(&config.state.uploads_dir(), &tasks).await;
     tracing::info!(series = universe.len(), "series kept");
@@ -207,7 +213,7 @@ pub async fn run(
     )
     .await?;
 
-    let watcher = alerts::watcher::spawn(
+    let watcher = watcher::spawn(
         alerts.clone(),
         Watched {
             journal: journal.clone(),
@@ -275,18 +281,18 @@ pub async fn run(
         scheduler: scheduler.clone(),
         shutdown: shutdown.clone(),
     });
-    let extra = replication::grpc_router(replication, Some(admin))
+    let extra = crate::api::grpc::grpc_router(replication, Some(admin))
         .await?
         .merge(dead_letters::router(
             dead.clone(),
             journal.clone(),
             backpressure_for_api,
         ))
-        .merge(metrics::router(MetricsSource {
+        .merge(crate::api::metrics::router(MetricsSource {
             journal: journal.clone(),
             applied: applier.applied(),
             nodes: nodes.clone(),
-            request_rates: metrics::RequestRates({
+            request_rates: RequestRates({
                 let universe = universe.clone();
                 Arc::new(move || {
                     universe

@@ -7,9 +7,9 @@ use dms_common::journal::{Journal, Origin, RetentionPolicy, Seq};
 use dms_common::store::SharedStore;
 use dms_common::store::sqlite::{SqliteOptions, SqliteStore};
 use dms_common::{Bar, Interval, SeriesBars, SeriesKey, Symbol, TimeRange, Timestamp};
-use dms_master::applier::{self, ApplierOptions};
-use dms_master::ingest::Ingestor;
-use dms_master::quarantine::Quarantine;
+use dms_master::pipeline::applier::{self, ApplierOptions};
+use dms_master::pipeline::ingest::Ingestor;
+use dms_master::pipeline::quarantine::Quarantine;
 use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -327,7 +327,7 @@ async fn entries_lost_to_retention_are_skipped_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_the_store_refuses_for_good_is_set_aside_and_the_rest_goes_on() {
     use dms_common::journal::{Change, NewChange};
-    use dms_master::dead_letters::DeadLetters;
+    use dms_master::pipeline::dead_letters::DeadLetters;
 
     let r = rig(SqliteOptions::default());
     let (applier, stop) = start_applier(&r.journal, &r.store).await;
@@ -387,7 +387,7 @@ async fn an_entry_the_store_refuses_for_good_is_set_aside_and_the_rest_goes_on()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_wait_while_the_store_is_too_far_behind_and_go_on_when_it_catches_up() {
-    use dms_master::ingest::Backpressure;
+    use dms_master::pipeline::ingest::Backpressure;
 
     let r = rig(SqliteOptions::default());
     // The store's applied position, driven by hand: nothing is applied yet.

@@ -28,11 +28,15 @@
 //! - [`Tmpfs`]: a small tmpfs mounted for a test: a disk that fills up and is freed again.
 //! - [`provider::FakeYahoo`] serves Yahoo's chart API on loopback from recorded responses or a
 //!   deterministic generator, and can be scripted to fail.
+//! - `layering` (tests only): the workspace's layers held against the code: crate
+//!   dependencies and `dms-master`'s folders importing only downward.
 
 mod binary;
 mod daemon;
 mod dmsctl;
 mod influx;
+#[cfg(test)]
+mod layering;
 mod master;
 pub mod provider;
 mod proxy;

@@ -1,4 +1,5 @@
-//! Alerts: telling someone when something goes wrong, over webhooks.
+//! Alerts: telling someone when something goes wrong, over webhooks. Like [`crate::metrics`],
+//! a sink every layer reports into, so it stands at the ground and imports only `metrics`.
 //!
 //! [`Alerts`] is the one handle every part of the master uses. An [`Alert`] is keyed
 //! (`task_failed:<id>`, `replica_lag:<node>`, …): [`Alerts::raise`] sends a *firing* message
@@ -10,7 +11,7 @@
 //!   sees them; the same key raised again within `repeat_interval` is not sent again.
 //! - **conditions** (replica lag, store errors, provider success rate) stay active until
 //!   resolved; the lag and store conditions are checked every `check_interval` by the
-//!   [`watcher`], the provider success rate after each task.
+//!   [`crate::ops::watcher`], the provider success rate after each task.
 //!
 //! Delivery never blocks the caller: each webhook has a bounded queue and a sender task that
 //! retries with backoff and finally drops the message with a log line
@@ -23,7 +24,6 @@
 mod config;
 pub mod delivery;
 pub mod payload;
-pub mod watcher;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -7,8 +7,6 @@
 //!   their sync history.
 //! - [`verify`]: compares a replica's digests with the master's.
 //! - [`api`]: the REST view, `/api/nodes`.
-//! - [`grpc_router`]: this service, the admin service, gRPC health and reflection as routes
-//!   beside the REST API.
 //!
 //! Every call needs `authorization: Bearer <token>` as soon as any token is configured
 //! ([`ReplicationAuth`]): the replication token, the full admin token, or a node's own token,
@@ -17,6 +15,7 @@
 //! journal keeps what a replica still needs up to the retention limits.
 
 pub mod api;
+pub mod lag;
 pub mod nodes;
 pub mod session;
 pub mod verify;
@@ -360,42 +359,6 @@ pub fn series_digests(
         bucket_secs: DigestBucketing::for_interval(key.interval).width_secs,
         buckets: buckets.iter().map(pb::BucketDigest::from).collect(),
     }
-}
-
-/// The gRPC services as axum routes (one per service path, no fallback), to merge with the REST
-/// router on the same listener: replication, admin (`dms.v1.Admin`, when given),
-/// `grpc.health.v1` and server reflection.
-pub async fn grpc_router(
-    service: ReplicationService,
-    admin: Option<crate::admin::AdminService>,
-) -> anyhow::Result<axum::Router> {
-    use dms_common::pb::admin_server::AdminServer;
-    use tonic::server::NamedService;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<ReplicationServer<ReplicationService>>()
-        .await;
-    if admin.is_some() {
-        health
-            .set_serving::<AdminServer<crate::admin::AdminService>>()
-            .await;
-    }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    fn path<S: NamedService>(_: &S) -> String {
-        format!("/{}/{{*method}}", S::NAME)
-    }
-    let server = service.into_server();
-    let mut router = axum::Router::new()
-        .route_service(&path(&server), server)
-        .route_service(&path(&health_service), health_service)
-        .route_service(&path(&reflection), reflection);
-    if let Some(admin) = admin {
-        let admin = admin.into_server();
-        router = router.route_service(&path(&admin), admin);
-    }
-    Ok(router)
 }
 
 #[cfg(test)]

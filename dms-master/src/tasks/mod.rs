@@ -7,10 +7,12 @@
 //! A master killed mid-task finds the task `running` at its next start, puts it back in the
 //! queue and resumes it without fetching the series its checkpoints say are done.
 
+pub mod config;
 pub mod manager;
 pub mod request;
 pub mod store;
 
+use crate::universe::Selection;
 use std::fmt;
 use std::str::FromStr;
 
@@ -204,7 +206,7 @@ pub struct TaskParams {
     pub target: Option<serde_json::Value>,
     /// File import: the file and how to read it (checked when the task is queued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<crate::file_import::FileImportSpec>,
+    pub file: Option<crate::data::import::file::FileImportSpec>,
     /// Verify, restore and check: the backup's directory (resolved when the task is queued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<String>,
@@ -214,6 +216,19 @@ pub struct TaskParams {
     /// Restore: report what would change; change nothing.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+impl TaskParams {
+    /// The kept series these parameters select.
+    pub fn selection(&self) -> Selection<'_> {
+        Selection {
+            symbols: self.symbols.as_deref(),
+            interval: self.interval,
+            source: self.source.as_deref(),
+            skip: self.skip,
+            limit: self.limit,
+        }
+    }
 }
 
 /// A series that failed within a task.
@@ -258,7 +273,7 @@ pub struct TaskCounters {
     /// SQL-table import: the key of the last row journaled; a resumed import reads on after
     /// it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resume_after: Option<Vec<crate::source::sql::KeyValue>>,
+    pub resume_after: Option<Vec<crate::sources::sql::KeyValue>>,
     /// SQL-table and file import: the first rows that are not bars, with their key (row
     /// number) and the reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -271,14 +286,14 @@ pub struct TaskCounters {
     pub backup: Option<String>,
     /// Verify (and restore, which verifies first): what the files' check found.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub verify: Option<crate::backup::verify::VerifyReport>,
+    pub verify: Option<crate::data::backup::verify::VerifyReport>,
     /// What a task that is not about series did, said as its completion message instead of
     /// the series counts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// Migrate and check: what the comparison of the two stores found.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub check: Option<crate::consistency::CompareReport>,
+    pub check: Option<crate::data::consistency::CompareReport>,
     /// Provider requests and retries, counted when their series' outcome is recorded: the
     /// requests of a series in flight when the process died are not counted (it is fetched
     /// again after the restart, and those requests are).

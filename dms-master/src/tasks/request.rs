@@ -16,13 +16,12 @@ use serde::Deserialize;
 use super::manager::{SubmitError, TaskManager};
 use super::store::TaskStoreError;
 use super::{Task, TaskKind, TaskParams, TaskStatus};
-use crate::ingest::Backpressure;
+use crate::pipeline::ingest::Backpressure;
 
 /// Most series one request may select with `limit` (or skip with `skip`).
 pub const MAX_TASK_LIMIT: usize = 1_000_000;
-/// Most different symbols one task request may name.
-pub const MAX_SYMBOLS: usize = 20_000;
 pub use super::MAX_DAYS;
+pub use crate::universe::MAX_SYMBOLS;
 /// Tasks one listing returns when the request does not say.
 pub const DEFAULT_LIST_LIMIT: usize = 20;
 /// Most tasks one listing returns.
@@ -385,7 +384,7 @@ pub async fn start(
 #[derive(Debug)]
 pub enum FileImportAnswer {
     Queued(Box<Task>),
-    DryRun(Box<crate::file_import::DryRunReport>),
+    DryRun(Box<crate::data::import::file::DryRunReport>),
 }
 
 /// Checks a file import (the file at `upload`, an upload's spooled copy and the name the client
@@ -393,7 +392,7 @@ pub enum FileImportAnswer {
 /// queued is removed.
 pub async fn import_file(
     tasks: &TaskManager,
-    query: crate::file_import::FileImportQuery,
+    query: crate::data::import::file::FileImportQuery,
     upload: Option<(std::path::PathBuf, String)>,
     allowed_dirs: &[std::path::PathBuf],
 ) -> Result<FileImportAnswer, TaskApiError> {
@@ -403,8 +402,8 @@ pub async fn import_file(
         if query.dry_run {
             let rows = query
                 .preview_rows
-                .unwrap_or(crate::file_import::DEFAULT_PREVIEW_ROWS);
-            let report = crate::file_import::dry_run(&spec, rows, &tasks.reconciler())
+                .unwrap_or(crate::data::import::file::DEFAULT_PREVIEW_ROWS);
+            let report = crate::data::import::file::dry_run(&spec, rows, &tasks.reconciler())
                 .await
                 .map_err(invalid)?;
             return Ok(FileImportAnswer::DryRun(Box::new(report)));

@@ -1,6 +1,6 @@
 //! The backup tasks: writing a backup (then the retention), verifying one, restoring one into
 //! the store through the journal (or reporting what that would change), and checking the store
-//! against one. See [`crate::backup`] for what a backup holds.
+//! against one. See [`crate::data::backup`] for what a backup holds.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,9 +13,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Run, Stop, TaskManager};
-use crate::backup::store::BackupStore;
-use crate::backup::verify::{VerifyReport, verify};
-use crate::backup::write::{BackupSource, Progress, write_backup};
+use crate::data::backup::store::BackupStore;
+use crate::data::backup::verify::{VerifyReport, verify};
+use crate::data::backup::write::{BackupSource, Progress, write_backup};
 use crate::tasks::store::Checkpoint;
 use crate::tasks::{Task, TaskCounters};
 
@@ -109,7 +109,7 @@ impl TaskManager {
                 manifest.name.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                crate::backup::retention::apply(&dir, &config, &name)
+                crate::data::backup::retention::apply(&dir, &config, &name)
             })
             .await
             .map_err(|e| e.to_string())
@@ -321,7 +321,8 @@ impl TaskManager {
                 _ = shutdown.cancelled() => return Err((Stop::Shutdown, counters)),
             }
         }
-        let report = match crate::consistency::compare(&backup, &*self.ctx.store, 1000).await {
+        let report = match crate::data::consistency::compare(&backup, &*self.ctx.store, 1000).await
+        {
             Ok(r) => r,
             Err(e) => {
                 return Err((
@@ -378,7 +379,7 @@ impl TaskManager {
             .ctx
             .targets
             .replica(name)
-            .and_then(crate::replica_store::ReplicaStore::new)
+            .and_then(crate::data::replica_store::ReplicaStore::new)
         {
             Ok(r) => r,
             Err(e) => return Err((Stop::Invalid(e), counters)),
@@ -410,9 +411,9 @@ async fn compared(
     source: &dyn BarStore,
     target: &dyn BarStore,
     mut counters: TaskCounters,
-    say: impl FnOnce(&crate::consistency::CompareReport) -> String,
+    say: impl FnOnce(&crate::data::consistency::CompareReport) -> String,
 ) -> Outcome {
-    let report = match crate::consistency::compare(source, target, 1000).await {
+    let report = match crate::data::consistency::compare(source, target, 1000).await {
         Ok(r) => r,
         Err(e) => {
             return Err((
