@@ -11,7 +11,8 @@
 //! - [`bar`]: [`Bar`], [`SeriesKey`], [`SeriesBars`].
 //! - [`pb`]: the `dms.v1` protobuf messages and their conversions to domain types.
 //! - [`store`]: the [`store::BarStore`] trait, its backends (SQLite, PostgreSQL, MySQL,
-//!   InfluxDB), digests and the conformance suite every backend passes.
+//!   InfluxDB) and digests; every backend passes the conformance suite of the
+//!   `dms-store-conformance` crate.
 //! - [`journal`]: the durable change log with cursors and retention.
 //! - [`state`]: [`state::StateTables`], a connection to a group of tables in the local state file.
 //! - [`auth`]: bearer tokens (full and read-only) and what each request needs.

@@ -161,7 +161,7 @@ async fn make(case: &'static str) -> (SharedStore, ()) {
     (Arc::new(store), ())
 }
 
-dms_common::store_conformance_tests!(make);
+dms_store_conformance::store_conformance_tests!(make);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yahoo_style_symbols_are_stored_and_read_back_exactly() {

@@ -92,7 +92,7 @@ async fn make_store(case: &str) -> (PostgresStore, SchemaGuard) {
     (store, guard)
 }
 
-dms_common::store_conformance_tests!(make);
+dms_store_conformance::store_conformance_tests!(make);
 
 fn daily(key: &SeriesKey, n: i64, p: f64) -> SeriesBars {
     let bars = (0..n)

@@ -11,7 +11,7 @@ async fn make(case: &'static str) -> (SharedStore, tempfile::TempDir) {
     (Arc::new(store), dir)
 }
 
-dms_common::store_conformance_tests!(make);
+dms_store_conformance::store_conformance_tests!(make);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_written_before_digests_were_kept_has_them_rebuilt() {

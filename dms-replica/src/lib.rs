@@ -10,7 +10,7 @@
 //! - [`state`]: [`state::ReplicaState`], the cursor, history id and repair history.
 //! - [`client`]: the gRPC connection to the master with its token and compression.
 //! - [`sync`]: [`sync::Replicator`], the subscribe/apply/ack loop with reconnects and
-//!   anti-entropy.
+//!   anti-entropy, and [`sync::StatusCell`], the link status it keeps.
 //! - [`repair`]: digest comparison and range pulls.
 //! - [`http`]: health, status, pulls on demand and the read API.
 //! - [`metrics`]: the Prometheus figures on `/metrics`.

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use dms_common::daemon::{Daemon, ReloadSignal};
 use dms_common::store::open_store;
 use dms_common::tls::{ServerTlsConfig, TlsAcceptor};
@@ -15,34 +14,56 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use dms_common::config::ConfigIssue;
+use dms_common::state::StateError;
+use dms_common::store::StoreError;
+
 use crate::config::ReplicaConfig;
 use crate::http;
 use crate::state::ReplicaState;
 use crate::sync::{Replicator, StatusCell};
+
+/// Why the replica could not start, or stopped on an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A config value cannot be used (a TLS file, a token).
+    #[error("{}: {}", .0.key, .0.message)]
+    Config(ConfigIssue),
+    /// The state file cannot be opened or read.
+    #[error("cannot open the state file {path}: {source}")]
+    State {
+        path: std::path::PathBuf,
+        #[source]
+        source: StateError,
+    },
+    /// The store cannot be opened.
+    #[error("the store: {0}")]
+    Store(#[from] StoreError),
+    /// The listener or the HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
+}
 
 /// Runs the replica on an already-bound listener until `daemon.shutdown` fires.
 pub async fn run(
     config: ReplicaConfig,
     listener: TcpListener,
     daemon: Daemon,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError> {
     let Daemon {
         shutdown,
         reload,
         notifier,
     } = daemon;
-    let tls = config
-        .http
-        .tls_acceptor()
-        .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
-    let token = config
-        .master
-        .resolve_token()
-        .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
-    let state = ReplicaState::open(&config.state.path)
-        .with_context(|| format!("cannot open the state file {}", config.state.path.display()))?;
+    let tls = config.http.tls_acceptor().map_err(RunError::Config)?;
+    let token = config.master.resolve_token().map_err(RunError::Config)?;
+    let state_error = |source| RunError::State {
+        path: config.state.path.clone(),
+        source,
+    };
+    let state = ReplicaState::open(&config.state.path).map_err(state_error)?;
     let store = open_store(&config.store).await?;
-    let position = state.position().await?;
+    let position = state.position().await.map_err(state_error)?;
     tracing::info!(
         node = %config.node_id,
         master = %config.master.url,
@@ -63,7 +84,7 @@ pub async fn run(
         http_address: addr.to_string(),
     };
     let authorizer = dms_common::auth::Authorizer::from_config(&replicator.config.auth)
-        .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
+        .map_err(RunError::Config)?;
     replicator.config.http.warn_if_open(authorizer.enabled());
     let rules = replicator
         .config
@@ -105,7 +126,7 @@ pub async fn run(
             "replication did not stop in time; the next start resumes from the stored cursor"
         );
     }
-    serve_result.context("HTTP server failed")
+    Ok(serve_result?)
 }
 
 /// On every reload signal, reads the listener's certificate and key again (same paths) and

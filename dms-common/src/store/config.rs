@@ -77,7 +77,7 @@ impl SqlServerConfig {
     /// The password from `password` or `password_file`, if either is given.
     pub fn resolve_password(&self) -> Result<Option<Secret>, StoreError> {
         let invalid =
-            |m: String| StoreError::Invalid(format!("store {}: {m}", self.url_redacted()));
+            |m: String| StoreError::refused(format!("store {}: {m}", self.url_redacted()));
         match (&self.password, &self.password_file) {
             (Some(_), Some(_)) => Err(invalid(
                 "give either `password` or `password_file`, not both".into(),

@@ -1,7 +1,8 @@
 //! The `BarStore` seam: where bars live, whatever the backend.
 //!
 //! Every backend (`sqlite`, `postgres`, `mysql`, `influx`) implements the same
-//! async trait and passes the same [`conformance`] suite.
+//! async trait and passes the same conformance suite (the `dms-store-conformance` crate, run by
+//! each backend's tests).
 //!
 //! # What every backend guarantees
 //!
@@ -33,7 +34,6 @@
 //!   it they are computed from the bars on every call.
 
 pub mod config;
-pub mod conformance;
 pub mod digest;
 pub mod influx;
 pub mod mysql;
@@ -131,46 +131,165 @@ pub type BarStream = BoxStream<'static, Result<Vec<Bar>, StoreError>>;
 /// A stream of pages of bars of several series: all pages of one series, then the next.
 pub type SeriesPageStream = BoxStream<'static, Result<SeriesPage, StoreError>>;
 
-/// Why a store operation failed.
+/// The error a backend's own client raised, kept as the source of a [`StoreError`].
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store operation failed: what happened, whatever the backend, with the backend's own
+/// error kept as its [`cause`](StoreError::cause) where there is one. The message already
+/// says what the cause says, so the cause is not also handed out as the error's `source()`
+/// (an error chain would print it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The backend cannot be reached or refused the operation; retrying may help.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// The stored data or the request cannot be handled; retrying will not help.
-    #[error("store error: {0}")]
-    Invalid(String),
-    /// An error of the embedded SQLite engine (transient when busy, locked, out of disk or I/O).
-    /// An HTTP backend (InfluxDB) failed: transient for connection errors and 5xx answers,
-    /// permanent for 4xx answers (a field type conflict, a partial write).
-    #[error("{message}")]
-    Http { transient: bool, message: String },
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// An error of a SQL server (PostgreSQL, MySQL), classified when it was raised.
-    #[error("sql: {message}")]
-    Sql { transient: bool, message: String },
-    #[error("store task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    /// The backend cannot be reached, is busy, locked, shutting down or out of room: the same
+    /// operation may succeed later.
+    #[error("store unavailable: {message}")]
+    Unavailable {
+        message: String,
+        cause: Option<BackendError>,
+    },
+    /// The operation met another writer (a deadlock, a serialization failure): trying it again
+    /// succeeds.
+    #[error("store conflict: {message}")]
+    Conflict {
+        message: String,
+        cause: Option<BackendError>,
+    },
+    /// The backend refused the request or its data (a bad address or setting, a constraint, a
+    /// type conflict, a read-only store): retrying will not help.
+    #[error("store refused: {message}")]
+    Refused {
+        message: String,
+        cause: Option<BackendError>,
+    },
+    /// What the store holds cannot be read as bars (a bad symbol, a damaged row, file or
+    /// answer): retrying will not help.
+    #[error("store data corrupt: {message}")]
+    Corrupt {
+        message: String,
+        cause: Option<BackendError>,
+    },
 }
 
 impl StoreError {
-    /// Whether the same operation may succeed later (busy, locked, unreachable).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StoreError::Unavailable(_) => true,
-            StoreError::Sql { transient, .. } => *transient,
-            StoreError::Http { transient, .. } => *transient,
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
-                e.code,
-                rusqlite::ErrorCode::DatabaseBusy
-                    | rusqlite::ErrorCode::DatabaseLocked
-                    | rusqlite::ErrorCode::SystemIoFailure
-                    | rusqlite::ErrorCode::DiskFull
-                    | rusqlite::ErrorCode::CannotOpen
-            ),
-            _ => false,
+    /// [`StoreError::Unavailable`] without a source.
+    pub fn unavailable(message: impl Into<String>) -> StoreError {
+        StoreError::Unavailable {
+            message: message.into(),
+            cause: None,
         }
+    }
+
+    /// [`StoreError::Conflict`] without a source.
+    pub fn conflict(message: impl Into<String>) -> StoreError {
+        StoreError::Conflict {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// [`StoreError::Refused`] without a source.
+    pub fn refused(message: impl Into<String>) -> StoreError {
+        StoreError::Refused {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// [`StoreError::Corrupt`] without a source.
+    pub fn corrupt(message: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// Unavailable when `transient`, refused otherwise.
+    pub fn classified(transient: bool, message: impl Into<String>) -> StoreError {
+        match transient {
+            true => StoreError::unavailable(message),
+            false => StoreError::refused(message),
+        }
+    }
+
+    /// The same error with `error`, the backend's own, as its cause.
+    pub fn with_cause(mut self, error: impl Into<BackendError>) -> StoreError {
+        let (StoreError::Unavailable { cause, .. }
+        | StoreError::Conflict { cause, .. }
+        | StoreError::Refused { cause, .. }
+        | StoreError::Corrupt { cause, .. }) = &mut self;
+        *cause = Some(error.into());
+        self
+    }
+
+    /// The backend's own error behind this one, when there is one.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            StoreError::Unavailable { cause, .. }
+            | StoreError::Conflict { cause, .. }
+            | StoreError::Refused { cause, .. }
+            | StoreError::Corrupt { cause, .. } => cause.as_deref(),
+        }
+    }
+
+    /// The same error with `context` before its message (`PostgreSQL store X: ...`).
+    pub fn context(mut self, context: &str) -> StoreError {
+        let (StoreError::Unavailable { message, .. }
+        | StoreError::Conflict { message, .. }
+        | StoreError::Refused { message, .. }
+        | StoreError::Corrupt { message, .. }) = &mut self;
+        *message = format!("{context}: {message}");
+        self
+    }
+
+    /// What happened, without the kind.
+    pub fn message(&self) -> &str {
+        match self {
+            StoreError::Unavailable { message, .. }
+            | StoreError::Conflict { message, .. }
+            | StoreError::Refused { message, .. }
+            | StoreError::Corrupt { message, .. } => message,
+        }
+    }
+
+    /// Whether the same operation may succeed later (busy, locked, unreachable, a conflict).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::Conflict { .. }
+        )
+    }
+}
+
+/// An error of the embedded SQLite engine: unavailable when busy, locked, out of disk or I/O,
+/// corrupt when the file or a value cannot be read, refused otherwise.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode as Code;
+        let message = format!("sqlite: {e}");
+        let kind = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => match f.code {
+                Code::DatabaseBusy
+                | Code::DatabaseLocked
+                | Code::SystemIoFailure
+                | Code::DiskFull
+                | Code::CannotOpen => StoreError::unavailable(message),
+                Code::DatabaseCorrupt | Code::NotADatabase => StoreError::corrupt(message),
+                _ => StoreError::refused(message),
+            },
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::Utf8Error(..) => StoreError::corrupt(message),
+            _ => StoreError::refused(message),
+        };
+        kind.with_cause(e)
+    }
+}
+
+/// The worker a blocking store call ran on failed (it panicked or was cancelled).
+impl From<tokio::task::JoinError> for StoreError {
+    fn from(e: tokio::task::JoinError) -> StoreError {
+        StoreError::unavailable(format!("store task failed: {e}")).with_cause(e)
     }
 }
 
@@ -310,7 +429,7 @@ pub async fn latest_by_reading<S: BarStore + ?Sized>(
 /// Checks that every bar of a [`BarStore::replace_range`] lies in its range.
 pub fn check_in_range(series: &SeriesKey, range: TimeRange, bars: &[Bar]) -> Result<()> {
     match bars.iter().find(|b| !range.contains(b.ts)) {
-        Some(b) => Err(StoreError::Invalid(format!(
+        Some(b) => Err(StoreError::refused(format!(
             "replace of {series} in {range}: bar at {} is outside the range",
             b.ts
         ))),

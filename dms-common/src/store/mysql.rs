@@ -24,22 +24,18 @@
 //! Commits are durable as `innodb_flush_log_at_trx_commit` says (1, the default: on disk).
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{Connection, MySql, QueryBuilder, Row, Transaction};
 
 use super::config::SqlServerConfig;
-use super::digest::{BucketDigest, Digest, DigestBucketing};
+use super::digest::BucketDigest;
 use super::sql::{
-    self, SeriesRow, SqlScrub, SqlWrite, bar_from_row, bucket_from_row, parse_key, series_from_row,
-    sql_error,
+    ACQUIRE_TIMEOUT, BAR_COLUMNS, Dialect, SeriesRow, SqlScrub, SqlStore, SqlWrite, bar_from_row,
+    bucket_from_row, parse_key, quoted_interval, series_from_row, sql_error,
 };
-use super::{
-    Bar, BarStore, BarStream, Capabilities, ReplaceStats, Result, SeriesBars, SeriesKey,
-    SeriesOverview, StoreError, TimeRange, Timestamp, UpsertStats,
-};
+use super::{Bar, Result, SeriesKey, StoreError};
 
 /// The schema, one statement per version.
 const MIGRATIONS: &[&str] = &[
@@ -85,22 +81,24 @@ const CHUNK_ROWS: usize = 1_000;
 
 /// Times per `DELETE .. IN (..)` statement.
 const CHUNK_KEYS: usize = 5_000;
-const BAR_COLUMNS: &str = "ts, open, high, low, close, volume, adj_close, turnover, open_interest";
-
-/// The MySQL bar store. Cheap to clone; clones share the pool.
+/// A MySQL (or MariaDB) server, the [`Dialect`] of [`MysqlStore`]. Cheap to clone; clones
+/// share the pool.
 #[derive(Debug, Clone)]
-pub struct MysqlStore {
+pub struct MysqlServer {
     pool: MySqlPool,
     /// The server and database, without password, for errors.
     label: String,
 }
+
+/// The MySQL bar store.
+pub type MysqlStore = SqlStore<MysqlServer>;
 
 impl MysqlStore {
     /// Connects to the configured server and prepares the schema.
     pub async fn open(config: &SqlServerConfig) -> Result<Self> {
         let label = config.url_redacted();
         let mut options = MySqlConnectOptions::from_str(&config.url).map_err(|e| {
-            StoreError::Invalid(format!("store url {label} is not a MySQL url: {e}"))
+            StoreError::refused(format!("store url {label} is not a MySQL url: {e}"))
         })?;
         if let Some(password) = config.resolve_password()? {
             options = options.password(password.expose());
@@ -115,14 +113,12 @@ impl MysqlStore {
         max_connections: u32,
         label: String,
     ) -> Result<Self> {
-        let context = |e: sqlx::Error| in_context(&label, sql_error(e));
+        let context = |e: StoreError| e.context(&format!("MySQL store {label}"));
         let mut conn = sqlx::MySqlConnection::connect_with(&options)
             .await
-            .map_err(context)?;
-        migrate(&mut conn)
-            .await
-            .map_err(|e| in_context(&label, e))?;
-        conn.close().await.map_err(context)?;
+            .map_err(|e| context(sql_error(e)))?;
+        migrate(&mut conn).await.map_err(context)?;
+        conn.close().await.map_err(|e| context(sql_error(e)))?;
         let pool = MySqlPoolOptions::new()
             .max_connections(max_connections.max(1))
             .after_connect(|conn, _| {
@@ -133,18 +129,82 @@ impl MysqlStore {
                         .map(|_| ())
                 })
             })
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(MysqlStore { pool, label })
+        Ok(SqlStore {
+            server: MysqlServer { pool, label },
+        })
     }
 
     /// The connection pool.
     pub fn pool(&self) -> &MySqlPool {
-        &self.pool
+        &self.server.pool
+    }
+}
+
+#[async_trait]
+impl Dialect for MysqlServer {
+    const BACKEND: &'static str = "mysql";
+    const SERVER: &'static str = "MySQL";
+    const PING: &'static str = "SELECT CAST(1 AS SIGNED)";
+    const SIZE_ON_DISK: &'static str =
+        "SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED)
+         FROM information_schema.tables
+         WHERE table_schema = DATABASE()
+           AND table_name IN ('dms_series', 'dms_bars', 'dms_bucket_digests')";
+
+    type Write = MyWrite;
+
+    fn statement(sql: &str) -> String {
+        quoted_interval(sql)
+    }
+
+    fn label(&self) -> &str {
+        &self.label
     }
 
     async fn begin(&self) -> Result<MyWrite> {
         Ok(MyWrite(self.pool.begin().await.map_err(sql_error)?))
+    }
+
+    async fn commit(write: MyWrite) -> Result<()> {
+        write.0.commit().await.map_err(sql_error)
+    }
+
+    async fn bars(&self, sql: &str, params: &[i64]) -> Result<Vec<Bar>> {
+        let rows = bound(sqlx::query(sql), params)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        rows.iter()
+            .map(bar_from_row)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(sql_error)
+    }
+
+    async fn integer_rows(&self, sql: &str, params: &[i64]) -> Result<Vec<Vec<i64>>> {
+        let rows = bound(sqlx::query(sql), params)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        rows.iter()
+            .map(|r| (0..r.len()).map(|i| r.try_get::<i64, _>(i)).collect())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(sql_error)
+    }
+
+    async fn series_rows(&self, sql: &str) -> Result<Vec<(String, String, Vec<i64>)>> {
+        let rows = sqlx::query(sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        rows.iter()
+            .map(|r| {
+                let numbers: std::result::Result<Vec<i64>, _> =
+                    (2..r.len()).map(|i| r.try_get::<i64, _>(i)).collect();
+                Ok((text(r, 0)?, text(r, 1)?, numbers.map_err(sql_error)?))
+            })
+            .collect()
     }
 
     async fn series_id(&self, key: &SeriesKey) -> Result<Option<i64>> {
@@ -157,14 +217,15 @@ impl MysqlStore {
     }
 }
 
-fn in_context(label: &str, e: StoreError) -> StoreError {
-    match e {
-        StoreError::Sql { transient, message } => StoreError::Sql {
-            transient,
-            message: format!("MySQL store {label}: {message}"),
-        },
-        other => other,
+/// `query` with `params` bound in order.
+fn bound<'q>(
+    mut query: sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments>,
+    params: &[i64],
+) -> sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments> {
+    for p in params {
+        query = query.bind(*p);
     }
+    query
 }
 
 async fn migrate(conn: &mut sqlx::MySqlConnection) -> Result<()> {
@@ -218,17 +279,11 @@ async fn run_migrations(conn: &mut sqlx::MySqlConnection) -> Result<()> {
 fn text(r: &MySqlRow, i: usize) -> Result<String> {
     let bytes: Vec<u8> = r.try_get(i).map_err(sql_error)?;
     String::from_utf8(bytes)
-        .map_err(|e| StoreError::Invalid(format!("stored series name is not UTF-8: {e}")))
+        .map_err(|e| StoreError::corrupt(format!("stored series name is not UTF-8: {e}")))
 }
 
 /// One write transaction.
-struct MyWrite(Transaction<'static, MySql>);
-
-impl MyWrite {
-    async fn commit(self) -> Result<()> {
-        self.0.commit().await.map_err(sql_error)
-    }
-}
+pub(crate) struct MyWrite(Transaction<'static, MySql>);
 
 #[async_trait]
 impl SqlWrite for MyWrite {
@@ -450,187 +505,5 @@ impl SqlScrub for MyWrite {
             ));
         }
         Ok(out)
-    }
-}
-
-#[async_trait]
-impl BarStore for MysqlStore {
-    fn backend(&self) -> &'static str {
-        "mysql"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            exact_upsert_counts: true,
-            atomic_batches: true,
-            maintained_digests: true,
-        }
-    }
-
-    async fn upsert(&self, batch: &[SeriesBars]) -> Result<UpsertStats> {
-        if batch.iter().all(|s| s.bars.is_empty()) {
-            return Ok(UpsertStats::default());
-        }
-        let mut tx = self.begin().await?;
-        let stats = sql::upsert(&mut tx, batch).await?;
-        tx.commit().await?;
-        Ok(stats)
-    }
-
-    fn read_paged(&self, series: &SeriesKey, range: TimeRange, page_size: usize) -> BarStream {
-        let (store, key) = (self.clone(), series.clone());
-        let pool = self.pool.clone();
-        sql::paged_bars(
-            range,
-            page_size,
-            move || {
-                let (store, key) = (store.clone(), key.clone());
-                async move { store.series_id(&key).await }
-            },
-            move |id, from, end, limit| {
-                let pool = pool.clone();
-                async move {
-                    sqlx::query(&format!(
-                        "SELECT {BAR_COLUMNS} FROM dms_bars
-                         WHERE series_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?"
-                    ))
-                    .bind(id)
-                    .bind(from)
-                    .bind(end)
-                    .bind(limit)
-                    .fetch_all(&pool)
-                    .await
-                    .map_err(sql_error)?
-                    .iter()
-                    .map(bar_from_row)
-                    .collect::<std::result::Result<Vec<Bar>, _>>()
-                    .map_err(sql_error)
-                }
-            },
-        )
-    }
-
-    async fn latest(&self, series: &SeriesKey) -> Result<Option<Bar>> {
-        let Some(id) = self.series_id(series).await? else {
-            return Ok(None);
-        };
-        let row = sqlx::query(&format!(
-            "SELECT {BAR_COLUMNS} FROM dms_bars WHERE series_id = ? ORDER BY ts DESC LIMIT 1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(sql_error)?;
-        row.as_ref()
-            .map(bar_from_row)
-            .transpose()
-            .map_err(sql_error)
-    }
-
-    async fn overview(&self) -> Result<Vec<SeriesOverview>> {
-        let rows = sqlx::query(
-            "SELECT symbol, `interval`, bar_count, first_ts, last_ts, hash_lo, hash_hi
-             FROM dms_series WHERE bar_count > 0 ORDER BY symbol, `interval`",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(sql_error)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let get = |i: usize| r.try_get::<i64, _>(i).map_err(sql_error);
-            let symbol = text(r, 0)?;
-            let interval = text(r, 1)?;
-            let count = get(2)?;
-            out.push(SeriesOverview {
-                key: parse_key(&symbol, &interval)?,
-                count: count as u64,
-                first: Timestamp(get(3)?),
-                last: Timestamp(get(4)?),
-                digest: Digest::from_halves(count as u64, get(5)?, get(6)?),
-            });
-        }
-        Ok(out)
-    }
-
-    async fn delete(&self, series: &SeriesKey, range: TimeRange) -> Result<u64> {
-        if range.is_empty() {
-            return Ok(0);
-        }
-        let Some(id) = self.series_id(series).await? else {
-            return Ok(0);
-        };
-        let mut tx = self.begin().await?;
-        let n = sql::delete(&mut tx, id, series.interval, range).await?;
-        tx.commit().await?;
-        Ok(n)
-    }
-
-    async fn replace_range(
-        &self,
-        series: &SeriesKey,
-        range: TimeRange,
-        bars: Vec<Bar>,
-    ) -> Result<ReplaceStats> {
-        super::check_in_range(series, range, &bars)?;
-        let mut tx = self.begin().await?;
-        let stats = sql::replace(&mut tx, series, range, &bars).await?;
-        tx.commit().await?;
-        Ok(stats)
-    }
-
-    async fn bucket_digests(
-        &self,
-        series: &SeriesKey,
-        range: TimeRange,
-    ) -> Result<Vec<BucketDigest>> {
-        let range = DigestBucketing::for_interval(series.interval).widen(range);
-        if range.is_empty() {
-            return Ok(Vec::new());
-        }
-        let Some(id) = self.series_id(series).await? else {
-            return Ok(Vec::new());
-        };
-        let rows = sqlx::query(
-            "SELECT bucket, bar_count, hash_lo, hash_hi FROM dms_bucket_digests
-             WHERE series_id = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
-        )
-        .bind(id)
-        .bind(range.start.0)
-        .bind(range.end.0)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(sql_error)?;
-        rows.iter()
-            .map(bucket_from_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(sql_error)
-    }
-
-    async fn scrub(&self) -> Result<Vec<(SeriesKey, Timestamp)>> {
-        let mut tx = self.begin().await?;
-        let fixed = sql::scrub(&mut tx).await?;
-        tx.commit().await?;
-        Ok(fixed)
-    }
-
-    async fn size_on_disk(&self) -> Result<Option<u64>> {
-        let bytes: i64 = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED)
-             FROM information_schema.tables
-             WHERE table_schema = DATABASE()
-               AND table_name IN ('dms_series', 'dms_bars', 'dms_bucket_digests')",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| in_context(&self.label, sql_error(e)))?;
-        Ok(Some(bytes.max(0) as u64))
-    }
-
-    async fn check(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| in_context(&self.label, sql_error(e)))
     }
 }

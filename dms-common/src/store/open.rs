@@ -19,7 +19,7 @@ pub async fn open_store(config: &StoreConfig) -> Result<SharedStore, StoreError>
                 ..SqliteOptions::default()
             };
             let store = SqliteStore::open_with(path, options).map_err(|e| {
-                StoreError::Unavailable(format!(
+                StoreError::unavailable(format!(
                     "cannot open the SQLite store {}: {e}",
                     path.display()
                 ))
@@ -31,7 +31,7 @@ pub async fn open_store(config: &StoreConfig) -> Result<SharedStore, StoreError>
         StoreConfig::Influxdb(c) => {
             let target = c
                 .target()
-                .map_err(|e| StoreError::Invalid(format!("{}: {}", e.key, e.message)))?;
+                .map_err(|e| StoreError::refused(format!("{}: {}", e.key, e.message)))?;
             let store = InfluxStore::open(InfluxOptions {
                 url: c.url.clone(),
                 target,

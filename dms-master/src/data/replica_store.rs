@@ -66,7 +66,7 @@ impl ReplicaStore {
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let unavailable =
-            |e: String| StoreError::Unavailable(format!("replica {}: {e}", self.base));
+            |e: String| StoreError::unavailable(format!("replica {}: {e}", self.base));
         let mut request = self.client.get(&url).query(query);
         if let Some(a) = &self.authorization {
             request = request.header(reqwest::header::AUTHORIZATION, a);
@@ -78,7 +78,7 @@ impl ReplicaStore {
         let status = r.status();
         if !status.is_success() {
             // Its text is the other host's to say, not ours to repeat.
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::refused(format!(
                 "replica {}: {path} answered {status}",
                 self.base
             )));
@@ -90,7 +90,7 @@ impl ReplicaStore {
 }
 
 fn invalid(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Invalid(format!("a replica's answer: {what}"))
+    StoreError::refused(format!("a replica's answer: {what}"))
 }
 
 fn time(v: &Value) -> Result<Timestamp> {
@@ -137,8 +137,8 @@ impl BarStore for ReplicaStore {
     }
 
     async fn upsert(&self, _batch: &[SeriesBars]) -> Result<UpsertStats> {
-        Err(StoreError::Invalid(
-            "a replica is read through its API only".into(),
+        Err(StoreError::refused(
+            "a replica is read through its API only",
         ))
     }
 
@@ -166,7 +166,7 @@ impl BarStore for ReplicaStore {
                 let page = async {
                     let body = match this.get("/api/data/bars", &query).await {
                         // A series the replica does not hold has no bars.
-                        Err(StoreError::Invalid(m)) if m.contains("404") => {
+                        Err(e @ StoreError::Refused { .. }) if e.message().contains("404") => {
                             return Ok((Vec::new(), None));
                         }
                         other => other?,
@@ -232,8 +232,8 @@ impl BarStore for ReplicaStore {
     }
 
     async fn delete(&self, _series: &SeriesKey, _range: TimeRange) -> Result<u64> {
-        Err(StoreError::Invalid(
-            "a replica is read through its API only".into(),
+        Err(StoreError::refused(
+            "a replica is read through its API only",
         ))
     }
 

@@ -88,7 +88,7 @@ impl InfluxClient {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))
             .build()
-            .map_err(|e| StoreError::Invalid(format!("InfluxDB client: {e}")))?;
+            .map_err(|e| StoreError::refused(format!("InfluxDB client: {e}")))?;
         Ok(InfluxClient {
             http,
             base: url.trim_end_matches('/').to_owned(),
@@ -113,8 +113,8 @@ impl InfluxClient {
     /// (half-open; whole seconds).
     pub async fn delete_v2(&self, range: TimeRange, predicate: &str) -> Result<(), StoreError> {
         let InfluxTarget::V2 { org, bucket, .. } = &self.target else {
-            return Err(StoreError::Invalid(
-                "/api/v2/delete needs an org and a bucket (api: v2)".into(),
+            return Err(StoreError::refused(
+                "/api/v2/delete needs an org and a bucket (api: v2)",
             ));
         };
         if range.is_empty() {
@@ -168,7 +168,7 @@ impl InfluxClient {
             flate2::Compression::fast(),
         );
         gz.write_all(lines.as_bytes())
-            .map_err(|e| StoreError::Invalid(format!("gzip: {e}")))?;
+            .map_err(|e| StoreError::refused(format!("gzip: {e}")))?;
         let body = bytes_of(gz.finish())?;
         let (path, params): (&str, Vec<(&str, &str)>) = match &self.target {
             InfluxTarget::V1 {
@@ -215,13 +215,13 @@ impl InfluxClient {
             })
             .await?;
         let response: QueryResponse = serde_json::from_str(&text).map_err(|e| {
-            StoreError::Invalid(format!("InfluxDB answer is not the expected JSON: {e}"))
+            StoreError::refused(format!("InfluxDB answer is not the expected JSON: {e}"))
         })?;
         if let Some(e) = response.error {
-            return Err(StoreError::Invalid(format!("InfluxDB query failed: {e}")));
+            return Err(StoreError::refused(format!("InfluxDB query failed: {e}")));
         }
         if let Some(e) = response.results.iter().find_map(|r| r.error.as_ref()) {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::refused(format!(
                 "InfluxDB query failed: {e} (in {})",
                 abbreviate(statements)
             )));
@@ -247,26 +247,26 @@ impl InfluxClient {
         loop {
             let error = match build().send().await {
                 Ok(resp) if resp.status().is_success() => {
-                    return resp.text().await.map_err(|e| StoreError::Http {
-                        transient: true,
-                        message: format!(
+                    return resp.text().await.map_err(|e| {
+                        StoreError::unavailable(format!(
                             "InfluxDB {what}: reading the answer: {}",
                             e.without_url()
-                        ),
+                        ))
                     });
                 }
                 Ok(resp) => {
                     let status = resp.status();
                     let body = resp.text().await.unwrap_or_default();
-                    StoreError::Http {
-                        transient: status.is_server_error() || status.as_u16() == 429,
-                        message: format!("InfluxDB {what}: {status}: {}", describe_error(&body)),
-                    }
+                    StoreError::classified(
+                        status.is_server_error() || status.as_u16() == 429,
+                        format!("InfluxDB {what}: {status}: {}", describe_error(&body)),
+                    )
                 }
-                Err(e) => StoreError::Http {
-                    transient: true,
-                    message: format!("InfluxDB {what} at {}: {}", self.base, e.without_url()),
-                },
+                Err(e) => StoreError::unavailable(format!(
+                    "InfluxDB {what} at {}: {}",
+                    self.base,
+                    e.without_url()
+                )),
             };
             if !error.is_transient() || attempt >= ATTEMPTS {
                 return Err(error);
@@ -292,7 +292,7 @@ pub fn delete_body(range: TimeRange, predicate: &str) -> serde_json::Value {
 
 fn bytes_of(r: std::io::Result<Vec<u8>>) -> Result<bytes::Bytes, StoreError> {
     r.map(bytes::Bytes::from)
-        .map_err(|e| StoreError::Invalid(format!("gzip: {e}")))
+        .map_err(|e| StoreError::refused(format!("gzip: {e}")))
 }
 
 /// The `error` of an InfluxDB error body, with the points a partial write dropped called out.

@@ -113,7 +113,7 @@ impl InfluxStore {
     /// exist), and loads the overview of the stored series.
     pub async fn open(options: InfluxOptions) -> Result<Self> {
         if !valid_shard_duration(&options.shard_duration) {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::refused(format!(
                 "shard duration {:?}: expected a number followed by h, d or w, e.g. 52w",
                 options.shard_duration
             )));

@@ -125,7 +125,7 @@ impl Points {
         let tags = series_tags(key);
         for b in bars {
             if !query::storable(b.ts) {
-                return Err(StoreError::Invalid(format!(
+                return Err(StoreError::refused(format!(
                     "{key}: bar at {} is outside the times InfluxDB stores",
                     b.ts.0
                 )));
@@ -137,7 +137,7 @@ impl Points {
                 &bar_fields(b),
                 b.ts.0,
             )
-            .map_err(|e| StoreError::Invalid(format!("{key} at {}: {e}", b.ts.0)))?;
+            .map_err(|e| StoreError::refused(format!("{key} at {}: {e}", b.ts.0)))?;
             out.points += 1;
             if out.points == self.batch_size {
                 out.chunks.push(std::mem::take(&mut out.lines));
@@ -279,7 +279,7 @@ impl Points {
                 .and_then(|row| row.first())
                 .and_then(|v| v.as_i64())
                 .map(Timestamp)
-                .ok_or_else(|| StoreError::Invalid(format!("{key}: no first/last bar")))
+                .ok_or_else(|| StoreError::refused(format!("{key}: no first/last bar")))
         };
         Ok((time_of(0)?, time_of(1)?))
     }

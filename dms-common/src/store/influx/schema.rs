@@ -82,7 +82,7 @@ pub(super) fn bars_of(result: StatementResult) -> Result<Vec<Bar>> {
     let mut out = Vec::new();
     for s in result.series {
         let col = |name: &str| s.columns.iter().position(|c| c == name);
-        let time = col("time").ok_or_else(|| StoreError::Invalid("no time column".into()))?;
+        let time = col("time").ok_or_else(|| StoreError::corrupt("no time column"))?;
         let cols = FIELDS.map(col);
         for row in &s.values {
             let value = |i: usize| -> Option<f64> { row.get(cols[i]?)?.as_f64() };
@@ -90,14 +90,14 @@ pub(super) fn bars_of(result: StatementResult) -> Result<Vec<Bar>> {
                 value(i).ok_or_else(|| {
                     // InfluxDB stores each field apart and a reader can see a point that is
                     // still being written: transient, the read is tried again.
-                    StoreError::Unavailable(format!(
+                    StoreError::unavailable(format!(
                         "a stored bar has no {} (a write in progress?): {row:?}",
                         FIELDS[i]
                     ))
                 })
             };
             let ts = row.get(time).and_then(|v| v.as_i64()).ok_or_else(|| {
-                StoreError::Invalid(format!("a stored bar has no time ({row:?})"))
+                StoreError::corrupt(format!("a stored bar has no time ({row:?})"))
             })?;
             out.push(Bar {
                 ts: Timestamp(ts),

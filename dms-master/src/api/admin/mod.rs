@@ -18,8 +18,22 @@
 //!   `GET /api/data/export`, so both give the same bytes.
 //! - `WatchTask` sends the task at once and again after each change the task store announces
 //!   ([`crate::tasks::store::TaskStore::changes`]), until the task has ended.
+//!
+//! # Layout
+//!
+//! - this module: [`AdminContext`], [`AdminService`] and its `Admin` impl: every call's access
+//!   check, the task, status, series, replica, schedule, journal and source calls, and the
+//!   task watch.
+//! - `data`: the calls on the data as a whole: export, delete, file import, backups.
+//! - `errors`: refused operations as gRPC statuses ([`task_status`], [`node_status`]).
+//! - [`convert`]: domain values as protobuf messages.
+//!
+//! `data` imports `errors`, `convert` and this module's context; `errors` and `convert` import
+//! no sibling.
 
 pub mod convert;
+mod data;
+mod errors;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -37,8 +51,11 @@ use tonic::{Request, Response, Status};
 use crate::api::state::ApiState;
 use crate::api::views::{self, DataStatus};
 use crate::auth::{Access, Authorizer};
-use crate::replication::api::{NodeApiError, NodesApi, history_limit};
-use crate::tasks::request::{self, TaskApiError};
+use crate::replication::api::{NodesApi, history_limit};
+use crate::tasks::request;
+use errors::{schedule_status, store_status};
+
+pub use errors::{node_status, task_status};
 
 /// How often a watched task is looked at even without a change announced (its message can
 /// change without a write, e.g. while it waits for the store).
@@ -90,44 +107,6 @@ impl AdminService {
     fn check<T>(&self, req: &Request<T>, need: Access) -> Result<(), Status> {
         self.ctx.auth.check_grpc(req.metadata(), need)
     }
-}
-
-/// The answer to every schedule call until a scheduler is wired in.
-/// A refused schedule operation as a gRPC status.
-fn schedule_status(e: &crate::ops::schedule::ScheduleError) -> Status {
-    use crate::ops::schedule::ScheduleError;
-    match e {
-        ScheduleError::NotFound(_) => Status::not_found(e.to_string()),
-        ScheduleError::Invalid { .. } => Status::invalid_argument(e.to_string()),
-        ScheduleError::State(_) => Status::internal(e.to_string()),
-    }
-}
-
-/// A refused task operation as a gRPC status.
-pub fn task_status(e: TaskApiError) -> Status {
-    match e {
-        TaskApiError::Invalid(m) => Status::invalid_argument(m),
-        TaskApiError::Busy(m) => Status::resource_exhausted(m),
-        e @ TaskApiError::NotFound(_) => Status::not_found(e.to_string()),
-        e @ TaskApiError::AlreadyEnded { .. } => Status::failed_precondition(e.to_string()),
-        TaskApiError::Store(e) => Status::unavailable(format!("the task store failed: {e}")),
-    }
-}
-
-/// A refused node operation as a gRPC status.
-pub fn node_status(e: NodeApiError) -> Status {
-    match e {
-        NodeApiError::Invalid(m) => Status::invalid_argument(m),
-        e @ NodeApiError::NotFound(_) => Status::not_found(e.to_string()),
-        NodeApiError::NotConnected(m) => Status::failed_precondition(m),
-        NodeApiError::NoAnswer(m) => Status::deadline_exceeded(m),
-        NodeApiError::Internal(m) => Status::internal(m),
-    }
-}
-
-/// A store that could not be read.
-fn store_status(e: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!("the store cannot be read: {e}"))
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -323,65 +302,20 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
-        use crate::data::export::{self, ExportQuery, PlanError};
         self.check(&req, Access::Read)?;
-        let req = req.into_inner();
-        let query = ExportQuery {
-            format: Some(req.format),
-            symbols: Some(req.symbols.join(",")),
-            interval: req.interval,
-            start: req.start,
-            end: req.end,
-            compression: req.compression,
-        };
-        let request = query.check().map_err(Status::invalid_argument)?;
-        let plan = export::plan(&*self.ctx.api.store, request)
+        data::export(&self.ctx, req.into_inner())
             .await
-            .map_err(|e| match e {
-                PlanError::Invalid(m) => Status::invalid_argument(m),
-                PlanError::Store(e) => store_status(e),
-            })?;
-        let info = pb::ExportInfo {
-            file_name: plan.file_name.clone(),
-            content_type: plan.content_type().to_owned(),
-            series: plan.series.len() as u64,
-            bars_estimate: plan.bars_estimate,
-        };
-        let stream = export::start(self.ctx.api.store.clone(), &plan);
-        Ok(Response::new(Box::pin(convert::export_chunks(
-            stream, info,
-        ))))
+            .map(Response::new)
     }
 
     async fn delete_bars(
         &self,
         req: Request<pb::DeleteBarsRequest>,
     ) -> Result<Response<pb::DeleteBarsResponse>, Status> {
-        use crate::pipeline::delete::{self, DeleteError, DeleteRequest};
         self.check(&req, Access::Write)?;
-        let req = req.into_inner();
-        let request = DeleteRequest {
-            symbol: Some(req.symbol),
-            interval: (!req.interval.is_empty()).then_some(req.interval),
-            start: req.start,
-            end: req.end,
-            dry_run: req.dry_run,
-        };
-        let d = delete::delete(&self.ctx.api.store, &self.ctx.api.ingestor, &request)
+        data::delete_bars(&self.ctx, req.into_inner())
             .await
-            .map_err(|e| match e {
-                DeleteError::Invalid(m) => Status::invalid_argument(m),
-                DeleteError::Store(e) => store_status(e),
-                e @ DeleteError::Journal(_) => Status::internal(e.to_string()),
-            })?;
-        Ok(Response::new(pb::DeleteBarsResponse {
-            series: Some((&d.series).into()),
-            bars: d.bars,
-            dry_run: d.dry_run,
-            journal_seq: d.journal_seq,
-            start: d.start,
-            end: d.end,
-        }))
+            .map(Response::new)
     }
 
     async fn list_nodes(
@@ -597,28 +531,7 @@ impl Admin for AdminService {
         req: Request<pb::ListBackupsRequest>,
     ) -> Result<Response<pb::ListBackupsResponse>, Status> {
         self.check(&req, Access::Read)?;
-        let dir = self.ctx.api.tasks.backup_dir().to_owned();
-        let list = {
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || crate::data::backup::list(&dir))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(Status::unavailable)?
-        };
-        Ok(Response::new(pb::ListBackupsResponse {
-            dir: dir.display().to_string(),
-            backups: list
-                .into_iter()
-                .map(|b| pb::BackupInfo {
-                    name: b.name,
-                    path: b.path,
-                    created_at: b.created_at,
-                    series: b.series,
-                    bars: b.bars,
-                    bytes: b.bytes,
-                })
-                .collect(),
-        }))
+        data::list_backups(&self.ctx).await.map(Response::new)
     }
 
     async fn import_file(
@@ -627,43 +540,9 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ImportFileResponse>, Status> {
         // A file on the master's machine: even a dry run reads it, so it needs the full token.
         self.check(&req, Access::Write)?;
-        let r = req.into_inner();
-        let text = |s: String| (!s.is_empty()).then_some(s);
-        let query = crate::data::import::file::FileImportQuery {
-            path: Some(r.path),
-            format: text(r.format),
-            columns: r.columns.into_iter().collect(),
-            symbol: r.symbol,
-            interval: r.interval,
-            volume: r.volume,
-            timezone: text(r.timezone),
-            mode: text(r.mode),
-            delimiter: text(r.delimiter),
-            dry_run: r.dry_run,
-            preview_rows: (r.preview_rows > 0).then_some(r.preview_rows as usize),
-            name: text(r.name),
-        };
-        let answer = request::import_file(
-            &self.ctx.api.tasks,
-            query,
-            None,
-            &self.ctx.api.file_import.allowed_dirs,
-        )
-        .await
-        .map_err(task_status)?;
-        let result = match answer {
-            request::FileImportAnswer::Queued(task) => {
-                pb::import_file_response::Result::Task(convert::task(&task))
-            }
-            request::FileImportAnswer::DryRun(report) => {
-                pb::import_file_response::Result::DryRunJson(
-                    serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?,
-                )
-            }
-        };
-        Ok(Response::new(pb::ImportFileResponse {
-            result: Some(result),
-        }))
+        data::import_file(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 
@@ -709,74 +588,5 @@ async fn watch(
                 return;
             }
         };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tasks::TaskStatus;
-    use tonic::Code;
-
-    #[test]
-    fn task_errors_map_to_grpc_codes() {
-        let cases = [
-            (
-                TaskApiError::Invalid("field `limit`: 0".into()),
-                Code::InvalidArgument,
-            ),
-            (TaskApiError::NotFound("x".into()), Code::NotFound),
-            (
-                TaskApiError::AlreadyEnded {
-                    id: "x".into(),
-                    status: TaskStatus::Completed,
-                },
-                Code::FailedPrecondition,
-            ),
-        ];
-        for (e, code) in cases {
-            let message = e.to_string();
-            let s = task_status(e);
-            assert_eq!(s.code(), code);
-            assert_eq!(s.message(), message, "the message is the shared one");
-        }
-    }
-
-    #[test]
-    fn an_invalid_task_request_is_refused_with_the_rest_message() {
-        // The same request, checked once, gives the same message on both front ends.
-        let req = request::TaskRequest {
-            days: Some(0),
-            ..Default::default()
-        };
-        let e = req
-            .check(crate::tasks::TaskKind::IncrementalUpdate)
-            .unwrap_err();
-        let s = task_status(e);
-        assert_eq!(s.code(), Code::InvalidArgument);
-        assert!(s.message().starts_with("field `days`"), "{}", s.message());
-    }
-
-    #[test]
-    fn node_errors_map_to_grpc_codes() {
-        let cases = [
-            (
-                NodeApiError::Invalid("field `limit`".into()),
-                Code::InvalidArgument,
-            ),
-            (NodeApiError::NotFound("r1".into()), Code::NotFound),
-            (
-                NodeApiError::NotConnected("r1".into()),
-                Code::FailedPrecondition,
-            ),
-            (NodeApiError::NoAnswer("r1".into()), Code::DeadlineExceeded),
-            (NodeApiError::Internal("disk".into()), Code::Internal),
-        ];
-        for (e, code) in cases {
-            assert_eq!(node_status(e).code(), code);
-        }
-        let e = crate::ops::schedule::ScheduleError::NotFound("nightly".into());
-        assert_eq!(schedule_status(&e).code(), Code::NotFound);
-        assert!(schedule_status(&e).message().contains("nightly"));
     }
 }

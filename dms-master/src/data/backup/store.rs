@@ -110,7 +110,7 @@ pub fn read_series_file(path: &Path) -> std::result::Result<Vec<Bar>, String> {
 }
 
 fn read_only() -> StoreError {
-    StoreError::Invalid("a backup is read-only".into())
+    StoreError::refused("a backup is read-only")
 }
 
 fn parse_time(raw: &str) -> Timestamp {
@@ -154,8 +154,8 @@ impl BarStore for BackupStore {
             let bars = Arc::new(
                 tokio::task::spawn_blocking(move || read_series_file(&file))
                     .await
-                    .map_err(|e| StoreError::Invalid(e.to_string()))?
-                    .map_err(StoreError::Invalid)?,
+                    .map_err(|e| StoreError::refused(e.to_string()))?
+                    .map_err(StoreError::refused)?,
             );
             *last_read.lock().unwrap_or_else(|p| p.into_inner()) = Some((path, bars.clone()));
             Ok(bars)
@@ -188,9 +188,9 @@ impl BarStore for BackupStore {
             .series
             .iter()
             .map(|s| {
-                let key = s.key().map_err(StoreError::Invalid)?;
+                let key = s.key().map_err(StoreError::refused)?;
                 let hash = u128::from_str_radix(&s.digest, 16).map_err(|_| {
-                    StoreError::Invalid(format!("manifest: {key}: bad digest {:?}", s.digest))
+                    StoreError::corrupt(format!("manifest: {key}: bad digest {:?}", s.digest))
                 })?;
                 Ok(SeriesOverview {
                     key,
@@ -214,7 +214,7 @@ impl BarStore for BackupStore {
         if self.dir.join(super::MANIFEST).is_file() {
             Ok(())
         } else {
-            Err(StoreError::Invalid(format!(
+            Err(StoreError::refused(format!(
                 "{}: the backup is gone",
                 self.dir.display()
             )))

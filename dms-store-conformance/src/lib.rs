@@ -1,8 +1,11 @@
-//! The `BarStore` conformance suite: the behaviour every backend must show, as one public list of
-//! cases. A backend's test file invokes [`store_conformance_tests!`](crate::store_conformance_tests)
-//! with a factory that makes a fresh, empty store for a case (the case name is passed along, e.g.
-//! to name a file or a database) and returns it with a guard that cleans up when dropped. Every
-//! case becomes its own test, so a failure names the case and the others still run:
+//! # dms-store-conformance
+//!
+//! The `BarStore` conformance suite: the behaviour every backend of
+//! [`dms_common::store::BarStore`] must show, kept out of the production library. A backend's
+//! test file invokes [`store_conformance_tests!`] with a factory that makes a fresh, empty
+//! store for a case (the case name is passed along, e.g. to name a file or a database) and
+//! returns it with a guard that cleans up when dropped. Every case becomes its own test, so a
+//! failure names the case and the others still run:
 //!
 //! ```text
 //! async fn make(case: &'static str) -> (SharedStore, tempfile::TempDir) {
@@ -10,49 +13,32 @@
 //!     let store = SqliteStore::open(dir.path().join(format!("{case}.db"))).unwrap();
 //!     (Arc::new(store), dir)
 //! }
-//! dms_common::store_conformance_tests!(make);
+//! dms_store_conformance::store_conformance_tests!(make);
 //! ```
+//!
+//! # Layout
+//!
+//! - [`for_each_case!`]: the list of cases, written once; it makes the tests, [`CASES`] and
+//!   the dispatch of [`run_case`].
+//! - the cases, one `async fn` each, named after the behaviour they hold the store to, and the
+//!   helpers they share.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use dms_common::store::{
+    BarStore, DigestBucketing, SharedStore, UpsertStats, compute_bucket_digests,
+};
+use dms_common::{Bar, Interval, SeriesBars, SeriesKey, Symbol, TimeRange, Timestamp};
 use futures::TryStreamExt;
 
-use super::{BarStore, DigestBucketing, SharedStore, UpsertStats, compute_bucket_digests};
-use crate::bar::{Bar, SeriesBars, SeriesKey};
-use crate::interval::Interval;
-use crate::symbol::Symbol;
-use crate::time::{TimeRange, Timestamp};
-
-/// Every case, by name.
-pub const CASES: &[&str] = &[
-    "reupsert_is_idempotent",
-    "changed_bars_are_reported_updated",
-    "ranges_are_half_open",
-    "reads_are_ordered_by_ts",
-    "empty_ranges_and_unknown_series_read_nothing",
-    "delete_removes_exactly_the_range",
-    "overview_is_exact_after_resent_bars",
-    "optional_fields_round_trip",
-    "digests_match_equal_data_and_catch_any_change",
-    "large_batch_is_stored_whole_and_paged",
-    "readers_see_whole_batches_while_a_writer_writes",
-    "series_are_kept_apart",
-    "a_repeated_time_in_one_batch_keeps_the_later_bar",
-    "replace_range_leaves_exactly_the_given_bars",
-    "floats_round_trip_bit_exact",
-    "symbols_with_dots_carets_and_equals_are_stored_as_given",
-    "concurrent_writers_of_one_series_keep_counts_and_digests_exact",
-    "a_series_twice_in_one_batch_overlapping_its_new_bars",
-];
-
-/// One test per conformance case, each on a fresh store from `$make` (an async fn taking the
-/// case name and returning `(SharedStore, guard)`), plus a test that the list is complete.
+/// Calls the macro `[$callback]` with `$args` and the name of every case: the one list of
+/// cases.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! store_conformance_tests {
-    ($make:path) => {
-        $crate::store_conformance_tests!(@cases $make;
+macro_rules! for_each_case {
+    ([$($callback:tt)*] $args:tt) => {
+        $($callback)*!($args ;
             reupsert_is_idempotent,
             changed_bars_are_reported_updated,
             ranges_are_half_open,
@@ -73,79 +59,42 @@ macro_rules! store_conformance_tests {
             a_series_twice_in_one_batch_overlapping_its_new_bars,
         );
     };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
+}
+
+/// One test per conformance case, each on a fresh store from `$make` (an async fn taking the
+/// case name and returning `(SharedStore, guard)`).
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:path) => {
+        $crate::for_each_case!([$crate::store_conformance_tests] (@cases $make));
+    };
+    ((@cases $make:path) ; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let (store, _guard) = $make(stringify!($case)).await;
-                $crate::store::conformance::run_case(stringify!($case), store).await;
+                $crate::run_case(stringify!($case), store).await;
             }
         )*
+    };
+}
 
-        #[test]
-        fn every_conformance_case_is_a_test() {
-            let listed: &[&str] = &[$(stringify!($case)),*];
-            assert_eq!(listed, $crate::store::conformance::CASES);
+macro_rules! case_table {
+    (() ; $($case:ident),* $(,)?) => {
+        /// Every case, by name.
+        pub const CASES: &[&str] = &[$(stringify!($case)),*];
+
+        /// Runs one case by name; an unknown name panics.
+        pub async fn run_case(case: &str, store: SharedStore) {
+            match case {
+                $(stringify!($case) => $case(store).await,)*
+                other => panic!("no conformance case is named {other:?}"),
+            }
         }
     };
 }
 
-/// Runs every case against fresh stores from `make`, panicking on the first failure with the
-/// case's name.
-pub async fn run_all<F, Fut>(make: F)
-where
-    F: Fn(&'static str) -> Fut,
-    Fut: Future<Output = SharedStore>,
-{
-    for case in CASES {
-        let store = make(case).await;
-        eprintln!("conformance[{}]: {case}", store.backend());
-        run_case(case, store).await;
-    }
-}
-
-/// Runs one case by name.
-pub async fn run_case(case: &str, store: SharedStore) {
-    match case {
-        "reupsert_is_idempotent" => reupsert_is_idempotent(store).await,
-        "changed_bars_are_reported_updated" => changed_bars_are_reported_updated(store).await,
-        "ranges_are_half_open" => ranges_are_half_open(store).await,
-        "reads_are_ordered_by_ts" => reads_are_ordered_by_ts(store).await,
-        "empty_ranges_and_unknown_series_read_nothing" => {
-            empty_ranges_and_unknown_series_read_nothing(store).await
-        }
-        "delete_removes_exactly_the_range" => delete_removes_exactly_the_range(store).await,
-        "overview_is_exact_after_resent_bars" => overview_is_exact_after_resent_bars(store).await,
-        "optional_fields_round_trip" => optional_fields_round_trip(store).await,
-        "digests_match_equal_data_and_catch_any_change" => {
-            digests_match_equal_data_and_catch_any_change(store).await
-        }
-        "large_batch_is_stored_whole_and_paged" => {
-            large_batch_is_stored_whole_and_paged(store).await
-        }
-        "readers_see_whole_batches_while_a_writer_writes" => {
-            readers_see_whole_batches_while_a_writer_writes(store).await
-        }
-        "series_are_kept_apart" => series_are_kept_apart(store).await,
-        "a_repeated_time_in_one_batch_keeps_the_later_bar" => {
-            a_repeated_time_in_one_batch_keeps_the_later_bar(store).await
-        }
-        "replace_range_leaves_exactly_the_given_bars" => {
-            replace_range_leaves_exactly_the_given_bars(store).await
-        }
-        "floats_round_trip_bit_exact" => floats_round_trip_bit_exact(store).await,
-        "a_series_twice_in_one_batch_overlapping_its_new_bars" => {
-            a_series_twice_in_one_batch_overlapping_its_new_bars(store).await
-        }
-        "symbols_with_dots_carets_and_equals_are_stored_as_given" => {
-            symbols_with_dots_carets_and_equals_are_stored_as_given(store).await
-        }
-        "concurrent_writers_of_one_series_keep_counts_and_digests_exact" => {
-            concurrent_writers_of_one_series_keep_counts_and_digests_exact(store).await
-        }
-        other => panic!("unknown conformance case {other}"),
-    }
-}
+for_each_case!([case_table]());
 
 const DAY: i64 = 86_400;
 /// 2020-01-01T00:00:00Z.
@@ -446,7 +395,7 @@ async fn assert_digests_current(store: &dyn BarStore, k: &SeriesKey, what: &str)
     assert_eq!(kept, computed, "{what}: bucket digests are current");
     let ov = store.overview().await.unwrap();
     let series = ov.iter().find(|o| &o.key == k);
-    let total = super::digest::total(&computed);
+    let total = dms_common::store::digest::total(&computed);
     match series {
         Some(o) => assert_eq!(o.digest, total, "{what}: series digest is current"),
         None => assert_eq!(total.count, 0, "{what}: series without bars"),
@@ -470,7 +419,7 @@ async fn digests_match_equal_data_and_catch_any_change(store: SharedStore) {
     assert!(da.len() >= 4, "{} buckets", da.len());
     assert_eq!(da.iter().map(|d| d.digest.count).sum::<u64>(), 400);
     // The store's digests equal those computed from the bars themselves.
-    let mut reference = super::digest::DigestBuilder::new(bucketing);
+    let mut reference = dms_common::store::digest::DigestBuilder::new(bucketing);
     data.iter().for_each(|x| reference.push(x));
     assert_eq!(
         da,
@@ -566,7 +515,7 @@ async fn large_batch_is_stored_whole_and_paged(store: SharedStore) {
     let mut last = i64::MIN;
     let mut pages = store.read(&k, TimeRange::all());
     while let Some(page) = pages.try_next().await.unwrap() {
-        assert!(page.len() <= super::DEFAULT_PAGE_SIZE);
+        assert!(page.len() <= dms_common::store::DEFAULT_PAGE_SIZE);
         for b in &page {
             assert!(b.ts.0 > last, "strictly increasing ts");
             last = b.ts.0;
