@@ -196,8 +196,7 @@ fn run(spec: &Spec) -> Result<Outcome> {
                 applied: applier.applied(),
                 config: TasksConfig::default(),
                 alerts: dms_master::alerts::Alerts::disabled(),
-                csv_sources: Vec::new(),
-                sql_sources: Vec::new(),
+                tables: Default::default(),
                 imports: Default::default(),
                 files: TaskFiles::new(
                     &state,

@@ -10,10 +10,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use dms_common::config::ConfigIssue;
 use dms_common::daemon::Daemon;
-use dms_common::journal::Journal;
-use dms_common::store::open_store;
+use dms_common::journal::{Journal, JournalError};
+use dms_common::state::StateError;
+use dms_common::store::{StoreError, open_store};
 use dms_common::systemd::Notifier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -36,15 +37,56 @@ use crate::reload;
 use crate::replication::api::NodesApi;
 use crate::replication::nodes::NodeRegistry;
 use crate::replication::{self, ReplicationContext, ReplicationService, StreamOptions};
-use crate::sources::csv::CsvSource;
-use crate::sources::sql::SqlTable;
+use crate::sources::registry::{SourceSetupError, SqlTables};
 use crate::tasks::manager::{TaskContext, TaskFiles, TaskManager};
 use crate::tasks::store::TaskStore;
 use crate::tasks::{TaskKind, TaskParams, TaskStatus};
-use crate::universe::Universe;
+use crate::universe::{Universe, UniverseError};
 
 /// How often acknowledged cursor positions are written to the state file.
 const ACK_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Why the master could not start, or stopped on an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A config value cannot be used (a TLS file, a token, a source).
+    #[error("{}: {}", .0.key, .0.message)]
+    Config(ConfigIssue),
+    /// The state file cannot be opened.
+    #[error("cannot open the state file {path}: {source}")]
+    StateFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: JournalError,
+    },
+    /// A table of the state file cannot be opened or read.
+    #[error("the state file: {0}")]
+    State(#[from] StateError),
+    /// The journal cannot be read.
+    #[error("the journal: {0}")]
+    Journal(#[from] JournalError),
+    /// The store cannot be opened or read.
+    #[error("the store: {0}")]
+    Store(#[from] StoreError),
+    /// A source cannot be built.
+    #[error(transparent)]
+    Source(#[from] SourceSetupError),
+    /// A watchlist cannot be read.
+    #[error(transparent)]
+    Universe(#[from] UniverseError),
+    /// The scheduler cannot start.
+    #[error("the scheduler: {0}")]
+    Schedule(#[from] crate::ops::schedule::ScheduleError),
+    /// The gRPC routes cannot be built.
+    #[error("the gRPC services: {0}")]
+    Grpc(#[from] tonic_reflection::server::Error),
+    /// Something the master starts with failed.
+    #[error("{0}")]
+    Startup(String),
+    /// The listener or the HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
+}
 
 /// Runs the master on an already-bound listener until `daemon.shutdown` fires. `universe` is
 /// the series list built from `config` (built by the caller, which checks it with the config);
@@ -56,23 +98,24 @@ pub async fn run(
     universe: Universe,
     listener: TcpListener,
     daemon: Daemon,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError> {
     let Daemon {
         shutdown,
         reload: reload_signal,
         notifier,
     } = daemon;
-    let authorizer = crate::auth::Authorizer::from_config(&config.auth)
-        .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
+    let authorizer =
+        crate::auth::Authorizer::from_config(&config.auth).map_err(RunError::Config)?;
     config.http.warn_if_open(authorizer.enabled());
-    let tls = config
-        .http
-        .tls_acceptor()
-        .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
+    let tls = config.http.tls_acceptor().map_err(RunError::Config)?;
     crate::metrics::install();
     let alerts = Alerts::start(config.alerts.clone(), &shutdown);
-    let journal = Journal::open(&config.state.path, config.journal.policy())
-        .with_context(|| format!("cannot open the state file {}", config.state.path.display()))?;
+    let journal = Journal::open(&config.state.path, config.journal.policy()).map_err(|source| {
+        RunError::StateFile {
+            path: config.state.path.clone(),
+            source,
+        }
+    })?;
     let quarantine = Quarantine::open(&config.state.path)?;
     let store = open_store(&config.store).await?;
     // Before anything is journaled: does this journal hold every change of the store?
@@ -136,25 +179,7 @@ pub async fn run(
         applied: applier.applied(),
         config: config.tasks.clone(),
         alerts: alerts.clone(),
-        csv_sources: config
-            .sources
-            .iter()
-            .filter_map(|s| match s {
-                SourceConfig::Csv(c) => Some(CsvSource::new(c.clone())),
-                SourceConfig::Yahoo(_) | SourceConfig::Sql(_) => None,
-            })
-            .collect(),
-        sql_sources: config
-            .sources
-            .iter()
-            .filter_map(|s| match s {
-                SourceConfig::Sql(c) => Some(
-                    SqlTable::new((**c).clone())
-                        .map_err(|e| anyhow::anyhow!("source {}: {e}", c.name)),
-                ),
-                _ => None,
-            })
-            .collect::<anyhow::Result<_>>()?,
+        tables: Arc::new(SqlTables::open(&config.sources)?),
         imports: imports.clone(),
         files: TaskFiles::new(
             &config.state.path,
@@ -244,14 +269,11 @@ pub async fn run(
     let token = config
         .replication
         .resolve_token()
-        .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?;
+        .map_err(RunError::Config)?;
     let mut node_tokens = Vec::new();
     for (node, t) in &config.replication.node_tokens {
         let key = format!("replication.node_tokens.{node}");
-        if let Some(t) = t
-            .resolve(&key)
-            .map_err(|i| anyhow::anyhow!("{}: {}", i.key, i.message))?
-        {
+        if let Some(t) = t.resolve(&key).map_err(RunError::Config)? {
             node_tokens.push((node.clone(), t.expose().to_owned()));
         }
     }
@@ -380,7 +402,7 @@ pub async fn run(
             "store applier did not drain in time; the rest stays in the journal for the next start"
         );
     }
-    serve_result.context("HTTP server failed")
+    serve_result.map_err(RunError::Http)
 }
 
 /// Removes uploaded files no pending or running import will read (left by a master that was
@@ -476,7 +498,7 @@ async fn retention_loop(journal: Journal, every: std::time::Duration, stop: Canc
 async fn queue_startup_imports(
     sources: &[SourceConfig],
     tasks: &TaskManager,
-) -> anyhow::Result<Vec<String>> {
+) -> Result<Vec<String>, RunError> {
     let mut open = tasks
         .tasks()
         .list(Some(TaskStatus::Pending), usize::MAX)
@@ -509,7 +531,9 @@ async fn queue_startup_imports(
                 tasks
                     .submit(TaskKind::SourceImport, name, params)
                     .await
-                    .map_err(|e| anyhow::anyhow!("cannot queue the start-up import: {e}"))?
+                    .map_err(|e| {
+                        RunError::Startup(format!("cannot queue the start-up import: {e}"))
+                    })?
                     .id
             }
         };

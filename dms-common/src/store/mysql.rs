@@ -33,7 +33,7 @@ use super::config::SqlServerConfig;
 use super::digest::BucketDigest;
 use super::sql::{
     ACQUIRE_TIMEOUT, BAR_COLUMNS, Dialect, SeriesRow, SqlScrub, SqlStore, SqlWrite, bar_from_row,
-    bucket_from_row, parse_key, quoted_interval, series_from_row, sql_error,
+    bars_of, bucket_from_row, integers_of, parse_key, quoted_interval, series_from_row, sql_error,
 };
 use super::{Bar, Result, SeriesKey, StoreError};
 
@@ -172,38 +172,20 @@ impl Dialect for MysqlServer {
     }
 
     async fn bars(&self, sql: &str, params: &[i64]) -> Result<Vec<Bar>> {
-        let rows = bound(sqlx::query(sql), params)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql_error)?;
-        rows.iter()
-            .map(bar_from_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(sql_error)
+        bars_of(&self.fetch(sql, params).await?)
     }
 
     async fn integer_rows(&self, sql: &str, params: &[i64]) -> Result<Vec<Vec<i64>>> {
-        let rows = bound(sqlx::query(sql), params)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql_error)?;
-        rows.iter()
-            .map(|r| (0..r.len()).map(|i| r.try_get::<i64, _>(i)).collect())
-            .collect::<std::result::Result<_, _>>()
-            .map_err(sql_error)
+        integers_of(&self.fetch(sql, params).await?, 0)
     }
 
     async fn series_rows(&self, sql: &str) -> Result<Vec<(String, String, Vec<i64>)>> {
-        let rows = sqlx::query(sql)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql_error)?;
+        let rows = self.fetch(sql, &[]).await?;
+        let text = text;
+        let numbers = integers_of(&rows, 2)?;
         rows.iter()
-            .map(|r| {
-                let numbers: std::result::Result<Vec<i64>, _> =
-                    (2..r.len()).map(|i| r.try_get::<i64, _>(i)).collect();
-                Ok((text(r, 0)?, text(r, 1)?, numbers.map_err(sql_error)?))
-            })
+            .zip(numbers)
+            .map(|(r, n)| Ok((text(r, 0)?, text(r, 1)?, n)))
             .collect()
     }
 
@@ -217,15 +199,15 @@ impl Dialect for MysqlServer {
     }
 }
 
-/// `query` with `params` bound in order.
-fn bound<'q>(
-    mut query: sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments>,
-    params: &[i64],
-) -> sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments> {
-    for p in params {
-        query = query.bind(*p);
+impl MysqlServer {
+    /// The rows `sql` selects with `params` bound in order.
+    async fn fetch(&self, sql: &str, params: &[i64]) -> Result<Vec<MySqlRow>> {
+        let mut query = sqlx::query(sql);
+        for p in params {
+            query = query.bind(*p);
+        }
+        query.fetch_all(&self.pool).await.map_err(sql_error)
     }
-    query
 }
 
 async fn migrate(conn: &mut sqlx::MySqlConnection) -> Result<()> {

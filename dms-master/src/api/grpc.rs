@@ -13,7 +13,7 @@ use crate::replication::ReplicationService;
 pub async fn grpc_router(
     service: ReplicationService,
     admin: Option<AdminService>,
-) -> anyhow::Result<axum::Router> {
+) -> Result<axum::Router, tonic_reflection::server::Error> {
     use dms_common::pb::admin_server::AdminServer;
     use tonic::server::NamedService;
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -4,6 +4,8 @@
 //!   [`limiter`]), retried, chunked by the provider's history limits.
 //! - [`csv`]: a directory of OHLCV CSV files, one series per file.
 //! - [`sql`]: a SQL table read page by page ([`sql::SqlTable`]), imported whole.
+//! - [`registry`]: [`registry::Sources`] and [`registry::SqlTables`], every configured source
+//!   built once and found by name.
 //! - [`rows`]: rows of another system's data (a SQL table, an import file) read as bars.
 //!
 //! A fetch returns normalized bars (UTC bar starts; daily and longer bars at 00:00 UTC of the
@@ -13,6 +15,7 @@
 pub mod config;
 pub mod csv;
 pub mod limiter;
+pub mod registry;
 pub mod rows;
 pub mod sql;
 pub mod yahoo;

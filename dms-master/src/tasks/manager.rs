@@ -264,7 +264,7 @@ impl TaskManager {
 
     /// The SQL-table source named `name`.
     pub fn sql_source(&self, name: &str) -> Option<&SqlTable> {
-        self.ctx.sql_sources.iter().find(|t| t.name() == name)
+        self.ctx.tables.get(name)
     }
 
     /// Records the task's progress (a failure to is logged: the next report tries again).

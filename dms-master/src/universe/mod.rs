@@ -15,14 +15,12 @@ pub mod gaps;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
 use dms_common::{Interval, SeriesKey, Symbol};
 
 use crate::sources::Source;
 use crate::sources::config::SourceConfig;
-use crate::sources::csv::CsvSource;
 use crate::sources::limiter::RateStatus;
-use crate::sources::yahoo::YahooSource;
+use crate::sources::registry::{SourceSetupError, Sources};
 use crate::universe::calendar::Calendar;
 use crate::universe::config::WatchlistConfig;
 
@@ -54,10 +52,28 @@ pub struct UniverseEntry {
 #[derive(Debug, Clone, Default)]
 pub struct Universe {
     entries: BTreeMap<SeriesKey, UniverseEntry>,
-    sources: HashMap<String, Arc<dyn Source>>,
-    /// Where symbols asked for that no watchlist lists are fetched from: the first
-    /// non-file source, if any.
-    default_source: Option<String>,
+    /// The sources, each built once; symbols asked for that no watchlist lists are fetched
+    /// from the default one.
+    sources: Arc<Sources>,
+}
+
+/// Why the kept series cannot be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum UniverseError {
+    #[error(transparent)]
+    Source(#[from] SourceSetupError),
+    /// A CSV source's directory cannot be listed.
+    #[error("source {name}: dir: {message}")]
+    CsvDir { name: String, message: String },
+    /// A watchlist names no configured source.
+    #[error("watchlist {watchlist}: no source named {source_name:?}")]
+    UnknownSource {
+        watchlist: String,
+        source_name: String,
+    },
+    /// A watchlist's symbols file cannot be read.
+    #[error("watchlist {watchlist}: {message}")]
+    Symbols { watchlist: String, message: String },
 }
 
 /// The calendar a symbol most likely trades on: `-USD`/`-USDT` pairs are crypto, `=X` FX,
@@ -87,9 +103,9 @@ fn watchlist_calendar(w: &WatchlistConfig, symbol: &Symbol) -> Calendar {
 }
 
 /// Reads a symbols file: one symbol per line, blank lines and `#` comments ignored.
-pub fn read_symbols_file(path: &std::path::Path) -> anyhow::Result<Vec<Symbol>> {
+pub fn read_symbols_file(path: &std::path::Path) -> Result<Vec<Symbol>, String> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read symbols file {}", path.display()))?;
+        .map_err(|e| format!("cannot read symbols file {}: {e}", path.display()))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -98,63 +114,57 @@ pub fn read_symbols_file(path: &std::path::Path) -> anyhow::Result<Vec<Symbol>> 
         }
         match Symbol::new(line) {
             Ok(s) => out.push(s),
-            Err(e) => bail!("{}:{}: {e}", path.display(), n + 1),
+            Err(e) => return Err(format!("{}:{}: {e}", path.display(), n + 1)),
         }
     }
     Ok(out)
 }
 
 impl Universe {
-    /// Builds the sources and the series list from the config's `sources` and `watchlists`.
+    /// Builds the sources (each once) and the series list from the config's `sources` and
+    /// `watchlists`.
     pub fn build(
         sources: &[SourceConfig],
         watchlists: &[WatchlistConfig],
-    ) -> anyhow::Result<Universe> {
-        let mut u = Universe::default();
-        for source in sources {
-            let built: Arc<dyn Source> = match source {
-                SourceConfig::Csv(c) => {
-                    let csv = CsvSource::new(c.clone());
-                    let series = csv
-                        .series()
-                        .with_context(|| format!("source {}: dir", c.name))?;
-                    let csv: Arc<dyn Source> = Arc::new(csv);
-                    for key in series {
-                        let calendar = guess_calendar(&key.symbol);
-                        u.entries.insert(
-                            key.clone(),
-                            UniverseEntry {
-                                key,
-                                source: csv.clone(),
-                                calendar,
-                            },
-                        );
-                    }
-                    csv
-                }
-                // Imported whole by source import tasks; it keeps no series of its own.
-                SourceConfig::Sql(_) => continue,
-                SourceConfig::Yahoo(y) => {
-                    let yahoo = YahooSource::new(y.clone())
-                        .map_err(|e| anyhow::anyhow!("source {}: {e}", y.name))?;
-                    if u.default_source.is_none() {
-                        u.default_source = Some(y.name.clone());
-                    }
-                    Arc::new(yahoo)
-                }
-            };
-            u.sources.insert(source.name().to_owned(), built);
+    ) -> Result<Universe, UniverseError> {
+        let sources = Arc::new(Sources::build(sources)?);
+        let mut u = Universe {
+            entries: BTreeMap::new(),
+            sources: sources.clone(),
+        };
+        for csv in sources.csv_sources() {
+            let series = csv.series().map_err(|e| UniverseError::CsvDir {
+                name: csv.name().to_owned(),
+                message: e.to_string(),
+            })?;
+            let source: Arc<dyn Source> = csv.clone();
+            for key in series {
+                let calendar = guess_calendar(&key.symbol);
+                u.entries.insert(
+                    key.clone(),
+                    UniverseEntry {
+                        key,
+                        source: source.clone(),
+                        calendar,
+                    },
+                );
+            }
         }
         for w in watchlists {
-            let source =
-                u.sources.get(&w.source).cloned().with_context(|| {
-                    format!("watchlist {}: no source named {:?}", w.name, w.source)
-                })?;
+            let source = sources.fetcher(&w.source).cloned().ok_or_else(|| {
+                UniverseError::UnknownSource {
+                    watchlist: w.name.clone(),
+                    source_name: w.source.clone(),
+                }
+            })?;
             let mut symbols = w.symbols.clone();
             if let Some(file) = &w.symbols_file {
-                symbols.extend(
-                    read_symbols_file(file).with_context(|| format!("watchlist {}", w.name))?,
-                );
+                symbols.extend(read_symbols_file(file).map_err(|message| {
+                    UniverseError::Symbols {
+                        watchlist: w.name.clone(),
+                        message,
+                    }
+                })?);
             }
             for symbol in symbols {
                 for &interval in &w.intervals {
@@ -188,20 +198,19 @@ impl Universe {
         self.entries.get(key)
     }
 
-    /// A source by name.
+    /// A source bars are fetched from, by name.
     pub fn source(&self, name: &str) -> Option<Arc<dyn Source>> {
-        self.sources.get(name).cloned()
+        self.sources.fetcher(name).cloned()
+    }
+
+    /// The sources, each built once.
+    pub fn sources(&self) -> &Arc<Sources> {
+        &self.sources
     }
 
     /// The request rate of every rate-limited source, by source name in name order.
     pub fn request_rates(&self) -> Vec<(String, RateStatus)> {
-        let mut rates: Vec<(String, RateStatus)> = self
-            .sources
-            .iter()
-            .filter_map(|(name, s)| s.request_rate().map(|r| (name.clone(), r)))
-            .collect();
-        rates.sort_by(|a, b| a.0.cmp(&b.0));
-        rates
+        self.sources.request_rates()
     }
 
     /// The series a task works on, in (symbol, interval) order, after `skip` and `limit`.
@@ -211,7 +220,7 @@ impl Universe {
         let wanted_interval = |i: Interval| params.interval.is_none_or(|w| w == i);
         let wanted_source = |e: &UniverseEntry| params.source.is_none_or(|s| e.source.name() == s);
         if let Some(s) = params.source
-            && !self.sources.contains_key(s)
+            && self.sources.fetcher(s).is_none()
         {
             return Err(format!("no source is named {s:?}"));
         }
@@ -238,8 +247,8 @@ impl Universe {
                         out.extend(known.into_iter().cloned());
                         continue;
                     }
-                    let source_name = params.source.or(self.default_source.as_deref());
-                    let Some(source) = source_name.and_then(|n| self.sources.get(n)) else {
+                    let source_name = params.source.or(self.sources.default_fetcher());
+                    let Some(source) = source_name.and_then(|n| self.sources.fetcher(n)) else {
                         return Err(format!(
                             "symbol {symbol} is in no watchlist and no source can fetch it"
                         ));
@@ -270,12 +279,17 @@ impl Universe {
 /// The symbols of every watchlist (inline and from its file), by watchlist name.
 pub fn watchlist_symbols(
     watchlists: &[WatchlistConfig],
-) -> anyhow::Result<std::collections::HashMap<String, Vec<dms_common::Symbol>>> {
-    let mut out = std::collections::HashMap::new();
+) -> Result<HashMap<String, Vec<Symbol>>, UniverseError> {
+    let mut out = HashMap::new();
     for w in watchlists {
         let mut symbols = w.symbols.clone();
         if let Some(file) = &w.symbols_file {
-            symbols.extend(read_symbols_file(file)?);
+            symbols.extend(
+                read_symbols_file(file).map_err(|message| UniverseError::Symbols {
+                    watchlist: w.name.clone(),
+                    message,
+                })?,
+            );
         }
         out.insert(w.name.clone(), symbols);
     }

@@ -31,7 +31,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, Postgres, Row};
+use sqlx::{Connection, Row};
 
 mod write;
 
@@ -39,7 +39,7 @@ pub(crate) use write::PgWrite;
 
 use super::config::SqlServerConfig;
 use super::sql::{
-    ACQUIRE_TIMEOUT, Dialect, SqlStore, bar_from_row, numbered_placeholders, sql_error,
+    ACQUIRE_TIMEOUT, Dialect, SqlStore, bars_of, integers_of, numbered_placeholders, sql_error,
 };
 use super::{Bar, Result, SeriesKey, StoreError};
 
@@ -168,40 +168,22 @@ impl Dialect for PgServer {
     }
 
     async fn bars(&self, sql: &str, params: &[i64]) -> Result<Vec<Bar>> {
-        let rows = bound(sqlx::query(sql), params)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql_error)?;
-        rows.iter()
-            .map(bar_from_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(sql_error)
+        bars_of(&self.fetch(sql, params).await?)
     }
 
     async fn integer_rows(&self, sql: &str, params: &[i64]) -> Result<Vec<Vec<i64>>> {
-        let rows = bound(sqlx::query(sql), params)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql_error)?;
-        rows.iter()
-            .map(|r| (0..r.len()).map(|i| r.try_get::<i64, _>(i)).collect())
-            .collect::<std::result::Result<_, _>>()
-            .map_err(sql_error)
+        integers_of(&self.fetch(sql, params).await?, 0)
     }
 
     async fn series_rows(&self, sql: &str) -> Result<Vec<(String, String, Vec<i64>)>> {
-        let rows = sqlx::query(sql)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql_error)?;
+        let rows = self.fetch(sql, &[]).await?;
+        let text =
+            |r: &sqlx::postgres::PgRow, i: usize| r.try_get::<String, _>(i).map_err(sql_error);
+        let numbers = integers_of(&rows, 2)?;
         rows.iter()
-            .map(|r| {
-                let numbers: std::result::Result<Vec<i64>, _> =
-                    (2..r.len()).map(|i| r.try_get::<i64, _>(i)).collect();
-                Ok((r.try_get(0)?, r.try_get(1)?, numbers?))
-            })
-            .collect::<std::result::Result<_, sqlx::Error>>()
-            .map_err(sql_error)
+            .zip(numbers)
+            .map(|(r, n)| Ok((text(r, 0)?, text(r, 1)?, n)))
+            .collect()
     }
 
     async fn series_id(&self, key: &SeriesKey) -> Result<Option<i64>> {
@@ -214,15 +196,15 @@ impl Dialect for PgServer {
     }
 }
 
-/// `query` with `params` bound in order.
-fn bound<'q>(
-    mut query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    params: &[i64],
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    for p in params {
-        query = query.bind(*p);
+impl PgServer {
+    /// The rows `sql` selects with `params` bound in order.
+    async fn fetch(&self, sql: &str, params: &[i64]) -> Result<Vec<sqlx::postgres::PgRow>> {
+        let mut query = sqlx::query(sql);
+        for p in params {
+            query = query.bind(*p);
+        }
+        query.fetch_all(&self.pool).await.map_err(sql_error)
     }
-    query
 }
 
 async fn migrate(conn: &mut sqlx::PgConnection) -> Result<()> {

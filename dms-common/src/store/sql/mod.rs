@@ -45,6 +45,33 @@ pub(crate) struct SeriesRow {
     pub(crate) hash_hi: i64,
 }
 
+/// The bars of rows of [`BAR_COLUMNS`].
+pub(crate) fn bars_of<R>(rows: &[R]) -> Result<Vec<Bar>>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    rows.iter()
+        .map(bar_from_row)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(sql_error)
+}
+
+/// The integer columns of each row, from column `from` on.
+pub(crate) fn integers_of<R>(rows: &[R], from: usize) -> Result<Vec<Vec<i64>>>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    rows.iter()
+        .map(|r| (from..r.len()).map(|i| r.try_get::<i64, _>(i)).collect())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(sql_error)
+}
+
 /// The bar of a row of `ts, open, high, low, close, volume, adj_close, turnover, open_interest`.
 pub(crate) fn bar_from_row<'r, R>(r: &'r R) -> std::result::Result<Bar, sqlx::Error>
 where

@@ -75,8 +75,7 @@ impl Harness {
             applied,
             config: config.tasks.clone(),
             alerts: crate::alerts::Alerts::disabled(),
-            csv_sources: Vec::new(),
-            sql_sources: Vec::new(),
+            tables: Default::default(),
             imports: Default::default(),
             files: crate::tasks::manager::TaskFiles::new(
                 &config.state.path,

@@ -12,8 +12,7 @@ use crate::alerts::Alerts;
 use crate::data::import::source::ImportSummary;
 use crate::pipeline::catalog::Catalog;
 use crate::pipeline::ingest::Ingestor;
-use crate::sources::csv::CsvSource;
-use crate::sources::sql::SqlTable;
+use crate::sources::registry::SqlTables;
 use crate::tasks::config::TasksConfig;
 use crate::tasks::store::TaskStore;
 use crate::universe::Universe;
@@ -32,10 +31,8 @@ pub struct TaskContext {
     pub config: TasksConfig,
     /// Where task failures and poor provider success rates are reported.
     pub alerts: Alerts,
-    /// The CSV sources, for source imports.
-    pub csv_sources: Vec<CsvSource>,
-    /// The SQL-table sources, for source imports.
-    pub sql_sources: Vec<SqlTable>,
+    /// The SQL-table sources, for source imports (the CSV sources are the universe's).
+    pub tables: Arc<SqlTables>,
     /// What each source import did, for the status page (newest last).
     pub imports: Arc<Mutex<Vec<ImportSummary>>>,
     /// The files tasks write and read beside the state file.

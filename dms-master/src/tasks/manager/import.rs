@@ -30,7 +30,7 @@ impl TaskManager {
                 .import_table(task, run, table, counters, (cancel, shutdown))
                 .await;
         }
-        let Some(csv) = self.ctx.csv_sources.iter().find(|c| c.name() == name) else {
+        let Some(csv) = self.ctx.universe.sources().csv(&name) else {
             return Err((
                 Stop::Invalid(format!(
                     "source {name:?} is no longer a configured CSV or SQL source"

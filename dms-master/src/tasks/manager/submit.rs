@@ -78,7 +78,7 @@ impl TaskManager {
             return Ok(task);
         }
         if kind == TaskKind::SourceImport {
-            if !is_table && !self.ctx.csv_sources.iter().any(|c| c.name() == source) {
+            if !is_table && self.ctx.universe.sources().csv(source).is_none() {
                 return Err(SubmitError::Invalid(format!(
                     "field `source`: {source:?} is not a CSV or SQL source; a source import reads the files or the table of one"
                 )));
