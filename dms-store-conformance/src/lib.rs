@@ -18,10 +18,14 @@
 //!
 //! # Layout
 //!
+//! - [`published`]: running the suite on a read-only store (a backup), its reads made from what
+//!   a writable store holds.
 //! - [`for_each_case!`]: the list of cases, written once; it makes the tests, [`CASES`] and
 //!   the dispatch of [`run_case`].
 //! - the cases, one `async fn` each, named after the behaviour they hold the store to, and the
 //!   helpers they share.
+
+pub mod published;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

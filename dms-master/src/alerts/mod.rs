@@ -20,6 +20,14 @@
 //! active. Payload shapes (generic JSON, DingTalk, WeCom, Slack) are in [`payload`].
 //!
 //! Key types: [`Alerts`], [`Alert`], [`AlertKind`], [`Severity`], [`AlertsConfig`].
+//!
+//! # Layout
+//!
+//! - this module: [`Alerts`], the handle, and the de-duplication of keys.
+//! - `config`: the `alerts:` section; [`delivery`]: a queue and a sender per webhook;
+//!   [`payload`]: the message shapes.
+//!
+//! Imports only `metrics` and `dms-common`.
 
 mod config;
 pub mod delivery;

@@ -1,14 +1,14 @@
 //! One series brought up to date from its source: a chain of stages, each handing the series'
-//! state ([`Pass`]) to the next, each reading the store at most once.
+//! state (`Pass`) to the next, each reading the store at most once.
 //!
-//! 1. [`Updater::fetch`]: the range from the source; a failed fetch is recorded in the catalog.
-//! 2. [`Updater::actions`]: the corporate actions over the whole stored history when that
+//! 1. `Updater::fetch`: the range from the source; a failed fetch is recorded in the catalog.
+//! 2. `Updater::actions`: the corporate actions over the whole stored history when that
 //!    check is due (incremental updates; one cheap request), and which actions are new.
-//! 3. [`Updater::reconcile`]: the stored bars over the fetched span, read once; a new action,
+//! 3. `Updater::reconcile`: the stored bars over the fetched span, read once; a new action,
 //!    or every bar off by one common ratio (an unreported split), fetches the whole history
 //!    again; only new or changed bars go on.
-//! 4. [`Updater::journal`]: the changed bars validated and journaled by the [`Ingestor`].
-//! 5. [`Updater::record`]: the catalog, written once: the actions seen, whether the whole
+//! 4. `Updater::journal`: the changed bars validated and journaled by the [`Ingestor`].
+//! 5. `Updater::record`: the catalog, written once: the actions seen, whether the whole
 //!    history was checked, and the fetch's outcome.
 //!
 //! Key types: [`Updater`], [`UpdateRequest`], [`SeriesOutcome`] with [`SeriesCounts`] or a

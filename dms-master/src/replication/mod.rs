@@ -13,6 +13,15 @@
 //! which may subscribe only as that node. Each replica
 //! follows the journal with its own cursor (`replica:<node id>`), moved by its acks, so the
 //! journal keeps what a replica still needs up to the retention limits.
+//!
+//! # Layout
+//!
+//! - this module: [`ReplicationService`], the gRPC service.
+//! - [`session`]: one replica's stream from its cursor; [`nodes`]: the registry of replicas and
+//!   their sync history; [`lag`]: how far each is behind; [`verify`]: digests compared;
+//!   [`api`]: `/api/nodes`.
+//!
+//! Imports only `auth`, `metrics` and `dms-common`.
 
 pub mod api;
 pub mod lag;

@@ -6,7 +6,7 @@
 //! (`RepairRequired`, with the store's applied seq to resume from) and the session ends.
 //!
 //! While streaming, the session sends journal entries in messages of about
-//! [`StreamOptions::message_bytes`], never more than the unacknowledged window allows (a slow
+//! [`StreamOptions::message_bytes`](super::StreamOptions::message_bytes), never more than the unacknowledged window allows (a slow
 //! replica holds the master to that window, not to an ever-growing buffer), heartbeats when
 //! idle, and forwards verify requests. Acks move the replica's journal cursor.
 

@@ -1,5 +1,8 @@
-//! Data sources: where bars come from. One trait, [`Source`], with a module per provider:
+//! Data sources: where bars come from. One trait, [`Source`], with a module per provider.
 //!
+//! # Layout
+//!
+//! - [`config`]: [`config::SourceConfig`], one entry of `sources:`.
 //! - [`yahoo`]: Yahoo Finance's v8 chart API, rate-limited (an adaptive rate by default, see
 //!   [`limiter`]), retried, chunked by the provider's history limits.
 //! - [`csv`]: a directory of OHLCV CSV files, one series per file.
@@ -7,6 +10,9 @@
 //! - [`registry`]: [`registry::Sources`] and [`registry::SqlTables`], every configured source
 //!   built once and found by name.
 //! - [`rows`]: rows of another system's data (a SQL table, an import file) read as bars.
+//! - [`limiter`]: the per-provider rate limiter.
+//!
+//! Imports only `metrics` (and `dms-common`): every other folder stands above it.
 //!
 //! A fetch returns normalized bars (UTC bar starts; daily and longer bars at 00:00 UTC of the
 //! exchange-local trading date), the corporate actions seen, which bars are still provisional

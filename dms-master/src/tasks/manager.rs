@@ -13,6 +13,16 @@
 //! checkpoint, the catalog) is not the series' fault: the series keeps what it fetched and
 //! tries the write again with a growing delay ([`durable::WRITE_RETRY_MAX`] at most) while the task is
 //! shown `paused` with the reason; it goes on by itself once the disk takes writes again.
+//!
+//! # Layout
+//!
+//! - this module: [`TaskManager`], the queue and the runner (one task at a time, its end
+//!   recorded by `end`); `context`: what it works with; `submit`: queuing a checked request.
+//! - `series`: tasks over the kept series, up to `tasks.concurrency` at once, each checkpointed,
+//!   with a second pass; per series `update` (a range handed to `pipeline::update`),
+//!   `backfill` (the gaps) or `validate` (the stored bars).
+//! - `import`: a CSV source, a SQL table, a file; `backups`: write, verify, restore, check
+//!   against a backup; `migrate`: copy to a target store and compare.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -7,6 +7,18 @@
 //! A master killed mid-task finds the task `running` at its next start, puts it back in the
 //! queue and resumes it without fetching the series its checkpoints say are done.
 
+//!
+//! # Layout
+//!
+//! - this module: [`Task`], its kind, parameters, status and counters.
+//! - [`store`]: [`store::TaskStore`], the tasks and checkpoints in the state file.
+//! - [`manager`]: [`manager::TaskManager`], the queue and the runner, with a module per task
+//!   kind (update, backfill, validate, imports, backups, migrate and check).
+//! - [`request`]: a task request as sent to the REST API or the admin service, checked.
+//! - [`config`]: [`config::TasksConfig`], the `tasks:` section.
+//!
+//! May import `data`, `pipeline`, `universe`, `sources`, `alerts` and `metrics`.
+
 pub mod config;
 pub mod manager;
 pub mod request;

@@ -17,10 +17,15 @@
 //! directory without the dot prefix and with a manifest is complete. Series are read one by
 //! one in pages, so ingest is never held back (each page is one short read transaction).
 //!
-//! Modules: [`write`] (the backup task), [`store`] ([`store::BackupStore`]: a backup as a
-//! read-only bar store, for restore and the consistency check), [`verify`] (files against the
-//! manifest), [`retention`] (which backups to keep).
+//! # Layout
+//!
+//! - this module: the [`Manifest`] and finding a backup by name.
+//! - [`write`](mod@write): writing one (the backup task); [`verify`]: its files against the
+//!   manifest; [`store`]: [`store::BackupStore`], a backup as a read-only bar store, for
+//!   restore and the consistency check; [`retention`]: which backups are kept.
 
+#[cfg(test)]
+mod conformance;
 pub mod retention;
 pub mod store;
 pub mod verify;

@@ -32,6 +32,11 @@
 //!
 //! The same selection of the same bars gives the same bytes every time, whichever front end
 //! asks (the xlsx document's creation time is the newest bar's time, not the clock's).
+//!
+//! # Layout
+//!
+//! - [`request`]: the query checked; [`stream`]: the plan streamed through an encoder;
+//! - one encoder per format: [`csv`], [`json`], [`xlsx`], [`parquet`].
 
 pub mod csv;
 pub mod json;

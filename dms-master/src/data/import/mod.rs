@@ -5,7 +5,7 @@
 //!
 //! - [`source`]: every file of a configured CSV source, once.
 //! - [`table`]: a SQL table source, page by page, resumable by its key.
-//! - [`file`]: one CSV, JSON, xlsx or Parquet file, uploaded or inside an allowed directory,
+//! - [`file`](mod@file): one CSV, JSON, xlsx or Parquet file, uploaded or inside an allowed directory,
 //!   with a dry run.
 
 pub mod file;

@@ -23,6 +23,13 @@
 //! Key types: [`Scheduler`], [`ScheduleConfig`], [`ScheduleView`], [`RunRecord`] with
 //! [`RunOutcome`], [`Clock`] ([`SystemClock`], [`ManualClock`] for tests), [`cron::CronSchedule`]
 //! (fire times, DST-correct), [`store::ScheduleStore`] (the state file's tables).
+//!
+//! # Layout
+//!
+//! - this module: [`Scheduler`], a loop per job; [`config`]: a job; [`cron`]: cron
+//!   expressions; [`clock`]: the clock the loops sleep on (real or test).
+//! - [`run`]: a fire's checks and outcome; [`complete`]: whether the series are complete
+//!   already; [`store`]: the run records; [`api`]: the REST view.
 
 pub mod api;
 pub mod clock;

@@ -19,6 +19,12 @@
 //!    A row that is not a bar is reported with its row number and reason, written to the
 //!    import's quarantine file (`import-quarantine/<task>.csv` beside the state file), and
 //!    the rest goes on.
+//!
+//! # Layout
+//!
+//! - this module: the request ([`FileImportSpec`]), the dry run, the problems of rows.
+//! - [`read`]: one reader per format; [`run`]: the import through the pipeline, resumable;
+//!   [`config`]: the `file_import:` section.
 
 pub mod config;
 pub mod read;
