@@ -27,13 +27,13 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::{Connection, MySql, QueryBuilder, Row, Transaction};
+use sqlx::{MySql, QueryBuilder, Row, Transaction};
 
 use super::config::SqlServerConfig;
 use super::digest::BucketDigest;
 use super::sql::{
-    ACQUIRE_TIMEOUT, BAR_COLUMNS, Dialect, SeriesRow, SqlScrub, SqlStore, SqlWrite, bar_from_row,
-    bars_of, bucket_from_row, integers_of, parse_key, quoted_interval, series_from_row, sql_error,
+    BAR_COLUMNS, Dialect, SeriesRow, SqlScrub, SqlStore, SqlWrite, bar_from_row, bars_of,
+    bucket_from_row, connect, integers_of, parse_key, quoted_interval, series_from_row, sql_error,
 };
 use super::{Bar, Result, SeriesKey, StoreError};
 
@@ -113,24 +113,16 @@ impl MysqlStore {
         max_connections: u32,
         label: String,
     ) -> Result<Self> {
-        let context = |e: StoreError| e.context(&format!("MySQL store {label}"));
-        let mut conn = sqlx::MySqlConnection::connect_with(&options)
-            .await
-            .map_err(|e| context(sql_error(e)))?;
-        migrate(&mut conn).await.map_err(context)?;
-        conn.close().await.map_err(|e| context(sql_error(e)))?;
-        let pool = MySqlPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                        .execute(conn)
-                        .await
-                        .map(|_| ())
-                })
+        let pool = MySqlPoolOptions::new().after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
             })
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options);
+        });
+        let context = format!("MySQL store {label}");
+        let pool = connect(options, pool, max_connections, &context, migrate).await?;
         Ok(SqlStore {
             server: MysqlServer { pool, label },
         })

@@ -39,7 +39,7 @@ pub(crate) use write::PgWrite;
 
 use super::config::SqlServerConfig;
 use super::sql::{
-    ACQUIRE_TIMEOUT, Dialect, SqlStore, bars_of, integers_of, numbered_placeholders, sql_error,
+    Dialect, SqlStore, bars_of, connect, integers_of, numbered_placeholders, sql_error,
 };
 use super::{Bar, Result, SeriesKey, StoreError};
 
@@ -117,16 +117,15 @@ impl PostgresStore {
         max_connections: u32,
         label: String,
     ) -> Result<Self> {
-        let context = |e: StoreError| e.context(&format!("PostgreSQL store {label}"));
-        let mut conn = sqlx::PgConnection::connect_with(&options)
-            .await
-            .map_err(|e| context(sql_error(e)))?;
-        migrate(&mut conn).await.map_err(context)?;
-        conn.close().await.map_err(|e| context(sql_error(e)))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options);
+        let context = format!("PostgreSQL store {label}");
+        let pool = connect(
+            options,
+            PgPoolOptions::new(),
+            max_connections,
+            &context,
+            migrate,
+        )
+        .await?;
         Ok(SqlStore {
             server: PgServer { pool, label },
         })

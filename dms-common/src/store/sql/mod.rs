@@ -24,9 +24,7 @@ mod store;
 mod write;
 
 pub use store::SqlStore;
-pub(crate) use store::{
-    ACQUIRE_TIMEOUT, BAR_COLUMNS, Dialect, numbered_placeholders, quoted_interval,
-};
+pub(crate) use store::{BAR_COLUMNS, Dialect, connect, numbered_placeholders, quoted_interval};
 pub(crate) use write::{SqlScrub, SqlWrite, delete, replace, scrub, upsert};
 
 use super::digest::{BucketDigest, Digest};

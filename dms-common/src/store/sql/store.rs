@@ -24,7 +24,7 @@ pub(crate) const BAR_COLUMNS: &str =
     "ts, open, high, low, close, volume, adj_close, turnover, open_interest";
 
 /// How long a connection may be waited for before the store counts as unavailable.
-pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What differs between the SQL servers a [`SqlStore`] runs on.
 #[async_trait]
@@ -243,6 +243,30 @@ impl<D: Dialect> BarStore for SqlStore<D> {
             .map(|_| ())
             .map_err(|e| named(&self.server, e))
     }
+}
+
+/// Connects once with `options` to run `migrate` (the schema ready before the pool is used;
+/// a server that cannot be reached fails here, transiently), then makes the pool from
+/// `pool` (at most `max_connections`, waiting [`ACQUIRE_TIMEOUT`] for one), connecting
+/// lazily. `context` names the server in errors.
+pub(crate) async fn connect<DB: sqlx::Database>(
+    options: <DB::Connection as sqlx::Connection>::Options,
+    pool: sqlx::pool::PoolOptions<DB>,
+    max_connections: u32,
+    context: &str,
+    migrate: impl AsyncFnOnce(&mut DB::Connection) -> Result<()>,
+) -> Result<sqlx::Pool<DB>> {
+    use sqlx::Connection;
+    let named = |e: crate::store::StoreError| e.context(context);
+    let mut conn = DB::Connection::connect_with(&options)
+        .await
+        .map_err(|e| named(super::sql_error(e)))?;
+    migrate(&mut conn).await.map_err(named)?;
+    conn.close().await.map_err(|e| named(super::sql_error(e)))?;
+    Ok(pool
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_lazy_with(options))
 }
 
 /// `sql` with its `?` placeholders numbered `$1`, `$2`, ... (PostgreSQL's way).
