@@ -3,8 +3,10 @@
 //!
 //! # Layout
 //!
-//! - [`source`]: every file of a configured CSV source, once.
-//! - [`table`]: a SQL table source, page by page, resumable by its key.
+//! - [`source`]: every file of a configured CSV source, once, read through
+//!   [`source::SeriesFiles`].
+//! - [`table`]: a SQL table source, page by page, resumable by its key, read through
+//!   [`table::TablePages`].
 //! - [`file`](mod@file): one CSV, JSON, xlsx or Parquet file, uploaded or inside an allowed directory,
 //!   with a dry run.
 

@@ -2,13 +2,16 @@
 //! and what is new or changed is validated and journaled. Importing the same files again (every
 //! start) journals nothing.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use dms_common::journal::{Origin, Seq};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::ingest::Ingestor;
 use crate::pipeline::reconcile::Reconciler;
-use crate::sources::csv::CsvSource;
+use crate::sources::csv::{CsvSeries, CsvSource};
 
 /// Row problems logged per file before the rest are only counted.
 const LOGGED_PROBLEMS_PER_FILE: usize = 20;
@@ -40,9 +43,34 @@ pub struct ImportSummary {
     pub error: Option<String>,
 }
 
+/// What a source import reads: a set of files, one series each (a CSV source's directory).
+/// Its calls block (file I/O) and run on the blocking pool.
+pub trait SeriesFiles: Send + Sync + 'static {
+    /// The source's name, recorded as the origin of its bars.
+    fn name(&self) -> &str;
+    /// The files, in the order they are imported.
+    fn files(&self) -> Result<Vec<PathBuf>, String>;
+    /// One file's series: its bars and the rows that are not bars.
+    fn read_file(&self, path: &Path) -> Result<CsvSeries, String>;
+}
+
+impl SeriesFiles for CsvSource {
+    fn name(&self) -> &str {
+        CsvSource::name(self)
+    }
+
+    fn files(&self) -> Result<Vec<PathBuf>, String> {
+        CsvSource::files(self).map_err(|e| e.to_string())
+    }
+
+    fn read_file(&self, path: &Path) -> Result<CsvSeries, String> {
+        CsvSource::read_file(self, path).map_err(|e| e.to_string())
+    }
+}
+
 /// Imports every file of `source`; stops between files when `cancel` fires.
 pub async fn import_csv(
-    source: &CsvSource,
+    source: Arc<dyn SeriesFiles>,
     ingestor: &Ingestor,
     reconciler: &Reconciler,
     cancel: &CancellationToken,
@@ -62,7 +90,7 @@ pub async fn import_csv(
                 progress(&summary);
                 files
             }
-            Ok(Err(e)) => return failed(summary, e.to_string()),
+            Ok(Err(e)) => return failed(summary, e),
             Err(e) => return failed(summary, e.to_string()),
         }
     };

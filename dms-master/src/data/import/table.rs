@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::pipeline::ingest::Ingestor;
 use crate::pipeline::reconcile::Reconciler;
 use crate::sources::rows::ImportMode;
-use crate::sources::sql::{KeyValue, SqlRow, SqlTable};
+use crate::sources::sql::{KeyValue, Page, SqlRow, SqlTable};
 
 /// Row problems logged per import before the rest are only counted.
 const LOGGED_PROBLEMS: usize = 20;
@@ -43,10 +43,43 @@ pub struct RowImportSummary {
     pub error: Option<String>,
 }
 
+/// What a table import reads: a table's rows as bars, in pages in key order, from after a key.
+/// The SQL-table source ([`SqlTable`]) is one.
+#[async_trait::async_trait]
+pub trait TablePages: Send + Sync {
+    /// The source's name, recorded as the origin of its bars.
+    fn name(&self) -> &str;
+    /// What the import does with bars already stored.
+    fn mode(&self) -> ImportMode;
+    /// How many rows the table holds, for progress.
+    async fn count(&self) -> Result<u64, String>;
+    /// The next page after the row with key `after` (from the first row when None).
+    async fn page(&self, after: Option<&[KeyValue]>) -> Result<Page, String>;
+}
+
+#[async_trait::async_trait]
+impl TablePages for SqlTable {
+    fn name(&self) -> &str {
+        SqlTable::name(self)
+    }
+
+    fn mode(&self) -> ImportMode {
+        self.config().mode
+    }
+
+    async fn count(&self) -> Result<u64, String> {
+        SqlTable::count(self).await
+    }
+
+    async fn page(&self, after: Option<&[KeyValue]>) -> Result<Page, String> {
+        SqlTable::page(self, after).await
+    }
+}
+
 /// Imports `table` from after `resume_after` (from the start when None); stops between pages
 /// when `cancel` fires.
 pub async fn import_table(
-    table: &SqlTable,
+    table: &dyn TablePages,
     ingestor: &Ingestor,
     reconciler: &Reconciler,
     mut summary: RowImportSummary,
@@ -65,7 +98,7 @@ pub async fn import_table(
         task_id: task_id.to_owned(),
         source: table.name().to_owned(),
     };
-    let mode = table.config().mode;
+    let mode = table.mode();
     loop {
         if cancel.is_cancelled() {
             summary.state = "cancelled".into();

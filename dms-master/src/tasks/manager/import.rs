@@ -8,8 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Run, Stop, TaskManager};
 use crate::data::import::source::{self, ImportSummary};
-use crate::data::import::table::{self, RowImportSummary};
-use crate::sources::sql::SqlTable;
+use crate::data::import::table::{self, RowImportSummary, TablePages};
 use crate::tasks::{FailedSeries, Task, TaskCounters};
 
 impl TaskManager {
@@ -52,7 +51,7 @@ impl TaskManager {
         let reconciler = self.reconciler();
         let stop = CancellationToken::new();
         let (seen, summaries) = watch::channel(ImportSummary::default());
-        let import = source::import_csv(csv, &self.ctx.ingestor, &reconciler, &stop, |s| {
+        let import = source::import_csv(csv.clone(), &self.ctx.ingestor, &reconciler, &stop, |s| {
             imports.lock().unwrap_or_else(|p| p.into_inner())[slot] = s.clone();
             seen.send_replace(s.clone());
         });
@@ -94,7 +93,7 @@ impl TaskManager {
         &self,
         task: &Task,
         run: &Run,
-        table: &SqlTable,
+        table: &dyn TablePages,
         counters: TaskCounters,
         (cancel, shutdown): (&CancellationToken, &CancellationToken),
     ) -> Result<TaskCounters, (Stop, TaskCounters)> {
