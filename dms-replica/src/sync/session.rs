@@ -160,19 +160,7 @@ impl Replicator {
                     }
                     let Some(last) = batches.last() else { continue };
                     let (last_seq, last_ms) = (last.seq, last.committed_at_ms);
-                    if batches[0].seq != cursor.next() {
-                        return Err(SyncError::Protocol(format!(
-                            "expected entry {} next, got {}",
-                            cursor.next(),
-                            batches[0].seq
-                        )));
-                    }
-                    if let Some(b) = batches.iter().find(|b| b.history_id.0 != history) {
-                        return Err(SyncError::Protocol(format!(
-                            "entry {} belongs to history {}, not {history}",
-                            b.seq, b.history_id
-                        )));
-                    }
+                    check_group(cursor, &history, &batches).map_err(SyncError::Protocol)?;
                     let guard = self.apply_lock.lock().await;
                     let (n, stats) = match apply(&self.store, batches).await {
                         Ok(applied) => applied,
@@ -335,9 +323,70 @@ async fn read_stream(
     }
 }
 
+/// Checks that a group of entries (several stream messages merged) follows `cursor` without a
+/// gap or a repeat, every entry of `history`: a group that does not is refused before any of
+/// it is applied, and the session ends (the next one resumes from the cursor).
+fn check_group(cursor: Seq, history: &str, batches: &[ChangeBatch]) -> Result<(), String> {
+    let mut expected = cursor.next();
+    for b in batches {
+        if b.seq != expected {
+            return Err(format!("expected entry {expected} next, got {}", b.seq));
+        }
+        if b.history_id.0 != history {
+            return Err(format!(
+                "entry {} belongs to history {}, not {history}",
+                b.seq, b.history_id
+            ));
+        }
+        expected = expected.next();
+    }
+    Ok(())
+}
+
 fn decode_all(entries: &[Vec<u8>]) -> Result<Vec<ChangeBatch>, String> {
     entries
         .iter()
         .map(|bytes| decode_streamed(bytes).map_err(|e| e.to_string()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use dms_common::journal::{HistoryId, Origin};
+    use dms_common::{Interval, SeriesKey, Symbol};
+
+    use super::*;
+
+    fn entry(seq: u64, history: &str) -> ChangeBatch {
+        ChangeBatch {
+            seq: Seq(seq),
+            history_id: HistoryId(history.into()),
+            series: SeriesKey::new(Symbol::new("IBM").unwrap(), Interval::D1),
+            change: Change::Upsert(Vec::new()),
+            origin: Origin {
+                task_id: String::new(),
+                source: "test".into(),
+            },
+            committed_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_group_must_follow_the_cursor_without_gaps_or_repeats() {
+        let group = |seqs: &[u64]| seqs.iter().map(|&s| entry(s, "h")).collect::<Vec<_>>();
+        assert!(check_group(Seq(4), "h", &group(&[5, 6, 7])).is_ok());
+        let gap = check_group(Seq(4), "h", &group(&[5, 6, 8])).unwrap_err();
+        assert!(gap.contains("expected entry 7 next, got 8"), "{gap}");
+        let repeat = check_group(Seq(4), "h", &group(&[5, 5])).unwrap_err();
+        assert!(repeat.contains("expected entry 6 next, got 5"), "{repeat}");
+        let late = check_group(Seq(4), "h", &group(&[6])).unwrap_err();
+        assert!(late.contains("expected entry 5 next, got 6"), "{late}");
+    }
+
+    #[test]
+    fn a_group_from_another_history_is_refused() {
+        let group = vec![entry(5, "h"), entry(6, "other")];
+        let e = check_group(Seq(4), "h", &group).unwrap_err();
+        assert!(e.contains("entry 6 belongs to history other, not h"), "{e}");
+    }
 }
