@@ -146,8 +146,23 @@ pub struct StateConfig {
     pub path: PathBuf,
 }
 
+/// This machine's host name as a node id, so two replicas on two machines never share one
+/// by default: characters outside `A-Za-z0-9._-` become `-`, cut to 64. Empty when the host
+/// name cannot be read (validation then asks for `node_id`).
 fn default_node_id() -> String {
-    "replica-1".into()
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    node_id_of(host.trim())
+}
+
+/// `host` as a node id (see [`default_node_id`]).
+fn node_id_of(host: &str) -> String {
+    host.chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '-',
+        })
+        .take(64)
+        .collect()
 }
 fn default_master_url() -> String {
     "http://127.0.0.1:11183".into()
@@ -227,8 +242,12 @@ impl Validate for ReplicaConfig {
         let auth_enabled = self.auth.token.is_some() || self.auth.token_file.is_some();
         issues.extend(self.http.exposure_issue(auth_enabled));
         let id = &self.node_id;
-        if id.is_empty()
-            || id.len() > 64
+        if id.is_empty() {
+            issues.push(ConfigIssue::new(
+                "node_id",
+                "is empty and this machine's host name could not be read: set the replica's name",
+            ));
+        } else if id.len() > 64
             || !id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
@@ -330,7 +349,23 @@ mod tests {
         let c = load("").unwrap();
         assert_eq!(c.master.url, "http://127.0.0.1:11183");
         assert_eq!(c.http.listen.port(), 11184);
-        assert_eq!(c.node_id, "replica-1");
+        assert_eq!(
+            c.node_id,
+            node_id_of(
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .unwrap()
+                    .trim()
+            )
+        );
+        assert!(!c.node_id.is_empty());
+    }
+
+    #[test]
+    fn a_host_name_becomes_a_valid_node_id() {
+        assert_eq!(node_id_of("db-01.example.com"), "db-01.example.com");
+        assert_eq!(node_id_of("büro pc"), "b-ro-pc");
+        assert_eq!(node_id_of(&"x".repeat(100)).len(), 64);
+        assert!(load(&format!("node_id: {}\n", node_id_of("büro pc"))).is_ok());
     }
 
     #[test]
