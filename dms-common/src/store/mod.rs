@@ -426,6 +426,17 @@ pub async fn latest_by_reading<S: BarStore + ?Sized>(
     Ok(last)
 }
 
+/// The key of a series from its stored columns; a column that is not a symbol or an interval
+/// is corrupt data.
+pub(crate) fn parse_key(symbol: &str, interval: &str) -> Result<SeriesKey> {
+    let symbol = crate::symbol::Symbol::new(symbol)
+        .map_err(|e| StoreError::corrupt(format!("stored series has a bad symbol: {e}")))?;
+    let interval = interval
+        .parse::<crate::interval::Interval>()
+        .map_err(|e| StoreError::corrupt(format!("stored series has a bad interval: {e}")))?;
+    Ok(SeriesKey::new(symbol, interval))
+}
+
 /// Checks that every bar of a [`BarStore::replace_range`] lies in its range.
 pub fn check_in_range(series: &SeriesKey, range: TimeRange, bars: &[Bar]) -> Result<()> {
     match bars.iter().find(|b| !range.contains(b.ts)) {

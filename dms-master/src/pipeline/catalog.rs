@@ -377,3 +377,99 @@ impl Catalog {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dms_common::{Interval, Symbol};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_update_is_recorded_in_one_transaction_of_every_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let catalog = Catalog::open(&path).unwrap();
+        let key = SeriesKey::new(Symbol::new("IBM").unwrap(), Interval::D1);
+        let split = CorporateAction {
+            symbol: key.symbol.clone(),
+            date: Timestamp(1_700_006_400),
+            kind: ActionKind::Split {
+                numerator: 4.0,
+                denominator: 1.0,
+            },
+        };
+        catalog
+            .record_update(
+                &key,
+                "yahoo",
+                std::slice::from_ref(&split),
+                true,
+                Some(Timestamp(42)),
+            )
+            .await
+            .unwrap();
+        // Read back with SQLite itself, not through the catalog.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let (source, ok, provisional): (String, bool, Option<i64>) = c
+            .query_row(
+                "SELECT source, last_fetch_ok, provisional_from FROM catalog
+                 WHERE symbol = 'IBM' AND interval = '1d'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (source.as_str(), ok, provisional),
+            ("yahoo", true, Some(42))
+        );
+        let seen: i64 = c
+            .query_row(
+                "SELECT count(*) FROM series_actions WHERE symbol = 'IBM' AND interval = '1d'
+                 AND date = 1700006400 AND kind = 'split'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(seen, 1);
+        let checked: i64 = c
+            .query_row(
+                "SELECT count(*) FROM actions_checked WHERE symbol = 'IBM' AND interval = '1d'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(checked, 1);
+
+        // Without the history check, actions_checked is left as it was; a failed fetch keeps
+        // the provisional start.
+        let other = SeriesKey::new(Symbol::new("AAPL").unwrap(), Interval::D1);
+        catalog
+            .record_update(&other, "yahoo", &[], false, None)
+            .await
+            .unwrap();
+        catalog
+            .record_fetch(&key, "yahoo", Err("down".into()))
+            .await
+            .unwrap();
+        let checked_other: i64 = c
+            .query_row(
+                "SELECT count(*) FROM actions_checked WHERE symbol = 'AAPL'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(checked_other, 0);
+        let (ok, provisional, error): (bool, Option<i64>, Option<String>) = c
+            .query_row(
+                "SELECT last_fetch_ok, provisional_from, last_error FROM catalog
+                 WHERE symbol = 'IBM'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (ok, provisional, error.as_deref()),
+            (false, Some(42), Some("down"))
+        );
+    }
+}

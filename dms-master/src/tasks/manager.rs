@@ -57,6 +57,8 @@ pub use submit::SubmitError;
 #[derive(Debug)]
 pub struct TaskManager {
     ctx: TaskContext,
+    /// The update pipeline, for the update, range-import and backfill tasks.
+    updater: Updater,
     wake: Notify,
     /// Held by whatever imports or updates: one at a time, tasks and the start-up import alike.
     gate: tokio::sync::Mutex<()>,
@@ -75,7 +77,20 @@ enum Stop {
 
 impl TaskManager {
     pub fn new(ctx: TaskContext) -> Arc<TaskManager> {
+        let updater = Updater {
+            store: ctx.store.clone(),
+            catalog: ctx.catalog.clone(),
+            ingestor: ctx.ingestor.clone(),
+            reconciler: Reconciler {
+                ingestor: ctx.ingestor.clone(),
+                store: ctx.store.clone(),
+                applied: ctx.applied.clone(),
+            },
+            default_history: ctx.config.default_history.0,
+            actions_check_interval: ctx.config.actions_check_interval.0,
+        };
         Arc::new(TaskManager {
+            updater,
             ctx,
             wake: Notify::new(),
             gate: tokio::sync::Mutex::new(()),
@@ -202,11 +217,7 @@ impl TaskManager {
     where
         Fut: std::future::Future<Output = Result<T, E>>,
     {
-        let watch = TaskWrites {
-            tasks: &self.ctx.tasks,
-            id: &task.id,
-        };
-        durable::until_written(&watch, what, write).await
+        durable::until_written(&self.writes(task), what, write).await
     }
 
     /// Runs the task by its kind; returns the final counters or why it stopped.
@@ -248,23 +259,7 @@ impl TaskManager {
 
     /// Compares delivered bars with the store, for what the ingestor journals.
     pub fn reconciler(&self) -> Reconciler {
-        Reconciler {
-            ingestor: self.ctx.ingestor.clone(),
-            store: self.ctx.store.clone(),
-            applied: self.ctx.applied.clone(),
-        }
-    }
-
-    /// The update pipeline's stages, for the update, import and backfill tasks.
-    fn updater(&self) -> Updater {
-        Updater {
-            store: self.ctx.store.clone(),
-            catalog: self.ctx.catalog.clone(),
-            ingestor: self.ctx.ingestor.clone(),
-            reconciler: self.reconciler(),
-            default_history: self.ctx.config.default_history.0,
-            actions_check_interval: self.ctx.config.actions_check_interval.0,
-        }
+        self.updater.reconciler.clone()
     }
 
     /// Where backups are written.
@@ -332,6 +327,16 @@ fn progress_of(c: &TaskCounters) -> f64 {
     }
     let finished = c.series_done + c.series_skipped + c.series_failed;
     (100.0 * finished as f64 / c.series_total as f64).min(99.9)
+}
+
+impl TaskManager {
+    /// `task` as the watch of its writes.
+    fn writes<'a>(&'a self, task: &'a Task) -> TaskWrites<'a> {
+        TaskWrites {
+            tasks: &self.ctx.tasks,
+            id: &task.id,
+        }
+    }
 }
 
 /// The running task as the [`WriteWatch`] of its writes: shown `paused` with the reason while

@@ -23,14 +23,13 @@
 mod store;
 mod write;
 
+pub(crate) use super::parse_key;
 pub use store::SqlStore;
 pub(crate) use store::{BAR_COLUMNS, Dialect, connect, numbered_placeholders, quoted_interval};
 pub(crate) use write::{SqlScrub, SqlWrite, delete, replace, scrub, upsert};
 
 use super::digest::{BucketDigest, Digest};
-use super::{Bar, Result, SeriesKey, StoreError, TimeRange, Timestamp};
-use crate::interval::Interval;
-use crate::symbol::Symbol;
+use super::{Bar, Result, StoreError, TimeRange, Timestamp};
 
 /// What a store keeps of a series in `dms_series`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,16 +165,6 @@ where
         }
     })
     .boxed()
-}
-
-/// A series key from its stored columns.
-pub(crate) fn parse_key(symbol: &str, interval: &str) -> Result<SeriesKey> {
-    let symbol = Symbol::new(symbol)
-        .map_err(|e| StoreError::corrupt(format!("stored series has a bad symbol: {e}")))?;
-    let interval = interval
-        .parse::<Interval>()
-        .map_err(|e| StoreError::corrupt(format!("stored series has a bad interval: {e}")))?;
-    Ok(SeriesKey::new(symbol, interval))
 }
 
 /// `url` without the secrets it may carry (the password of `user:password@`, and the values

@@ -28,11 +28,11 @@ use super::{
     Bar, BarStore, BarStream, ReplaceStats, Result, SeriesBars, SeriesKey, SeriesOverview,
     StoreError, TimeRange, Timestamp, UpsertStats,
 };
-use crate::interval::Interval;
-use crate::symbol::Symbol;
 
 mod digests;
 mod write;
+
+use super::parse_key;
 
 use digests::migrate_digests;
 pub use write::bind_bar;
@@ -233,15 +233,6 @@ impl Inner {
         }
         out
     }
-}
-
-fn parse_key(symbol: &str, interval: &str) -> Result<SeriesKey> {
-    let symbol = Symbol::new(symbol)
-        .map_err(|e| StoreError::corrupt(format!("stored series has a bad symbol: {e}")))?;
-    let interval = interval
-        .parse::<Interval>()
-        .map_err(|e| StoreError::corrupt(format!("stored series has a bad interval: {e}")))?;
-    Ok(SeriesKey::new(symbol, interval))
 }
 
 fn lookup_series_id(conn: &Connection, key: &SeriesKey) -> Result<Option<i64>> {

@@ -4,7 +4,7 @@
 use dms_common::journal::Origin;
 use dms_common::{TimeRange, Timestamp};
 
-use super::{TaskManager, TaskWrites};
+use super::TaskManager;
 use crate::pipeline::update::{SeriesError, SeriesOutcome, UpdateRequest};
 use crate::tasks::{Task, TaskKind};
 use crate::universe::UniverseEntry;
@@ -72,10 +72,8 @@ impl TaskManager {
             check_history_actions: task.kind == TaskKind::IncrementalUpdate,
             origin: &origin,
         };
-        let watch = TaskWrites {
-            tasks: &self.ctx.tasks,
-            id: &task.id,
-        };
-        self.updater().update(request, &watch, answered).await
+        self.updater
+            .update(request, &self.writes(task), answered)
+            .await
     }
 }
